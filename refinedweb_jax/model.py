@@ -1,0 +1,308 @@
+"""The RefinedWeb encoder-decoder Transformer (Flax Linen).
+
+Pre-norm residual blocks (RMSNorm), rotary position embeddings (RoPE) on
+self-attention queries and keys (cross-attention has no positions), optional
+gated MLP, tied or separate output embedding, packed-sequence support through
+segment ids and per-segment positions, and a key/value cache for decoding.
+"""
+
+import dataclasses
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from refinedweb_jax import attention
+
+PRESETS = {
+    "tiny": dict(vocab_size=512, d_model=32, num_heads=4, head_dim=8, d_ff=64,
+                 num_encoder_layers=2, num_decoder_layers=2),
+    "small": dict(vocab_size=8000, d_model=384, num_heads=6, head_dim=64, d_ff=1024,
+                  num_encoder_layers=4, num_decoder_layers=4),
+    "base": dict(vocab_size=32128, d_model=768, num_heads=12, head_dim=64, d_ff=2048,
+                 num_encoder_layers=12, num_decoder_layers=12),
+    "large": dict(vocab_size=32128, d_model=1024, num_heads=16, head_dim=64, d_ff=2816,
+                  num_encoder_layers=24, num_decoder_layers=24),
+}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu, "silu": nn.silu}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Model hyper-parameters.
+
+  Shape legend used in names across the package: B batch, S source (encoder)
+  length, T target (decoder) length, D d_model, H heads, K head dim, F ffn
+  width, V vocabulary, L cache length.
+  """
+  vocab_size: int = 8000
+  d_model: int = 384
+  num_heads: int = 6
+  head_dim: int = 64
+  d_ff: int = 1024
+  num_encoder_layers: int = 4
+  num_decoder_layers: int = 4
+  dropout_rate: float = 0.0
+  gated_mlp: bool = True
+  activation: str = "gelu"
+  tie_embeddings: bool = True
+  dtype: str = "float32"
+  rope_max_wavelength: float = 10_000.0
+  norm_epsilon: float = 1e-6
+  encoder_attention: str = "dense"
+  decoder_attention: str = "dense"
+  dense_implementation: str = "xla"
+
+  def __post_init__(self):
+    for name in ("vocab_size", "d_model", "num_heads", "head_dim", "d_ff",
+                 "num_encoder_layers", "num_decoder_layers"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"model.{name} must be > 0, got {getattr(self, name)}")
+    if self.dtype not in DTYPES:
+      raise ValueError(f"unknown model.dtype {self.dtype!r}; allowed: {', '.join(DTYPES)}")
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(
+          f"unknown model.activation {self.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ValueError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate}")
+    attention.check_kind(self.encoder_attention, "model.encoder_attention")
+    attention.check_kind(self.decoder_attention, "model.decoder_attention")
+
+  @classmethod
+  def from_preset(cls, preset: str, **overrides) -> "ModelConfig":
+    """Builds a config from a named preset plus keyword overrides."""
+    if preset not in PRESETS:
+      raise ValueError(f"unknown model preset {preset!r}; allowed: {', '.join(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+      raise ValueError(f"unknown model config key(s) {unknown}; allowed: {sorted(fields)}")
+    return cls(**{**PRESETS[preset], **overrides})
+
+  @property
+  def compute_dtype(self):
+    return DTYPES[self.dtype]
+
+
+def _dense(cfg, features, axes, names, name):
+  """DenseGeneral with fp32 params, compute dtype and logical axis names."""
+  return nn.DenseGeneral(
+      features, axis=axes, use_bias=False, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
+      kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names),
+      name=name)
+
+
+class RMSNorm(nn.Module):
+  """T5-style root-mean-square layer norm (no mean subtraction, no bias)."""
+  epsilon: float = 1e-6
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxTxD):
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                       (x_BxTxD.shape[-1],), jnp.float32)
+    x = x_BxTxD.astype(jnp.float32)
+    x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.epsilon)
+    return (x * scale).astype(self.dtype)
+
+
+class MultiHeadAttention(nn.Module):
+  """Self- or cross-attention with an optional decoding cache."""
+  cfg: ModelConfig
+  causal: bool = False
+  rotary: bool = True
+
+  @nn.compact
+  def __call__(self, x_BxTxD, kv_BxSxD, mask_Bx1xTxS, q_positions_BxT=None,
+               kv_positions_BxS=None, *, decode: bool = False, cross: bool = False):
+    cfg = self.cfg
+    hk = (cfg.num_heads, cfg.head_dim)
+    q = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "query")(x_BxTxD)
+    if decode and cross:
+      # Encoder keys/values are projected once, when the cache is created.
+      key = self.variable("cache", "cross_key", lambda: _dense(
+          cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD))
+      value = self.variable("cache", "cross_value", lambda: _dense(
+          cfg, hk, -1, ("embed", "heads", "kv"), "value")(kv_BxSxD))
+      k, v = key.value, value.value
+    else:
+      k = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD)
+      v = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "value")(kv_BxSxD)
+    if self.rotary:
+      q = attention.rotary_embedding(q, q_positions_BxT, cfg.rope_max_wavelength)
+      k = attention.rotary_embedding(k, kv_positions_BxS, cfg.rope_max_wavelength)
+    if decode and not cross:
+      k, v, mask_Bx1xTxS = self._update_cache(k, v, q_positions_BxT)
+    q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
+    out = attention.dense_attention(q, k, v, mask_Bx1xTxS,
+                                    implementation=cfg.dense_implementation)
+    return _dense(cfg, cfg.d_model, (-2, -1), ("heads", "kv", "embed"), "out")(out)
+
+  def _update_cache(self, k_Bx1xHxK, v_Bx1xHxK, positions_Bx1):
+    """Writes this step's key/value at its position; the mask admits positions <= it."""
+    is_initialized = self.has_variable("cache", "cached_key")
+    # On creation the input spans the whole target length L, which sizes the cache.
+    cached_key = self.variable("cache", "cached_key", jnp.zeros, k_Bx1xHxK.shape, k_Bx1xHxK.dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros, v_Bx1xHxK.shape,
+                                 v_Bx1xHxK.dtype)
+    if not is_initialized:
+      return k_Bx1xHxK, v_Bx1xHxK, None
+    batch, length = cached_key.value.shape[:2]
+    if k_Bx1xHxK.shape[1] != 1:
+      raise ValueError(f"cached decoding takes one token per step, got {k_Bx1xHxK.shape[1]}")
+    index = positions_Bx1[0, 0]
+    cached_key.value = jax.lax.dynamic_update_slice_in_dim(cached_key.value, k_Bx1xHxK, index, 1)
+    cached_value.value = jax.lax.dynamic_update_slice_in_dim(cached_value.value, v_Bx1xHxK,
+                                                             index, 1)
+    mask = (jnp.arange(length) <= index)[None, None, None, :]
+    return cached_key.value, cached_value.value, jnp.broadcast_to(mask, (batch, 1, 1, length))
+
+
+class MLP(nn.Module):
+  """Feed-forward block, gated (GeGLU/SwiGLU style) or plain."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, deterministic: bool):
+    cfg = self.cfg
+    act = ACTIVATIONS[cfg.activation]
+    h_BxTxF = act(_dense(cfg, cfg.d_ff, -1, ("embed", "mlp"), "wi_0")(x_BxTxD))
+    if cfg.gated_mlp:
+      h_BxTxF = h_BxTxF * _dense(cfg, cfg.d_ff, -1, ("embed", "mlp"), "wi_1")(x_BxTxD)
+    h_BxTxF = nn.with_logical_constraint(h_BxTxF, ("batch", "length", "mlp"))
+    h_BxTxF = nn.Dropout(cfg.dropout_rate)(h_BxTxF, deterministic=deterministic)
+    return _dense(cfg, cfg.d_model, -1, ("mlp", "embed"), "wo")(h_BxTxF)
+
+
+class EncoderLayer(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxSxD, mask_Bx1xSxS, positions_BxS, deterministic: bool):
+    cfg = self.cfg
+    drop = nn.Dropout(cfg.dropout_rate)
+    h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_attention_norm")(x_BxSxD)
+    h = MultiHeadAttention(cfg, name="attention")(h, h, mask_Bx1xSxS, positions_BxS,
+                                                  positions_BxS)
+    x_BxSxD = x_BxSxD + drop(h, deterministic=deterministic)
+    h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_mlp_norm")(x_BxSxD)
+    x_BxSxD = x_BxSxD + drop(MLP(cfg, name="mlp")(h, deterministic), deterministic=deterministic)
+    return nn.with_logical_constraint(x_BxSxD, ("batch", "length", "embed"))
+
+
+class DecoderLayer(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, y_BxTxD, enc_BxSxD, self_mask, cross_mask, positions_BxT,
+               deterministic: bool, decode: bool):
+    cfg = self.cfg
+    drop = nn.Dropout(cfg.dropout_rate)
+    h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_self_attention_norm")(y_BxTxD)
+    h = MultiHeadAttention(cfg, causal=True, name="self_attention")(
+        h, h, self_mask, positions_BxT, positions_BxT, decode=decode)
+    y_BxTxD = y_BxTxD + drop(h, deterministic=deterministic)
+    h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_cross_attention_norm")(y_BxTxD)
+    h = MultiHeadAttention(cfg, rotary=False, name="cross_attention")(
+        h, enc_BxSxD, cross_mask, decode=decode, cross=True)
+    y_BxTxD = y_BxTxD + drop(h, deterministic=deterministic)
+    h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_mlp_norm")(y_BxTxD)
+    y_BxTxD = y_BxTxD + drop(MLP(cfg, name="mlp")(h, deterministic), deterministic=deterministic)
+    return nn.with_logical_constraint(y_BxTxD, ("batch", "length", "embed"))
+
+
+def _default_segments_and_positions(tokens_BxT, segment_ids, positions):
+  """Unpacked inputs: segment 1 where the token is not padding, positions 0..T-1."""
+  if segment_ids is None:
+    segment_ids = (tokens_BxT != 0).astype(jnp.int32)
+  if positions is None:
+    positions = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
+  return segment_ids, positions
+
+
+class EncoderDecoder(nn.Module):
+  """Encoder-decoder Transformer; `encode` and `decode` also work on their own."""
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.embedding = nn.Embed(
+        cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
+        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
+                                                    ("vocab", "embed")),
+        name="token_embedding")
+    self.encoder_layers = [EncoderLayer(cfg, name=f"encoder_{i}")
+                           for i in range(cfg.num_encoder_layers)]
+    self.decoder_layers = [DecoderLayer(cfg, name=f"decoder_{i}")
+                           for i in range(cfg.num_decoder_layers)]
+    self.encoder_norm = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="encoder_norm")
+    self.decoder_norm = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="decoder_norm")
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+    if not cfg.tie_embeddings:
+      self.logits_dense = _dense(cfg, cfg.vocab_size, -1, ("embed", "vocab"), "logits_dense")
+
+  def encode(self, inputs_BxS, inputs_segment_ids=None, inputs_positions=None, *,
+             deterministic: bool = True):
+    """Token ids -> encoder output enc_BxSxD."""
+    segments, positions = _default_segments_and_positions(inputs_BxS, inputs_segment_ids,
+                                                          inputs_positions)
+    mask = attention.make_attention_mask(segments, segments, causal=False)
+    x_BxSxD = self.dropout(self.embedding(inputs_BxS), deterministic=deterministic)
+    x_BxSxD = nn.with_logical_constraint(x_BxSxD, ("batch", "length", "embed"))
+    for layer in self.encoder_layers:
+      x_BxSxD = layer(x_BxSxD, mask, positions, deterministic)
+    return self.dropout(self.encoder_norm(x_BxSxD), deterministic=deterministic)
+
+  def decode(self, enc_BxSxD, inputs_BxS, decoder_input_tokens_BxT, inputs_segment_ids=None,
+             decoder_segment_ids=None, decoder_positions=None, *, deterministic: bool = True,
+             decode: bool = False):
+    """Encoder output + shifted targets -> float32 logits_BxTxV.
+
+    With decode=True, one token per call at position decoder_positions[:, 0],
+    reading and updating the 'cache' collection.
+    """
+    enc_segments, _ = _default_segments_and_positions(inputs_BxS, inputs_segment_ids, None)
+    if decode:
+      dec_segments = jnp.ones_like(decoder_input_tokens_BxT, jnp.int32)
+      positions = decoder_positions
+      if positions is None:
+        positions = jnp.broadcast_to(jnp.arange(decoder_input_tokens_BxT.shape[1]),
+                                     decoder_input_tokens_BxT.shape)
+      self_mask = None  # built from the cache index inside the attention layer
+    else:
+      # The shifted-right start token is 0 (padding id) but is a real position:
+      # segments must come from the pipeline, or default to all-valid.
+      if decoder_segment_ids is None:
+        decoder_segment_ids = jnp.ones_like(decoder_input_tokens_BxT, jnp.int32)
+      dec_segments, positions = _default_segments_and_positions(
+          decoder_input_tokens_BxT, decoder_segment_ids, decoder_positions)
+      self_mask = attention.make_attention_mask(dec_segments, dec_segments, causal=True)
+    cross_mask = attention.make_attention_mask(dec_segments, enc_segments, causal=False)
+    y_BxTxD = self.dropout(self.embedding(decoder_input_tokens_BxT), deterministic=deterministic)
+    y_BxTxD = nn.with_logical_constraint(y_BxTxD, ("batch", "length", "embed"))
+    for layer in self.decoder_layers:
+      y_BxTxD = layer(y_BxTxD, enc_BxSxD, self_mask, cross_mask, positions, deterministic,
+                      decode)
+    y_BxTxD = self.dropout(self.decoder_norm(y_BxTxD), deterministic=deterministic)
+    if self.cfg.tie_embeddings:
+      # Scale as in T5/Mesh-TF so tied logits start near unit variance.
+      logits_BxTxV = self.embedding.attend(y_BxTxD) / jnp.sqrt(self.cfg.d_model)
+    else:
+      logits_BxTxV = self.logits_dense(y_BxTxD)
+    logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "vocab"))
+    return logits_BxTxV.astype(jnp.float32)
+
+  def __call__(self, inputs_BxS, decoder_input_tokens_BxT, inputs_segment_ids=None,
+               decoder_segment_ids=None, inputs_positions=None, decoder_positions=None, *,
+               deterministic: bool = True):
+    enc_BxSxD = self.encode(inputs_BxS, inputs_segment_ids, inputs_positions,
+                            deterministic=deterministic)
+    return self.decode(enc_BxSxD, inputs_BxS, decoder_input_tokens_BxT, inputs_segment_ids,
+                       decoder_segment_ids, decoder_positions, deterministic=deterministic)
+
+
+def count_params(params) -> int:
+  """Number of scalars in a (possibly boxed) parameter tree."""
+  return sum(x.size for x in jax.tree.leaves(nn.meta.unbox(params)))
