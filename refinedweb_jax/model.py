@@ -86,12 +86,35 @@ class ModelConfig:
     return DTYPES[self.dtype]
 
 
+class Projection(nn.Module):
+  """x @ W contracting the last `num_contract` axes; fp32 W with logical axis names.
+
+  (nn.DenseGeneral initialises a flattened kernel, which breaks logical-axis
+  constraints on multi-axis kernels such as embed x heads x kv.)
+  """
+  features: tuple
+  num_contract: int
+  names: tuple
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    nc, nf = self.num_contract, len(self.features)
+    init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                            in_axis=tuple(range(nc)),
+                                            out_axis=tuple(range(nc, nc + nf)))
+    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.names),
+                        x.shape[x.ndim - nc:] + tuple(self.features), jnp.float32)
+    contract = (tuple(range(x.ndim - nc, x.ndim)), tuple(range(nc)))
+    return jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
+                               (contract, ((), ())))
+
+
 def _dense(cfg, features, axes, names, name):
-  """DenseGeneral with fp32 params, compute dtype and logical axis names."""
-  return nn.DenseGeneral(
-      features, axis=axes, use_bias=False, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-      kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names),
-      name=name)
+  """A Projection in the model's compute dtype; `axes` are the contracted input axes."""
+  features = features if isinstance(features, tuple) else (features,)
+  num_contract = len(axes) if isinstance(axes, tuple) else 1
+  return Projection(features, num_contract, names, cfg.compute_dtype, name=name)
 
 
 class RMSNorm(nn.Module):

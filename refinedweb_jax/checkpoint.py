@@ -1,0 +1,74 @@
+"""Orbax checkpoints holding train state, data-iterator state, config and tokenizer.
+
+Resume order: the newest step that finished saving (Orbax commits a step
+atomically, so a run killed mid-save falls back to the one before).
+"""
+
+import base64
+import json
+import os
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Thin wrapper around ocp.CheckpointManager with this project's items."""
+
+  def __init__(self, directory: str, *, save_every: int = 1000, keep: int = 3,
+               async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=max(int(save_every), 1), max_to_keep=keep,
+        enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, *, data_iterator=None, config: dict | None = None,
+           tokenizer_proto: bytes | None = None, force: bool = False) -> bool:
+    """Saves when the step is due (or `force`); returns whether a save started."""
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    if config is not None:
+      items["config"] = ocp.args.JsonSave(config)
+    if tokenizer_proto is not None:
+      items["assets"] = ocp.args.JsonSave(
+          {"tokenizer_model": base64.b64encode(tokenizer_proto).decode("ascii")})
+    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def restore(self, step: int, abstract_state, *, data_iterator=None):
+    """Restores the state onto the shardings in `abstract_state` (and the iterator in place)."""
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    return restored["state"]
+
+  def restore_metadata(self, step: int | None = None):
+    """Returns (config dict, tokenizer model proto bytes) saved with a step."""
+    step = self.latest_step() if step is None else step
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore(), assets=ocp.args.JsonRestore()))
+    return dict(restored["config"]), base64.b64decode(restored["assets"]["tokenizer_model"])
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def abstract_like(state, shardings):
+  """ShapeDtypeStructs carrying target shardings, for restoring onto any mesh."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      state, shardings)
+
+
+def config_to_json(config) -> dict:
+  """A ConfigDict as plain JSON-able dict (round-trips through json)."""
+  return json.loads(config.to_json())

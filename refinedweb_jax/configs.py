@@ -1,0 +1,138 @@
+"""The default configuration and helpers that turn a ConfigDict into typed settings."""
+
+import dataclasses
+import importlib.util
+import os
+
+import ml_collections
+from ml_collections import config_dict
+
+from refinedweb_jax.model import ModelConfig
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The built-in default: the `small` model on the built-in corpus, ~10 minutes on 2 CPU cores."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = ml_collections.ConfigDict({"preset": "small"})
+  # Every ModelConfig field may be overridden; unset (None) fields come from the preset.
+  for field in dataclasses.fields(ModelConfig):
+    c.model[field.name] = config_dict.placeholder(_field_type(field))
+  c.data = ml_collections.ConfigDict(dict(
+      data_dir=os.environ.get("REFINEDWEB_DATA", os.path.expanduser("~/.cache/refinedweb_jax")),
+      num_train=20_000, num_validation=1_000, num_test=1_000, corpus_seed=0,
+      long_fraction=0.02, vocab_size=8000, input_length=256, target_length=64,
+      pack=True, batch_size=16, shuffle_seed=0, tasks=""))
+  c.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw", learning_rate=2e-3, schedule="cosine", warmup_steps=40, b1=0.9, b2=0.98,
+      weight_decay=0.01, grad_clip_norm=1.0))
+  c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.0, z_loss=1e-4))
+  c.train = ml_collections.ConfigDict(dict(
+      num_steps=300, log_every=10, eval_every=100, checkpoint_every=100, keep_checkpoints=3,
+      eval_examples=256, eval_batch_size=32, decode_samples_per_task=2, max_decode_length=64,
+      async_checkpointing=True, progress_bar=True))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  return c
+
+
+def _field_type(field):
+  kinds = {"int": int, "float": float, "str": str, "bool": bool}
+  return kinds.get(field.type if isinstance(field.type, str) else field.type.__name__, object)
+
+
+def model_config(config, vocab_size: int | None = None) -> ModelConfig:
+  """The typed ModelConfig: the preset, then every field set in config.model.
+
+  `vocab_size` (the tokenizer's) replaces the preset's unless config.model sets
+  one, which must then be at least the tokenizer's.
+  """
+  overrides = {k: v for k, v in config.model.items() if k != "preset" and v is not None}
+  if vocab_size is not None:
+    if overrides.get("vocab_size", vocab_size) < vocab_size:
+      raise ValueError(f"config.model.vocab_size={overrides['vocab_size']} is smaller than the "
+                       f"tokenizer's vocabulary ({vocab_size})")
+    overrides.setdefault("vocab_size", vocab_size)
+  return ModelConfig.from_preset(config.model.preset, **overrides)
+
+
+def load_config(spec: str | None) -> ml_collections.ConfigDict:
+  """Loads `path/to/config.py[:arg]` (its get_config(arg)), or the default when spec is None."""
+  if not spec:
+    return default_config()
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ValueError(f"config file {path!r} not found (from --config {spec})")
+  module_spec = importlib.util.spec_from_file_location("experiment_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"config file {path!r} defines no get_config()")
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def apply_override(config, dotted: str, raw: str):
+  """Sets config.<dotted> from a command-line string, keeping the field's type."""
+  parts = dotted.split(".")
+  node = config
+  for i, part in enumerate(parts):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      where = ".".join(parts[:i]) or "config"
+      allowed = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      raise ValueError(f"unknown config key {'config.' + dotted!r}: {where} has no {part!r}; "
+                       f"allowed: {', '.join(allowed)}")
+    if i < len(parts) - 1:
+      node = node[part]
+  key = parts[-1]
+  current = node.get_ref(key) if hasattr(node, "get_ref") else None
+  kind = current.get_type() if current is not None else type(node[key])
+  try:
+    node[key] = _parse_value(raw, kind)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"bad value {raw!r} for config.{dotted} (expects {kind.__name__}): {e}") from None
+
+
+def _parse_value(raw: str, kind):
+  if kind is bool:
+    if raw.lower() in ("true", "1", "yes"):
+      return True
+    if raw.lower() in ("false", "0", "no"):
+      return False
+    raise ValueError("use true or false")
+  if kind is int:
+    return int(raw)
+  if kind is float:
+    return float(raw)
+  if kind is str or kind is object or kind is type(None):
+    return raw
+  raise TypeError(f"cannot set a {kind.__name__} from the command line")
+
+
+def task_list(config) -> tuple[str, ...]:
+  """config.data.tasks ("" = all, else comma-separated corpus task names), validated."""
+  from refinedweb_jax import corpus
+  names = tuple(t.strip() for t in config.data.tasks.split(",") if t.strip())
+  for name in names:
+    if name not in corpus.TASKS:
+      raise ValueError(f"unknown task {name!r} in config.data.tasks; allowed: "
+                       f"{', '.join(corpus.TASKS)}")
+  return names or tuple(corpus.TASKS)
+
+
+def validate(config):
+  """Fails early, naming the bad value, before any data or checkpoint is touched."""
+  from refinedweb_jax import optim
+  model_config(config)
+  task_list(config)
+  if config.optimizer.name not in optim.OPTIMIZERS:
+    raise ValueError(f"unknown config.optimizer.name {config.optimizer.name!r}; allowed: "
+                     f"{', '.join(optim.OPTIMIZERS)}")
+  if config.optimizer.schedule not in optim.SCHEDULES:
+    raise ValueError(f"unknown config.optimizer.schedule {config.optimizer.schedule!r}; "
+                     f"allowed: {', '.join(optim.SCHEDULES)}")
+  for key in ("input_length", "target_length", "batch_size", "num_train", "num_validation",
+              "vocab_size"):
+    if config.data[key] <= 0:
+      raise ValueError(f"config.data.{key} must be > 0, got {config.data[key]}")
+  for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "eval_batch_size"):
+    if config.train[key] <= 0:
+      raise ValueError(f"config.train.{key} must be > 0, got {config.train[key]}")

@@ -1,0 +1,125 @@
+"""Grain input pipeline: tokenize, truncate or pack, shuffle, batch, shard per host.
+
+Batches are dicts of int32 NumPy arrays with the model's feature names:
+encoder_input_tokens, encoder_segment_ids, encoder_positions (B x S) and
+decoder_input_tokens, decoder_target_tokens, decoder_loss_weights,
+decoder_segment_ids, decoder_positions (B x T).
+"""
+
+import dataclasses
+
+import grain
+import numpy as np
+
+EVAL_KEYS = ("inputs", "targets", "task")
+FEATURES = ("encoder_input_tokens", "encoder_segment_ids", "encoder_positions",
+            "decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
+            "decoder_segment_ids", "decoder_positions")
+
+
+@dataclasses.dataclass
+class Tokenize(grain.transforms.Map):
+  """Text example -> {'inputs','targets'} int32 ids, each truncated and ended by EOS."""
+  tokenizer: object
+  input_length: int
+  target_length: int
+
+  def map(self, example):
+    eos = self.tokenizer.eos_id
+    inputs = self.tokenizer.encode(example["inputs"])[: self.input_length - 1] + [eos]
+    targets = self.tokenizer.encode(example["targets"])[: self.target_length - 1] + [eos]
+    return {"inputs": np.asarray(inputs, np.int32), "targets": np.asarray(targets, np.int32)}
+
+
+def _pad(ids, length):
+  out = np.zeros((length,), np.int32)
+  out[: len(ids)] = ids
+  return out
+
+
+@dataclasses.dataclass
+class PadOne(grain.transforms.Map):
+  """Unpacked example -> fixed-length arrays with segment ids (1 = real, 0 = padding)."""
+  input_length: int
+  target_length: int
+
+  def map(self, ex):
+    out = {}
+    for key, length in (("inputs", self.input_length), ("targets", self.target_length)):
+      n = len(ex[key])
+      out[key] = _pad(ex[key], length)
+      out[f"{key}_segment_ids"] = _pad(np.ones((n,), np.int32), length)
+      out[f"{key}_positions"] = _pad(np.arange(n, dtype=np.int32), length)
+    return out
+
+
+def to_model_features(batch):
+  """Packed/padded {inputs,targets,*_segment_ids,*_positions} -> model feature dict."""
+  targets = batch["targets"]
+  segments = batch["targets_segment_ids"]
+  # Shift right within each segment: every example's decoder starts from 0.
+  shifted = np.zeros_like(targets)
+  shifted[:, 1:] = targets[:, :-1]
+  starts = np.ones_like(segments, bool)
+  starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+  shifted[starts] = 0
+  return {
+      "encoder_input_tokens": batch["inputs"],
+      "encoder_segment_ids": batch["inputs_segment_ids"],
+      "encoder_positions": batch["inputs_positions"],
+      "decoder_input_tokens": shifted,
+      "decoder_target_tokens": targets,
+      "decoder_loss_weights": (segments > 0).astype(np.int32),
+      # Padding positions of the decoder get segment 0 so they attend nowhere.
+      "decoder_segment_ids": segments,
+      "decoder_positions": batch["targets_positions"],
+  }
+
+
+def train_dataset(source, tokenizer, *, batch_size: int, input_length: int, target_length: int,
+                  pack: bool, seed: int, shard_index: int = 0, shard_count: int = 1,
+                  tasks=None):
+  """Infinite, shuffled (reshuffled every epoch), batched IterDataset for one host.
+
+  `batch_size` is this host's share; each host reads a disjoint slice of the
+  source so hosts never see the same example in an epoch.
+  """
+  if batch_size <= 0:
+    raise ValueError(f"per-host batch size must be > 0, got {batch_size}")
+  ds = grain.MapDataset.source(source)[shard_index::shard_count]
+  if tasks is not None:
+    tasks = frozenset(tasks)
+    ds = ds.filter(lambda ex: ex["task"] in tasks)
+  ds = ds.seed(seed).shuffle().repeat(None)
+  ds = ds.map(Tokenize(tokenizer, input_length, target_length))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
+  if pack:
+    it = grain.experimental.FirstFitPackIterDataset(
+        it, length_struct={"inputs": input_length, "targets": target_length},
+        num_packing_bins=batch_size, seed=seed, shuffle_bins=True)
+  else:
+    it = it.map(PadOne(input_length, target_length))
+  return it.batch(batch_size, drop_remainder=True).map(to_model_features)
+
+
+def eval_batches(source, tokenizer, *, batch_size: int, input_length: int, target_length: int,
+                 max_examples: int | None = None, shard_index: int = 0, shard_count: int = 1,
+                 tasks=None):
+  """Yields (features, texts) for a fixed, unshuffled, unpacked pass over the source.
+
+  The last batch is padded with empty rows (zero loss weight) so shapes stay
+  fixed and the step compiles once; texts lists only the real examples.
+  """
+  n = len(source) if max_examples is None else min(max_examples, len(source))
+  indices = list(range(shard_index, n, shard_count))
+  if tasks is not None:
+    indices = [i for i in indices if source[i]["task"] in tasks]
+  tok = Tokenize(tokenizer, input_length, target_length)
+  pad = PadOne(input_length, target_length)
+  for start in range(0, len(indices), batch_size):
+    chunk = [source[i] for i in indices[start: start + batch_size]]
+    rows = [pad.map(tok.map(ex)) for ex in chunk]
+    empty = {k: np.zeros_like(v) for k, v in rows[0].items()}
+    rows += [empty] * (batch_size - len(rows))
+    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    yield to_model_features(batch), [{k: ex[k] for k in EVAL_KEYS} for ex in chunk]

@@ -1,0 +1,67 @@
+"""Metric sinks: metrics.jsonl, TensorBoard events and a progress bar."""
+
+import json
+import os
+
+import numpy as np
+import tqdm
+
+
+class MetricLogger:
+  """Writes scalars to <workdir>/metrics.jsonl and TensorBoard; text to the console."""
+
+  def __init__(self, workdir: str, *, enabled: bool = True):
+    self.enabled = enabled
+    self.workdir = workdir
+    if enabled:
+      from tensorboardX import SummaryWriter  # imported lazily: only the logging host needs it
+      self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+
+  def scalars(self, step: int, split: str, metrics: dict):
+    if not self.enabled:
+      return
+    values = {k: float(np.asarray(v)) for k, v in metrics.items()}
+    for name, value in values.items():
+      self.writer.add_scalar(name, value, step)
+    self.jsonl.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
+    self.jsonl.flush()
+    self.writer.flush()
+
+  def samples(self, step: int, rows: list[dict]):
+    """Decoded samples: TensorBoard text and <workdir>/samples.jsonl."""
+    if not self.enabled:
+      return
+    with open(os.path.join(self.workdir, "samples.jsonl"), "a", encoding="utf-8") as f:
+      for row in rows:
+        f.write(json.dumps({"step": int(step), **row}, ensure_ascii=False) + "\n")
+    table = "\n".join(f"| {r['task']} | {r['inputs'][:200]} | {r['targets']} | {r['prediction']} |"
+                      for r in rows)
+    self.writer.add_text("eval/samples", "| task | input | target | prediction |\n|-|-|-|-|\n"
+                         + table, step)
+
+  def text(self, message: str):
+    if self.enabled:
+      tqdm.tqdm.write(message)
+
+  def close(self):
+    if self.enabled:
+      self.writer.close()
+      self.jsonl.close()
+
+
+class Progress:
+  """tqdm bar showing step, loss and tokens/s."""
+
+  def __init__(self, start: int, total: int, *, enabled: bool):
+    self.bar = tqdm.tqdm(initial=start, total=total, desc="train", dynamic_ncols=True,
+                         disable=not enabled, mininterval=1.0)
+
+  def update(self, step: int, metrics):
+    self.bar.update(step - self.bar.n)
+    if metrics is not None:
+      self.bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
+                           tok_s=f"{metrics['train/tokens_per_second']:.0f}", refresh=False)
+
+  def close(self):
+    self.bar.close()

@@ -1,0 +1,183 @@
+"""Training: pure train_step / eval_step and the train_and_evaluate loop."""
+
+import functools
+import os
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.training import train_state
+from jax.experimental import multihost_utils
+
+from refinedweb_jax import checkpoint, configs, data, losses, optim, sharding
+from refinedweb_jax import evaluation, logger
+from refinedweb_jax.model import EncoderDecoder, count_params
+
+def train_step(state, batch, rng, *, model, label_smoothing=0.0, z_loss=0.0):
+  """One optimizer step on a global batch; returns (new state, scalar metrics)."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    logits = evaluation.forward(model, params, batch, deterministic=False, rngs={"dropout": dropout_rng})
+    loss_sum, z_sum, weight = losses.cross_entropy(
+        logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"],
+        label_smoothing=label_smoothing, z_loss=z_loss)
+    weight = jnp.maximum(weight, 1.0)
+    return loss_sum / weight, (logits, z_sum / weight, weight)
+
+  (loss, (logits, z_mean, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  correct, _ = losses.token_accuracy(logits, batch["decoder_target_tokens"],
+                                     batch["decoder_loss_weights"])
+  new_state = state.apply_gradients(grads=grads)
+  metrics = {"train/loss": loss, "train/z_loss": z_mean, "train/accuracy": correct / weight,
+             "train/grad_norm": optim_global_norm(grads), "train/target_tokens": weight}
+  return new_state, metrics
+
+
+def optim_global_norm(tree):
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(nn.meta.unbox(tree))))
+
+
+def _state_init_fn(model, tx, input_length: int, target_length: int):
+  def init(rng):
+    variables = model.init(rng, jnp.ones((1, input_length), jnp.int32),
+                           jnp.ones((1, target_length), jnp.int32))
+    return train_state.TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx)
+  return init
+
+
+def abstract_train_state(model, tx, mesh, *, input_length: int, target_length: int):
+  """(ShapeDtypeStructs carrying shardings, shardings) of the train state; allocates nothing."""
+  init = _state_init_fn(model, tx, input_length, target_length)
+  with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+    abstract = jax.eval_shape(init, jax.random.key(0))
+    shardings = sharding.state_shardings(abstract, mesh)
+  return checkpoint.abstract_like(abstract, shardings), shardings
+
+
+def create_train_state(model, tx, mesh, rng, *, input_length: int, target_length: int):
+  """Initialises parameters directly into their shardings; returns (state, state shardings)."""
+  _, shardings = abstract_train_state(model, tx, mesh, input_length=input_length,
+                                      target_length=target_length)
+  init = _state_init_fn(model, tx, input_length, target_length)
+  with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+    state = jax.jit(init, out_shardings=shardings)(rng)
+  return state, shardings
+
+
+def jit_train_step(model, config, mesh, state_shardings):
+  """train_step jitted once with explicit shardings; the state buffer is donated."""
+  step = functools.partial(train_step, model=model, label_smoothing=config.loss.label_smoothing,
+                           z_loss=config.loss.z_loss)
+  batch_sh = {k: sharding.batch_sharding(mesh) for k in data.FEATURES}
+  repl = sharding.replicated(mesh)
+  jitted = jax.jit(step, in_shardings=(state_shardings, batch_sh, repl),
+                   out_shardings=(state_shardings, repl), donate_argnums=0)
+
+  def run(state, batch, rng):
+    with nn.logical_axis_rules(sharding.LOGICAL_RULES), jax.set_mesh(mesh):
+      return jitted(state, batch, rng)
+  return run
+
+
+class Experiment:
+  """Everything a run needs, built from a config: tokenizer, model, mesh, optimizer, data."""
+
+  def __init__(self, config, workdir: str):
+    # Imported here: TFDS is slow to import and train_step does not need it.
+    from refinedweb_jax import tokenizer as tok
+    self.config, self.workdir = config, workdir
+    d = config.data
+    self.builder, tokenizer_path = tok.prepare_builtin(
+        d.data_dir, num_train=d.num_train, num_validation=d.num_validation,
+        num_test=d.num_test, seed=d.corpus_seed, long_fraction=d.long_fraction,
+        vocab_size=d.vocab_size)
+    self.tokenizer = tok.Tokenizer(tokenizer_path)
+    self.model_cfg = configs.model_config(config, vocab_size=self.tokenizer.vocab_size)
+    names = configs.task_list(config)
+    self.tasks = None if not config.data.tasks else frozenset(names)
+    self.model = EncoderDecoder(self.model_cfg)
+    self.mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    self.tx, self.schedule = optim.make_optimizer(config.optimizer, config.train.num_steps)
+    n = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    if d.batch_size % n or d.batch_size % jax.process_count():
+      raise ValueError(f"data.batch_size={d.batch_size} must be divisible by the data*fsdp mesh "
+                       f"size {n} and the process count {jax.process_count()}")
+
+  def source(self, split):
+    from refinedweb_jax.datasets import builtin
+    d = self.config.data
+    return builtin.data_source(d.data_dir, split, num_train=d.num_train,
+                               num_validation=d.num_validation, num_test=d.num_test,
+                               seed=d.corpus_seed, long_fraction=d.long_fraction)
+
+  def train_iterator(self):
+    d = self.config.data
+    ds = data.train_dataset(
+        self.source("train"), self.tokenizer, batch_size=d.batch_size // jax.process_count(),
+        input_length=d.input_length, target_length=d.target_length, pack=d.pack,
+        seed=d.shuffle_seed, shard_index=jax.process_index(), shard_count=jax.process_count(),
+        tasks=self.tasks)
+    return iter(ds)
+
+
+def train_and_evaluate(config, workdir: str):
+  """Trains (resuming from the newest checkpoint in workdir), evaluating and saving on schedule."""
+  os.makedirs(workdir, exist_ok=True)
+  exp = Experiment(config, workdir)
+  t = config.train
+  log = logger.MetricLogger(workdir, enabled=jax.process_index() == 0)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 save_every=t.checkpoint_every, keep=t.keep_checkpoints,
+                                 async_save=t.async_checkpointing)
+  rng = jax.random.key(config.seed)
+  d = config.data
+  state, shardings = create_train_state(exp.model, exp.tx, exp.mesh, rng,
+                                        input_length=d.input_length, target_length=d.target_length)
+  log.text(f"model {exp.model_cfg.d_model}d x {exp.model_cfg.num_encoder_layers}+"
+           f"{exp.model_cfg.num_decoder_layers} layers, {count_params(state.params):,} params, "
+           f"mesh {dict(exp.mesh.shape)}")
+  train_iter = exp.train_iterator()
+  start = ckpt.latest_step()
+  if start is not None:
+    state = ckpt.restore(start, checkpoint.abstract_like(state, shardings),
+                         data_iterator=train_iter)
+    log.text(f"resumed from step {start} in {ckpt.directory}")
+  start = int(start or 0)
+  evaluator = evaluation.Evaluator(exp, log)
+  step_fn = jit_train_step(exp.model, config, exp.mesh, shardings)
+  config_json = checkpoint.config_to_json(config)
+  proto = exp.tokenizer.serialized_model_proto()
+  if start == 0:
+    evaluator.run(state.params, step=0, decode=False)
+
+  progress = logger.Progress(start, t.num_steps, enabled=t.progress_bar and log.enabled)
+  time_since = time.time()
+  for step in range(start + 1, t.num_steps + 1):
+    batch = sharding.to_global(next(train_iter), exp.mesh)
+    state, metrics = step_fn(state, batch, rng)
+    if step % t.log_every == 0 or step == t.num_steps:
+      metrics = jax.device_get(metrics)
+      now = time.time()
+      metrics["train/learning_rate"] = float(exp.schedule(step - 1))
+      metrics["train/steps_per_second"] = t.log_every / max(now - time_since, 1e-9)
+      metrics["train/tokens_per_second"] = (
+          t.log_every * d.batch_size * (d.input_length + d.target_length) / (now - time_since))
+      log.scalars(step, "train", metrics)
+      progress.update(step, metrics)
+      time_since = time.time()
+    else:
+      progress.update(step, None)
+    if step % t.eval_every == 0 or step == t.num_steps:
+      evaluator.run(state.params, step=step, decode=True)
+      time_since = time.time()
+    ckpt.save(step, state, data_iterator=train_iter, config=config_json, tokenizer_proto=proto,
+              force=step == t.num_steps)
+  progress.close()
+  ckpt.close()
+  multihost_utils.sync_global_devices("train_and_evaluate done")
+  log.close()
+  return state
