@@ -1,0 +1,126 @@
+"""The `refinedweb` command line: parse, validate, dispatch."""
+
+import argparse
+import logging
+import os
+import sys
+
+USAGE = """refinedweb COMMAND [flags] [--config path/to/config.py[:arg]] [--config.key=value ...]
+
+commands:
+  prepare   generate the built-in corpus (TFDS, array_record) and train its tokenizer
+  train     train (and evaluate) in --workdir, resuming from its newest checkpoint
+  eval      evaluate the newest checkpoint in --workdir on the validation split
+  generate  greedy-decode inputs from --text or stdin (one per line) with a trained --workdir
+"""
+COMMANDS = ("prepare", "train", "eval", "generate")
+
+
+class UserError(Exception):
+  """An error the user can fix; printed as one line, no traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):
+    raise UserError(message)
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+  p = _Parser(prog=f"refinedweb {command}", allow_abbrev=False)
+  p.add_argument("--config", default=None, help="path/to/config.py[:arg] (default: built-in)")
+  if command in ("train", "eval", "generate"):
+    p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs)")
+  if command == "generate":
+    p.add_argument("--text", action="append", help="input text; repeat for several; "
+                   "without it, one input per line on stdin")
+    p.add_argument("--task", default=None, help="prefix each input with this task's prefix")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+  return p
+
+
+def parse(argv):
+  """argv (without program name) -> (command, args, config)."""
+  if not argv or argv[0] in ("-h", "--help"):
+    print(USAGE)
+    raise SystemExit(0 if argv else 2)
+  command, rest = argv[0], argv[1:]
+  if command not in COMMANDS:
+    raise UserError(f"unknown command {command!r}; allowed: {', '.join(COMMANDS)}")
+  args, extra = _parser(command).parse_known_args(rest)
+  from refinedweb_jax import configs
+  config = configs.load_config(args.config)
+  for item in extra:
+    if not item.startswith("--config."):
+      raise UserError(f"unknown flag {item!r} for 'refinedweb {command}'")
+    key, eq, value = item[len("--config."):].partition("=")
+    if not eq:
+      raise UserError(f"config override {item!r} needs a value: --config.{key}=VALUE")
+    configs.apply_override(config, key, value)
+  configs.validate(config)
+  return command, args, config
+
+
+def main(argv=None):
+  argv = sys.argv[1:] if argv is None else argv
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  try:
+    command, args, config = parse(argv)
+    if command == "prepare":
+      from refinedweb_jax import tokenizer
+      d = config.data
+      builder, path = tokenizer.prepare_builtin(
+          d.data_dir, num_train=d.num_train, num_validation=d.num_validation,
+          num_test=d.num_test, seed=d.corpus_seed, long_fraction=d.long_fraction,
+          vocab_size=d.vocab_size)
+      print(f"corpus: {builder.data_dir}\ntokenizer: {path}")
+    elif command == "train":
+      from refinedweb_jax import train
+      train.train_and_evaluate(config, args.workdir)
+    elif command == "eval":
+      from refinedweb_jax import api
+      metrics = api.RefinedWeb.load(args.workdir).evaluate()
+      for name, value in sorted(metrics.items()):
+        print(f"{name}\t{value:.4f}")
+    elif command == "generate":
+      _generate(args)
+  except (UserError, ValueError, FileNotFoundError) as e:
+    print(f"refinedweb: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("refinedweb: interrupted", file=sys.stderr)
+    return 130
+  return 0
+
+
+def _generate(args):
+  from refinedweb_jax import api, corpus
+  if args.task is not None and args.task not in corpus.TASKS:
+    raise UserError(f"unknown task {args.task!r}; allowed: {', '.join(corpus.TASKS)}")
+  if args.max_new_tokens is not None and args.max_new_tokens < 1:
+    raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+  texts = args.text if args.text else _stdin_lines()
+  for i, text in enumerate(texts):
+    if not text.strip():
+      where = f"--text #{i + 1}" if args.text else f"stdin line {i + 1}"
+      raise UserError(f"empty input text ({where}); give a non-empty string")
+  if not texts:
+    raise UserError("no input: pass --text or one input per line on stdin")
+  model = api.RefinedWeb.load(args.workdir)
+  if args.task is not None:
+    texts = [api.task_prefix(args.task) + t for t in texts]
+  for output in model.generate(texts, max_new_tokens=args.max_new_tokens):
+    print(output, flush=True)
+
+
+def _stdin_lines():
+  raw = sys.stdin.buffer.read()
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise UserError(f"stdin is not valid UTF-8 (byte {e.start}): pass UTF-8 text") from None
+  return [line for line in text.splitlines()]
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,30 @@
+"""Shared fixtures: a tiny built-in corpus and a tiny training config."""
+
+import pytest
+
+from refinedweb_jax import configs
+
+
+def tiny_config(data_dir: str):
+  """A config small enough for a few train steps in seconds on 2 CPU cores."""
+  c = configs.default_config()
+  c.model.preset = "tiny"
+  c.data.update(dict(data_dir=data_dir, num_train=400, num_validation=40, num_test=20,
+                     vocab_size=600, input_length=64, target_length=32, batch_size=8))
+  c.optimizer.warmup_steps = 2
+  c.train.update(dict(num_steps=6, log_every=2, eval_every=3, checkpoint_every=3,
+                      eval_examples=16, eval_batch_size=8, decode_samples_per_task=1,
+                      max_decode_length=8, progress_bar=False, async_checkpointing=False))
+  return c
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+  """A built-in corpus + tokenizer prepared once per test session."""
+  from refinedweb_jax import tokenizer
+  data_dir = str(tmp_path_factory.mktemp("data"))
+  d = tiny_config(data_dir).data
+  tokenizer.prepare_builtin(data_dir, num_train=d.num_train, num_validation=d.num_validation,
+                            num_test=d.num_test, seed=d.corpus_seed,
+                            long_fraction=d.long_fraction, vocab_size=d.vocab_size)
+  return data_dir

@@ -1,0 +1,113 @@
+"""End to end: the CLI trains, resumes, evaluates and generates; bad input fails cleanly."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from refinedweb_jax import checkpoint, main, train
+from conftest import tiny_config
+
+
+def _overrides(config):
+  """--config.* flags reproducing a tiny config on the command line."""
+  flags = []
+  for section in ("data", "train", "optimizer"):
+    for key, value in config[section].items():
+      flags.append(f"--config.{section}.{key}={value}")
+  return flags + ["--config.model.preset=tiny"]
+
+
+def test_resume_after_crash_equals_uninterrupted(tiny_data_dir, tmp_path, monkeypatch):
+  config = tiny_config(tiny_data_dir)
+  config.train.eval_every = 100  # only the final eval
+  full = train.train_and_evaluate(config, str(tmp_path / "full"))
+
+  original_save = checkpoint.Checkpointer.save
+
+  def crash_at_step_5(self, step, *args, **kwargs):
+    if step == 5:
+      raise RuntimeError("simulated crash")
+    return original_save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", crash_at_step_5)
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", original_save)
+  # Steps 4 and 5 are replayed from the step-3 checkpoint, data iterator included.
+  resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+  for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+  steps = [json.loads(l)["step"] for l in open(tmp_path / "resumed" / "metrics.jsonl")
+           if json.loads(l)["split"] == "train"]
+  assert steps == [2, 4, 4, 6], steps
+
+
+def test_cli_train_generate_eval(tiny_data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  cli = [sys.executable, "-m", "refinedweb_jax.main"]
+  flags = _overrides(tiny_config(tiny_data_dir))
+  out = subprocess.run(cli + ["train", "--workdir", workdir] + flags, capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "[eval step 6]" in out.stdout + out.stderr
+  files = os.listdir(workdir)
+  assert {"metrics.jsonl", "samples.jsonl", "tensorboard", "checkpoints"} <= set(files)
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(f"{workdir}/tensorboard"))
+  assert sorted(os.listdir(f"{workdir}/checkpoints"))[-1] == "6"
+  records = [json.loads(l) for l in open(f"{workdir}/metrics.jsonl")]
+  assert records[0]["split"] == "eval" and records[0]["step"] == 0
+  assert {"train/loss", "train/tokens_per_second"} <= set(records[1])
+
+  out = subprocess.run(cli + ["generate", "--workdir", workdir, "--text",
+                              "translate English to German: 42", "--text", "chat: hello"],
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert len(out.stdout.splitlines()) == 2
+
+  out = subprocess.run(cli + ["generate", "--workdir", workdir, "--task", "translate_en_de"],
+                       input="7\n12\n", capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and len(out.stdout.splitlines()) == 2, out.stderr[-3000:]
+
+  out = subprocess.run(cli + ["eval", "--workdir", workdir], capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "eval/loss" in out.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--workdir", "W", "--config.model.nope=1"], "unknown config key 'config.model.nope'"),
+    (["train", "--workdir", "W", "--config.model.preset=huge"], "unknown model preset 'huge'"),
+    (["train", "--workdir", "W", "--config.model.encoder_attention=fancy"],
+     "unknown attention kind 'fancy'"),
+    (["train", "--workdir", "W", "--config.data.tasks=translate_en_xx"],
+     "unknown task 'translate_en_xx'"),
+    (["train", "--workdir", "W", "--config.train.num_steps=many"], "config.train.num_steps"),
+    (["generate", "--workdir", "W", "--task", "poetry", "--text", "x"], "unknown task 'poetry'"),
+    (["generate", "--workdir", "W", "--text", "  "], "empty input text"),
+    (["fly"], "unknown command 'fly'"),
+    (["train", "--workdir", "W", "--bogus"], "unknown flag '--bogus'"),
+    (["train", "--workdir", "W", "--config", "no/such.py"], "config file 'no/such.py' not found"),
+])
+def test_bad_input_is_one_line_error(argv, message, capsys, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert main.main(argv) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+
+
+def test_generate_without_checkpoint_is_one_line_error(tmp_path, capsys):
+  assert main.main(["generate", "--workdir", str(tmp_path), "--text", "chat: hi"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "no checkpoint" in err, err
+
+
+def test_invalid_utf8_on_stdin_is_one_line_error(tmp_path):
+  out = subprocess.run([sys.executable, "-m", "refinedweb_jax.main", "generate", "--workdir",
+                        str(tmp_path)], input=b"\xff\xfe bad\n", capture_output=True, timeout=120)
+  assert out.returncode == 2
+  assert b"not valid UTF-8" in out.stderr and b"Traceback" not in out.stderr
