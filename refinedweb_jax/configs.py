@@ -24,11 +24,11 @@ def default_config() -> ml_collections.ConfigDict:
       long_fraction=0.02, vocab_size=8000, input_length=256, target_length=64,
       pack=True, batch_size=16, shuffle_seed=0, tasks=""))
   c.optimizer = ml_collections.ConfigDict(dict(
-      name="adamw", learning_rate=2e-3, schedule="cosine", warmup_steps=40, b1=0.9, b2=0.98,
+      name="adamw", learning_rate=2e-3, schedule="cosine", warmup_steps=20, b1=0.9, b2=0.98,
       weight_decay=0.01, grad_clip_norm=1.0))
   c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.0, z_loss=1e-4))
   c.train = ml_collections.ConfigDict(dict(
-      num_steps=300, log_every=10, eval_every=100, checkpoint_every=100, keep_checkpoints=3,
+      num_steps=200, log_every=10, eval_every=100, checkpoint_every=100, keep_checkpoints=3,
       eval_examples=256, eval_batch_size=32, decode_samples_per_task=2, max_decode_length=64,
       async_checkpointing=True, progress_bar=True))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))

@@ -1,8 +1,6 @@
 """The `refinedweb` command line: parse, validate, dispatch."""
 
 import argparse
-import logging
-import os
 import sys
 
 USAGE = """refinedweb COMMAND [flags] [--config path/to/config.py[:arg]] [--config.key=value ...]
@@ -62,8 +60,9 @@ def parse(argv):
 
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
-  logging.getLogger("absl").setLevel(logging.WARNING)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  # TFDS logs a warning per build of a custom-sized corpus; keep the console for progress.
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.ERROR)
   try:
     command, args, config = parse(argv)
     if command == "prepare":

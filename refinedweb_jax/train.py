@@ -91,10 +91,15 @@ class Experiment:
     from refinedweb_jax import tokenizer as tok
     self.config, self.workdir = config, workdir
     d = config.data
-    self.builder, tokenizer_path = tok.prepare_builtin(
-        d.data_dir, num_train=d.num_train, num_validation=d.num_validation,
+    prepare = functools.partial(
+        tok.prepare_builtin, d.data_dir, num_train=d.num_train, num_validation=d.num_validation,
         num_test=d.num_test, seed=d.corpus_seed, long_fraction=d.long_fraction,
         vocab_size=d.vocab_size)
+    # One host builds the corpus and tokenizer; the others then find them ready.
+    if jax.process_index() == 0:
+      prepare()
+    multihost_utils.sync_global_devices("corpus prepared")
+    self.builder, tokenizer_path = prepare()
     self.tokenizer = tok.Tokenizer(tokenizer_path)
     self.model_cfg = configs.model_config(config, vocab_size=self.tokenizer.vocab_size)
     names = configs.task_list(config)

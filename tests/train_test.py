@@ -113,6 +113,12 @@ def test_sharded_train_step_matches_single_device():
   assert report["(2, 4, 1)"]["sharded_leaves"] > report["(2, 4, 1)"]["leaves"] // 2
 
 
+def test_adafactor_step_runs_with_factored_moments_replicated():
+  _, _, _, mesh, state, _, step = tiny_setup(optimizer="adafactor")
+  state, metrics = step(state, sharding.to_global(random_batch(0), mesh), jax.random.key(0))
+  assert np.isfinite(float(metrics["train/loss"])) and int(state.step) == 1
+
+
 def test_mesh_errors_name_the_sizes():
   with pytest.raises(ValueError, match="must equal the count"):
     sharding.make_mesh(2, 2, 1, devices=jax.devices()[:1])
