@@ -54,7 +54,8 @@ class Evaluator:
     picked = collections.defaultdict(list)
     for i in range(min(len(self.source), 2000)):
       ex = self.source[i]
-      if exp_tasks_ok(self.exp, ex) and len(picked[ex["task"]]) < per_task:
+      wanted = self.exp.tasks is None or ex["task"] in self.exp.tasks
+      if wanted and len(picked[ex["task"]]) < per_task:
         picked[ex["task"]].append(ex)
     return [ex for task in sorted(picked) for ex in picked[task]]
 
@@ -108,10 +109,6 @@ class Evaluator:
       self.log.text(f"  {r['task']:<16} {_clip(r['inputs'], 60):<60} -> {_clip(r['prediction'], 50)}"
                     f"  (target: {_clip(r['targets'], 40)})")
     return {f"eval/{task}/sample_exact_match": float(np.mean(v)) for task, v in hits.items()}
-
-
-def exp_tasks_ok(exp, ex) -> bool:
-  return exp.tasks is None or ex["task"] in exp.tasks
 
 
 def _clip(text: str, width: int) -> str:

@@ -7,7 +7,6 @@ segment ids and per-segment positions, and a key/value cache for decoding.
 """
 
 import dataclasses
-from typing import Optional
 
 import flax.linen as nn
 import jax

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax.training import train_state
 from jax.experimental import multihost_utils
 
@@ -15,12 +16,14 @@ from refinedweb_jax import checkpoint, configs, data, losses, optim, sharding
 from refinedweb_jax import evaluation, logger
 from refinedweb_jax.model import EncoderDecoder, count_params
 
+
 def train_step(state, batch, rng, *, model, label_smoothing=0.0, z_loss=0.0):
   """One optimizer step on a global batch; returns (new state, scalar metrics)."""
   dropout_rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
-    logits = evaluation.forward(model, params, batch, deterministic=False, rngs={"dropout": dropout_rng})
+    logits = evaluation.forward(model, params, batch, deterministic=False,
+                                rngs={"dropout": dropout_rng})
     loss_sum, z_sum, weight = losses.cross_entropy(
         logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"],
         label_smoothing=label_smoothing, z_loss=z_loss)
@@ -33,12 +36,8 @@ def train_step(state, batch, rng, *, model, label_smoothing=0.0, z_loss=0.0):
                                      batch["decoder_loss_weights"])
   new_state = state.apply_gradients(grads=grads)
   metrics = {"train/loss": loss, "train/z_loss": z_mean, "train/accuracy": correct / weight,
-             "train/grad_norm": optim_global_norm(grads), "train/target_tokens": weight}
+             "train/grad_norm": optax.global_norm(grads), "train/target_tokens": weight}
   return new_state, metrics
-
-
-def optim_global_norm(tree):
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(nn.meta.unbox(tree))))
 
 
 def _state_init_fn(model, tx, input_length: int, target_length: int):
@@ -160,25 +159,29 @@ def train_and_evaluate(config, workdir: str):
     evaluator.run(state.params, step=0, decode=False)
 
   progress = logger.Progress(start, t.num_steps, enabled=t.progress_bar and log.enabled)
-  time_since = time.time()
+  if start >= t.num_steps:
+    log.text(f"already trained to step {start} (train.num_steps={t.num_steps}); nothing to do")
+  last_step, last_time, tokens = start, time.time(), 0
   for step in range(start + 1, t.num_steps + 1):
-    batch = sharding.to_global(next(train_iter), exp.mesh)
-    state, metrics = step_fn(state, batch, rng)
+    host_batch = next(train_iter)
+    # Real (non-padding) tokens, counted on the host so the step stays asynchronous.
+    tokens += int(np.sum(host_batch["encoder_segment_ids"] > 0)
+                  + np.sum(host_batch["decoder_loss_weights"]))
+    state, metrics = step_fn(state, sharding.to_global(host_batch, exp.mesh), rng)
     if step % t.log_every == 0 or step == t.num_steps:
       metrics = jax.device_get(metrics)
-      now = time.time()
+      elapsed = max(time.time() - last_time, 1e-9)
       metrics["train/learning_rate"] = float(exp.schedule(step - 1))
-      metrics["train/steps_per_second"] = t.log_every / max(now - time_since, 1e-9)
-      metrics["train/tokens_per_second"] = (
-          t.log_every * d.batch_size * (d.input_length + d.target_length) / (now - time_since))
+      metrics["train/steps_per_second"] = (step - last_step) / elapsed
+      metrics["train/tokens_per_second"] = tokens * jax.process_count() / elapsed
       log.scalars(step, "train", metrics)
       progress.update(step, metrics)
-      time_since = time.time()
+      last_step, last_time, tokens = step, time.time(), 0
     else:
       progress.update(step, None)
     if step % t.eval_every == 0 or step == t.num_steps:
       evaluator.run(state.params, step=step, decode=True)
-      time_since = time.time()
+      last_time = time.time()  # eval time is not training throughput
     ckpt.save(step, state, data_iterator=train_iter, config=config_json, tokenizer_proto=proto,
               force=step == t.num_steps)
   progress.close()
