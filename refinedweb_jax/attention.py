@@ -7,7 +7,9 @@ Segment ids follow the packing convention: 0 is padding, 1.. are examples.
 import jax
 import jax.numpy as jnp
 
-ATTENTION_KINDS = ("dense",)
+from refinedweb_jax import sparse_attention
+
+ATTENTION_KINDS = ("dense",) + sparse_attention.SPARSE_KINDS
 DENSE_IMPLEMENTATIONS = ("xla", "cudnn", "einsum")
 
 
@@ -71,3 +73,16 @@ def dense_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS=None, *,
                      f"allowed: {', '.join(DENSE_IMPLEMENTATIONS)}")
   return jax.nn.dot_product_attention(
       q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_Bx1xTxS, implementation=implementation)
+
+
+def self_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, kind: str, causal: bool,
+                   spec=None, positions_BxN=None, implementation: str = "xla"):
+  """Self-attention of one kind: `dense` builds the N x N mask, sparse kinds never do."""
+  if kind == "dense":
+    mask = make_attention_mask(segment_ids_BxN, segment_ids_BxN, causal=causal,
+                               q_positions_BxT=positions_BxN, kv_positions_BxS=positions_BxN)
+    return dense_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, mask, implementation=implementation)
+  elif kind in sparse_attention.SPARSE_KINDS:
+    return sparse_attention.sparse_attention(spec, q_BxNxHxK, k_BxNxHxK, v_BxNxHxK,
+                                             segment_ids_BxN, segment_ids_BxN, causal=causal)
+  raise ValueError(f"unknown attention kind {kind!r}; allowed: {', '.join(ATTENTION_KINDS)}")

@@ -121,7 +121,13 @@ def task_list(config) -> tuple[str, ...]:
 def validate(config):
   """Fails early, naming the bad value, before any data or checkpoint is touched."""
   from refinedweb_jax import optim
-  model_config(config)
+  cfg = model_config(config)
+  for stack, length in (("encoder", config.data.input_length),
+                        ("decoder", config.data.target_length)):
+    for layer in range(getattr(cfg, f"num_{stack}_layers")):
+      spec = cfg.attention_spec(stack, layer)
+      if spec is not None:
+        spec.check_length(length)
   task_list(config)
   if config.optimizer.name not in optim.OPTIMIZERS:
     raise ValueError(f"unknown config.optimizer.name {config.optimizer.name!r}; allowed: "

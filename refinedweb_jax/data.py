@@ -110,10 +110,10 @@ def eval_batches(source, tokenizer, *, batch_size: int, input_length: int, targe
   The last batch is padded with empty rows (zero loss weight) so shapes stay
   fixed and the step compiles once; texts lists only the real examples.
   """
-  n = len(source) if max_examples is None else min(max_examples, len(source))
-  indices = list(range(shard_index, n, shard_count))
+  indices = range(len(source))
   if tasks is not None:
     indices = [i for i in indices if source[i]["task"] in tasks]
+  indices = list(indices)[:max_examples][shard_index::shard_count]
   tok = Tokenize(tokenizer, input_length, target_length)
   pad = PadOne(input_length, target_length)
   for start in range(0, len(indices), batch_size):

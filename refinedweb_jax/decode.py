@@ -52,9 +52,10 @@ def full_forward_greedy(model, params, inputs_BxS, *, max_length: int, eos_id: i
   batch = inputs_BxS.shape[0]
   out_BxL = jnp.zeros((batch, max_length), jnp.int32)
   done_B = jnp.zeros((batch,), bool)
+  forward = jax.jit(lambda p, x, y: model.apply({"params": p}, x, y))
   for step in range(max_length):
     decoder_inputs = jnp.pad(out_BxL[:, :-1], ((0, 0), (1, 0)))
-    logits = model.apply({"params": params}, inputs_BxS, decoder_inputs)
+    logits = forward(params, inputs_BxS, decoder_inputs)
     next_B = jnp.where(done_B, 0, jnp.argmax(logits[:, step], axis=-1).astype(jnp.int32))
     out_BxL = out_BxL.at[:, step].set(next_B)
     done_B = done_B | (next_B == eos_id)

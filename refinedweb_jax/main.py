@@ -10,8 +10,16 @@ commands:
   train     train (and evaluate) in --workdir, resuming from its newest checkpoint
   eval      evaluate the newest checkpoint in --workdir on the validation split
   generate  greedy-decode inputs from --text or stdin (one per line) with a trained --workdir
+  attention-mask
+            draw an attention pattern as an image: --kind K --length N --out mask.png [sizes]
 """
-COMMANDS = ("prepare", "train", "eval", "generate")
+COMMANDS = ("prepare", "train", "eval", "generate", "attention-mask")
+STANDALONE = ("attention-mask",)  # commands that take no --config
+# attention-mask flag -> SparseSpec field it sets.
+_SIZE_FLAGS = {"window": "window", "block-size": "block_size", "stride": "stride",
+               "summary": "summary", "variant": "variant", "global-blocks": "num_global_blocks",
+               "window-blocks": "num_window_blocks", "random-blocks": "num_random_blocks",
+               "global-positions": "global_positions", "seed": "seed"}
 
 
 class UserError(Exception):
@@ -25,6 +33,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser(command: str) -> argparse.ArgumentParser:
   p = _Parser(prog=f"refinedweb {command}", allow_abbrev=False)
+  if command == "attention-mask":
+    return _mask_parser(p)
   p.add_argument("--config", default=None, help="path/to/config.py[:arg] (default: built-in)")
   if command in ("train", "eval", "generate"):
     p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs)")
@@ -36,6 +46,24 @@ def _parser(command: str) -> argparse.ArgumentParser:
   return p
 
 
+def _mask_parser(p):
+  from refinedweb_jax import plots
+  p.add_argument("--kind", required=True, help=f"one of: {', '.join(plots.KINDS)}")
+  p.add_argument("--length", type=int, required=True, help="sequence length")
+  p.add_argument("--out", required=True, help="image path, e.g. mask.png")
+  p.add_argument("--causal", action="store_true", help="keep only keys <= query")
+  defaults = plots.spec_defaults()
+  for flag, field in _SIZE_FLAGS.items():
+    default, metavar = defaults[field], "N"
+    if field == "global_positions":  # parsed later, so a bad value gets its own message
+      default, metavar = plots.format_positions(default), "0-15,37"
+    choices = plots.STRIDED_VARIANTS if field == "variant" else None
+    p.add_argument(f"--{flag}", type=type(default), default=default, dest=field,
+                   choices=choices, metavar=None if choices else metavar,
+                   help=f"SparseSpec.{field} (default: %(default)s)")
+  return p
+
+
 def parse(argv):
   """argv (without program name) -> (command, args, config)."""
   if not argv or argv[0] in ("-h", "--help"):
@@ -44,6 +72,8 @@ def parse(argv):
   command, rest = argv[0], argv[1:]
   if command not in COMMANDS:
     raise UserError(f"unknown command {command!r}; allowed: {', '.join(COMMANDS)}")
+  if command in STANDALONE:
+    return command, _parser(command).parse_args(rest), None
   args, extra = _parser(command).parse_known_args(rest)
   from refinedweb_jax import configs
   config = configs.load_config(args.config)
@@ -83,6 +113,8 @@ def main(argv=None):
         print(f"{name}\t{value:.4f}")
     elif command == "generate":
       _generate(args)
+    elif command == "attention-mask":
+      _attention_mask(args)
   except (UserError, ValueError, FileNotFoundError) as e:
     print(f"refinedweb: error: {e}", file=sys.stderr)
     return 2
@@ -110,6 +142,14 @@ def _generate(args):
     texts = [api.task_prefix(args.task) + t for t in texts]
   for output in model.generate(texts, max_new_tokens=args.max_new_tokens):
     print(output, flush=True)
+
+
+def _attention_mask(args):
+  from refinedweb_jax import plots
+  sizes = {field: getattr(args, field) for field in _SIZE_FLAGS.values()}
+  sizes["global_positions"] = plots.parse_positions(sizes["global_positions"])
+  density = plots.plot_pattern(args.out, args.kind, args.length, args.causal, sizes)
+  print(f"{args.out} density {density:.4f}")
 
 
 def _stdin_lines():

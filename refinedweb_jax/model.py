@@ -7,12 +7,13 @@ segment ids and per-segment positions, and a key/value cache for decoding.
 """
 
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from refinedweb_jax import attention
+from refinedweb_jax import attention, sparse_attention
 
 PRESETS = {
     "tiny": dict(vocab_size=512, d_model=32, num_heads=4, head_dim=8, d_ff=64,
@@ -52,7 +53,19 @@ class ModelConfig:
   norm_epsilon: float = 1e-6
   encoder_attention: str = "dense"
   decoder_attention: str = "dense"
+  encoder_dense_every: int = 0
+  decoder_dense_every: int = 0
   dense_implementation: str = "xla"
+  attention_window: int = 256
+  attention_block_size: int = 64
+  attention_stride: int = 256
+  attention_summary: int = 8
+  attention_variant: str = "fixed"
+  attention_global_blocks: int = 1
+  attention_window_blocks: int = 3
+  attention_random_blocks: int = 3
+  attention_global_positions: str = "0-15"
+  attention_seed: int = 0
 
   def __post_init__(self):
     for name in ("vocab_size", "d_model", "num_heads", "head_dim", "d_ff",
@@ -68,6 +81,33 @@ class ModelConfig:
       raise ValueError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate}")
     attention.check_kind(self.encoder_attention, "model.encoder_attention")
     attention.check_kind(self.decoder_attention, "model.decoder_attention")
+    for stack in ("encoder", "decoder"):
+      if getattr(self, f"{stack}_dense_every") < 0:
+        raise ValueError(f"model.{stack}_dense_every must be >= 0 (0 = never), got "
+                         f"{getattr(self, stack + '_dense_every')}")
+      if getattr(self, f"{stack}_attention") != "dense":
+        self.attention_spec(stack, 0)  # validates the sparse sizes now, not at trace time
+
+  def attention_kind(self, stack: str, layer: int) -> str:
+    """The attention kind of one layer: every `*_dense_every`-th layer is dense."""
+    every = getattr(self, f"{stack}_dense_every")
+    if every and (layer + 1) % every == 0:
+      return "dense"
+    return getattr(self, f"{stack}_attention")
+
+  def attention_spec(self, stack: str, layer: int):
+    """The SparseSpec of a sparse layer (random blocks seeded per layer), or None if dense."""
+    kind = self.attention_kind(stack, layer)
+    if kind == "dense":
+      return None
+    return sparse_attention.SparseSpec(
+        kind, window=self.attention_window, block_size=self.attention_block_size,
+        stride=self.attention_stride, summary=self.attention_summary,
+        variant=self.attention_variant, num_global_blocks=self.attention_global_blocks,
+        num_window_blocks=self.attention_window_blocks,
+        num_random_blocks=self.attention_random_blocks,
+        global_positions=parse_positions(self.attention_global_positions),
+        seed=self.attention_seed + layer)
 
   @classmethod
   def from_preset(cls, preset: str, **overrides) -> "ModelConfig":
@@ -109,6 +149,19 @@ class Projection(nn.Module):
                                (contract, ((), ())))
 
 
+def parse_positions(text: str) -> tuple:
+  """'0-15,40' -> (0, 1, ..., 15, 40); the flag model.attention_global_positions."""
+  positions = []
+  for part in filter(None, (p.strip() for p in str(text).split(","))):
+    lo, dash, hi = part.partition("-")
+    try:
+      positions += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+    except ValueError:
+      raise ValueError(f"bad model.attention_global_positions {text!r}: use comma-separated "
+                       f"ints or ranges like '0-15,40'") from None
+  return tuple(sorted(set(positions)))
+
+
 def _dense(cfg, features, axes, names, name):
   """A Projection in the model's compute dtype; `axes` are the contracted input axes."""
   features = features if isinstance(features, tuple) else (features,)
@@ -131,14 +184,16 @@ class RMSNorm(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-  """Self- or cross-attention with an optional decoding cache."""
+  """Self-attention (dense or sparse) or dense cross-attention, with a decoding cache."""
   cfg: ModelConfig
   causal: bool = False
   rotary: bool = True
+  kind: str = "dense"
+  spec: Any = None
 
   @nn.compact
-  def __call__(self, x_BxTxD, kv_BxSxD, mask_Bx1xTxS, q_positions_BxT=None,
-               kv_positions_BxS=None, *, decode: bool = False, cross: bool = False):
+  def __call__(self, x_BxTxD, kv_BxSxD, *, segment_ids_BxT=None, positions_BxT=None,
+               cross_mask_Bx1xTxS=None, decode: bool = False, cross: bool = False):
     cfg = self.cfg
     hk = (cfg.num_heads, cfg.head_dim)
     q = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "query")(x_BxTxD)
@@ -153,13 +208,19 @@ class MultiHeadAttention(nn.Module):
       k = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD)
       v = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "value")(kv_BxSxD)
     if self.rotary:
-      q = attention.rotary_embedding(q, q_positions_BxT, cfg.rope_max_wavelength)
-      k = attention.rotary_embedding(k, kv_positions_BxS, cfg.rope_max_wavelength)
-    if decode and not cross:
-      k, v, mask_Bx1xTxS = self._update_cache(k, v, q_positions_BxT)
+      q = attention.rotary_embedding(q, positions_BxT, cfg.rope_max_wavelength)
+      k = attention.rotary_embedding(k, positions_BxT, cfg.rope_max_wavelength)
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
-    out = attention.dense_attention(q, k, v, mask_Bx1xTxS,
-                                    implementation=cfg.dense_implementation)
+    if cross:
+      out = attention.dense_attention(q, k, v, cross_mask_Bx1xTxS,
+                                      implementation=cfg.dense_implementation)
+    elif decode:
+      k, v, mask = self._update_cache(k, v, positions_BxT)
+      out = attention.dense_attention(q, k, v, mask, implementation=cfg.dense_implementation)
+    else:
+      out = attention.self_attention(q, k, v, segment_ids_BxT, kind=self.kind,
+                                     causal=self.causal, spec=self.spec,
+                                     implementation=cfg.dense_implementation)
     return _dense(cfg, cfg.d_model, (-2, -1), ("heads", "kv", "embed"), "out")(out)
 
   def _update_cache(self, k_Bx1xHxK, v_Bx1xHxK, positions_Bx1):
@@ -178,8 +239,13 @@ class MultiHeadAttention(nn.Module):
     cached_key.value = jax.lax.dynamic_update_slice_in_dim(cached_key.value, k_Bx1xHxK, index, 1)
     cached_value.value = jax.lax.dynamic_update_slice_in_dim(cached_value.value, v_Bx1xHxK,
                                                              index, 1)
-    mask = (jnp.arange(length) <= index)[None, None, None, :]
-    return cached_key.value, cached_value.value, jnp.broadcast_to(mask, (batch, 1, 1, length))
+    j = jnp.arange(length)
+    mask = j <= index
+    if self.spec is not None:
+      # The row of the sparse pattern for this position, over the cache length.
+      mask &= sparse_attention.allowed(self.spec, index, j, length, causal=True)
+    return (cached_key.value, cached_value.value,
+            jnp.broadcast_to(mask[None, None, None, :], (batch, 1, 1, length)))
 
 
 class MLP(nn.Module):
@@ -200,14 +266,16 @@ class MLP(nn.Module):
 
 class EncoderLayer(nn.Module):
   cfg: ModelConfig
+  index: int = 0
 
   @nn.compact
-  def __call__(self, x_BxSxD, mask_Bx1xSxS, positions_BxS, deterministic: bool):
+  def __call__(self, x_BxSxD, segments_BxS, positions_BxS, deterministic: bool):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout_rate)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_attention_norm")(x_BxSxD)
-    h = MultiHeadAttention(cfg, name="attention")(h, h, mask_Bx1xSxS, positions_BxS,
-                                                  positions_BxS)
+    h = MultiHeadAttention(cfg, kind=cfg.attention_kind("encoder", self.index),
+                           spec=cfg.attention_spec("encoder", self.index), name="attention")(
+                               h, h, segment_ids_BxT=segments_BxS, positions_BxT=positions_BxS)
     x_BxSxD = x_BxSxD + drop(h, deterministic=deterministic)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_mlp_norm")(x_BxSxD)
     x_BxSxD = x_BxSxD + drop(MLP(cfg, name="mlp")(h, deterministic), deterministic=deterministic)
@@ -216,19 +284,22 @@ class EncoderLayer(nn.Module):
 
 class DecoderLayer(nn.Module):
   cfg: ModelConfig
+  index: int = 0
 
   @nn.compact
-  def __call__(self, y_BxTxD, enc_BxSxD, self_mask, cross_mask, positions_BxT,
+  def __call__(self, y_BxTxD, enc_BxSxD, segments_BxT, cross_mask, positions_BxT,
                deterministic: bool, decode: bool):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout_rate)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_self_attention_norm")(y_BxTxD)
-    h = MultiHeadAttention(cfg, causal=True, name="self_attention")(
-        h, h, self_mask, positions_BxT, positions_BxT, decode=decode)
+    h = MultiHeadAttention(cfg, causal=True, kind=cfg.attention_kind("decoder", self.index),
+                           spec=cfg.attention_spec("decoder", self.index), name="self_attention")(
+                               h, h, segment_ids_BxT=segments_BxT, positions_BxT=positions_BxT,
+                               decode=decode)
     y_BxTxD = y_BxTxD + drop(h, deterministic=deterministic)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_cross_attention_norm")(y_BxTxD)
     h = MultiHeadAttention(cfg, rotary=False, name="cross_attention")(
-        h, enc_BxSxD, cross_mask, decode=decode, cross=True)
+        h, enc_BxSxD, cross_mask_Bx1xTxS=cross_mask, decode=decode, cross=True)
     y_BxTxD = y_BxTxD + drop(h, deterministic=deterministic)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_mlp_norm")(y_BxTxD)
     y_BxTxD = y_BxTxD + drop(MLP(cfg, name="mlp")(h, deterministic), deterministic=deterministic)
@@ -255,9 +326,9 @@ class EncoderDecoder(nn.Module):
         embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
                                                     ("vocab", "embed")),
         name="token_embedding")
-    self.encoder_layers = [EncoderLayer(cfg, name=f"encoder_{i}")
+    self.encoder_layers = [EncoderLayer(cfg, i, name=f"encoder_{i}")
                            for i in range(cfg.num_encoder_layers)]
-    self.decoder_layers = [DecoderLayer(cfg, name=f"decoder_{i}")
+    self.decoder_layers = [DecoderLayer(cfg, i, name=f"decoder_{i}")
                            for i in range(cfg.num_decoder_layers)]
     self.encoder_norm = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="encoder_norm")
     self.decoder_norm = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="decoder_norm")
@@ -270,11 +341,10 @@ class EncoderDecoder(nn.Module):
     """Token ids -> encoder output enc_BxSxD."""
     segments, positions = _default_segments_and_positions(inputs_BxS, inputs_segment_ids,
                                                           inputs_positions)
-    mask = attention.make_attention_mask(segments, segments, causal=False)
     x_BxSxD = self.dropout(self.embedding(inputs_BxS), deterministic=deterministic)
     x_BxSxD = nn.with_logical_constraint(x_BxSxD, ("batch", "length", "embed"))
     for layer in self.encoder_layers:
-      x_BxSxD = layer(x_BxSxD, mask, positions, deterministic)
+      x_BxSxD = layer(x_BxSxD, segments, positions, deterministic)
     return self.dropout(self.encoder_norm(x_BxSxD), deterministic=deterministic)
 
   def decode(self, enc_BxSxD, inputs_BxS, decoder_input_tokens_BxT, inputs_segment_ids=None,
@@ -292,7 +362,6 @@ class EncoderDecoder(nn.Module):
       if positions is None:
         positions = jnp.broadcast_to(jnp.arange(decoder_input_tokens_BxT.shape[1]),
                                      decoder_input_tokens_BxT.shape)
-      self_mask = None  # built from the cache index inside the attention layer
     else:
       # The shifted-right start token is 0 (padding id) but is a real position:
       # segments must come from the pipeline, or default to all-valid.
@@ -300,12 +369,11 @@ class EncoderDecoder(nn.Module):
         decoder_segment_ids = jnp.ones_like(decoder_input_tokens_BxT, jnp.int32)
       dec_segments, positions = _default_segments_and_positions(
           decoder_input_tokens_BxT, decoder_segment_ids, decoder_positions)
-      self_mask = attention.make_attention_mask(dec_segments, dec_segments, causal=True)
     cross_mask = attention.make_attention_mask(dec_segments, enc_segments, causal=False)
     y_BxTxD = self.dropout(self.embedding(decoder_input_tokens_BxT), deterministic=deterministic)
     y_BxTxD = nn.with_logical_constraint(y_BxTxD, ("batch", "length", "embed"))
     for layer in self.decoder_layers:
-      y_BxTxD = layer(y_BxTxD, enc_BxSxD, self_mask, cross_mask, positions, deterministic,
+      y_BxTxD = layer(y_BxTxD, enc_BxSxD, dec_segments, cross_mask, positions, deterministic,
                       decode)
     y_BxTxD = self.dropout(self.decoder_norm(y_BxTxD), deterministic=deterministic)
     if self.cfg.tie_embeddings:

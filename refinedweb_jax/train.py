@@ -2,6 +2,7 @@
 
 import functools
 import os
+import resource
 import time
 
 import flax.linen as nn
@@ -174,6 +175,9 @@ def train_and_evaluate(config, workdir: str):
       metrics["train/learning_rate"] = float(exp.schedule(step - 1))
       metrics["train/steps_per_second"] = (step - last_step) / elapsed
       metrics["train/tokens_per_second"] = tokens * jax.process_count() / elapsed
+      # ru_maxrss is in KiB on Linux: the host's peak resident memory so far.
+      rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+      metrics["train/host_peak_rss_gib"] = rss_kib / 2**20
       log.scalars(step, "train", metrics)
       progress.update(step, metrics)
       last_step, last_time, tokens = step, time.time(), 0

@@ -1,0 +1,341 @@
+"""Time and memory of dense vs sparse self-attention (forward + backward) as length grows.
+
+  python benchmarks/attention_scaling.py                              # 1k..32k, the full table
+  python benchmarks/attention_scaling.py --lengths 512,1024 --repeats 1   # a quick check
+  python benchmarks/attention_scaling.py --markdown                   # the table as Markdown
+
+Each row jits jax.value_and_grad of sum(attention(q, k, v) * cotangent) w.r.t. q, k, v and
+reports the median wall time after one warm-up call, the compiled executable's memory
+(argument + output + temp - alias bytes, from `memory_analysis()`) and how far the process's
+peak RSS rose above its RSS at the row's start (compile included; host memory, so on an
+accelerator only the compiled figure is device memory). Dense is skipped when its compiled
+memory exceeds --memory-budget-gib.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from refinedweb_jax import attention, sparse_attention
+
+KINDS = ("dense", "local", "strided/fixed", "strided/strided", "bigbird", "global_local")
+GIB, MIB = 2 ** 30, 2 ** 20
+
+
+def parse_args(argv=None):
+  """Command-line flags; the defaults are the benchmark's reference sizes."""
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ints = lambda s: [int(x) for x in s.split(",") if x]
+  p.add_argument("--lengths", type=ints, default=[1024, 2048, 4096, 8192, 16384, 32768])
+  p.add_argument("--kinds", type=lambda s: s.split(","), default=list(KINDS),
+                 help=f"comma-separated subset of {','.join(KINDS)}")
+  p.add_argument("--batch", type=int, default=1)
+  p.add_argument("--heads", type=int, default=8)
+  p.add_argument("--head-dim", type=int, default=64)
+  p.add_argument("--repeats", type=int, default=3, help="timed calls per row (median reported)")
+  p.add_argument("--causal", action="store_true", help="causal patterns (default: bidirectional)")
+  p.add_argument("--dense-implementation", default="xla", choices=attention.DENSE_IMPLEMENTATIONS)
+  p.add_argument("--memory-budget-gib", type=float, default=16.0,
+                 help="skip dense when its compiled memory exceeds this")
+  p.add_argument("--window", type=int, default=256)
+  p.add_argument("--block-size", type=int, default=64)
+  p.add_argument("--stride", type=int, default=256, help="strided/strided: local width and "
+                 "period of the strided keys")
+  # The fixed pattern sees `summary` columns of every period, so its keys per query grow
+  # as n * summary / stride: a long period with one summary column keeps it near linear.
+  p.add_argument("--fixed-stride", type=int, default=512, help="strided/fixed: period")
+  p.add_argument("--summary", type=int, default=1, help="strided/fixed: summary columns")
+  p.add_argument("--num-global-blocks", type=int, default=1)
+  p.add_argument("--num-window-blocks", type=int, default=3)
+  p.add_argument("--num-random-blocks", type=int, default=3)
+  p.add_argument("--num-global-positions", type=int, default=16,
+                 help="global_local attends globally from/to positions 0..this-1")
+  p.add_argument("--query-chunk", type=int, default=sparse_attention.SparseSpec.query_chunk)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--scaling-target", type=float, default=2.3,
+                 help="max time(2n)/time(n) at the largest doubling for PASS")
+  p.add_argument("--speedup-length", type=int, default=8192)
+  p.add_argument("--speedup-target", type=float, default=15.0,
+                 help="min dense/sparse time ratio at --speedup-length for PASS")
+  p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+  args = p.parse_args(argv)
+  unknown = [k for k in args.kinds if k not in KINDS]
+  if unknown:
+    p.error(f"unknown kinds {unknown}; allowed: {', '.join(KINDS)}")
+  return args
+
+
+def make_spec(kind, args):
+  """The SparseSpec of a sparse row label (None for dense)."""
+  if kind == "dense":
+    return None
+  base, _, variant = kind.partition("/")
+  return sparse_attention.SparseSpec(
+      kind=base, window=args.window, block_size=args.block_size,
+      stride=args.fixed_stride if kind == "strided/fixed" else args.stride,
+      summary=args.summary, variant=variant or "fixed", num_global_blocks=args.num_global_blocks,
+      num_window_blocks=args.num_window_blocks, num_random_blocks=args.num_random_blocks,
+      global_positions=tuple(range(args.num_global_positions)), seed=args.seed,
+      query_chunk=args.query_chunk)
+
+
+def density(spec, length, causal, rows_per_chunk=128):
+  """Fraction of allowed (query, key) pairs: `allowed` (as in `pattern`) a few rows at a time."""
+  if spec is None:
+    return (length + 1) / (2 * length) if causal else 1.0
+  spec.check_length(length)
+  chunk = min(rows_per_chunk, length)
+  starts = jnp.arange(0, length, chunk)
+  j = jnp.arange(length)[None, :]
+
+  @jax.jit
+  def counts(starts):
+    def one(start):
+      i = start + jnp.arange(chunk)[:, None]
+      # Rows past the end (last chunk) are masked out rather than padded into the pattern.
+      m = sparse_attention.allowed(spec, i, j, length, causal) & (i < length)
+      return jnp.sum(m, dtype=jnp.int32)  # <= chunk * length, far below 2**31
+    return jax.lax.map(one, starts)
+
+  return int(np.asarray(counts(starts), np.int64).sum()) / length ** 2
+
+
+def make_step(kind, spec, causal, implementation):
+  """Jitted value_and_grad of sum(attention * cotangent) w.r.t. q, k, v."""
+  def loss(q, k, v, segment_ids, cotangent):
+    if spec is None:
+      mask = attention.make_attention_mask(segment_ids, segment_ids, causal=causal)
+      out = attention.dense_attention(q, k, v, mask, implementation=implementation)
+    else:
+      out = sparse_attention.sparse_attention(spec, q, k, v, segment_ids, segment_ids,
+                                              causal=causal)
+    return jnp.sum(out * cotangent)
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+
+
+def compiled_bytes(compiled):
+  """Peak device bytes XLA plans for one call, or None where the backend does not say."""
+  try:
+    m = compiled.memory_analysis()
+  except (NotImplementedError, RuntimeError):
+    return None
+  if m is None:
+    return None
+  return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+          - m.alias_size_in_bytes)
+
+
+def reset_peak_rss():
+  """Starts a new peak-RSS window; returns the baseline to subtract from `peak_rss_bytes`."""
+  try:
+    # Writing 5 resets the kernel's high-water mark (VmHWM) to the current RSS, so each row
+    # sees its own peak rather than the largest one of any earlier row.
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")
+    return _proc_status_bytes("VmRSS")
+  except OSError:
+    return peak_rss_bytes()  # no /proc: growth past the process's earlier peak only
+
+
+def peak_rss_bytes():
+  try:
+    return _proc_status_bytes("VmHWM")
+  except OSError:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _proc_status_bytes(field):
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith(field + ":"):
+        return int(line.split()[1]) * 1024  # kB
+  raise OSError(f"{field} not in /proc/self/status")
+
+
+def run_row(kind, length, args, inputs):
+  """Compiles, checks the budget, warms up and times one (kind, length); returns a row dict."""
+  row = dict(length=length, kind=kind)
+  try:
+    _measure(row, make_spec(kind, args), args, inputs)
+  except Exception as e:  # pylint: disable=broad-except  (e.g. out of memory: keep other rows)
+    row["note"] = f"failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]}"
+    row.pop("time_s", None)
+  return row
+
+
+def _measure(row, spec, args, inputs):
+  length = row["length"]
+  row["density"] = density(spec, length, args.causal)
+  rss_before = reset_peak_rss()
+  step = make_step(row["kind"], spec, args.causal, args.dense_implementation)
+  start = time.perf_counter()
+  compiled = step.lower(*inputs).compile()
+  row["compile_s"] = time.perf_counter() - start
+  row["bytes"] = compiled_bytes(compiled)
+  if row["bytes"] is None and spec is None:
+    # No compiled estimate: ~4 live B*H*N*N float32 score-sized buffers in forward + backward.
+    row["bytes"] = 4 * args.batch * args.heads * length ** 2 * 4
+  if spec is None and row["bytes"] > args.memory_budget_gib * GIB:
+    row["note"] = (f"skipped (needs {row['bytes'] / GIB:.3g} GiB > "
+                   f"{args.memory_budget_gib:g} GiB budget)")
+    return
+  jax.block_until_ready(compiled(*inputs))  # warm-up: first-call allocations and caches
+  times = []
+  for _ in range(args.repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*inputs))
+    times.append(time.perf_counter() - start)
+  row["time_s"] = statistics.median(times)
+  row["rss_bytes"] = peak_rss_bytes() - rss_before
+
+
+def make_inputs(length, args):
+  """Random q, k, v, cotangent and all-ones segment ids (one unpadded example per row)."""
+  shape = (args.batch, length, args.heads, args.head_dim)
+  keys = jax.random.split(jax.random.PRNGKey(args.seed), 4)
+  q, k, v, cotangent = (jax.random.normal(key, shape, jnp.float32) for key in keys)
+  segment_ids = jnp.ones((args.batch, length), jnp.int32)
+  return q, k, v, segment_ids, cotangent
+
+
+def add_ratios(rows):
+  """Dense/sparse time and memory ratios against the dense row of the same length."""
+  dense = {r["length"]: r for r in rows if r["kind"] == "dense" and "time_s" in r}
+  for r in rows:
+    d = dense.get(r["length"])
+    if r["kind"] != "dense" and d is not None and "time_s" in r:
+      r["time_ratio"] = d["time_s"] / r["time_s"]
+      if d["bytes"] and r["bytes"]:
+        r["mem_ratio"] = d["bytes"] / r["bytes"]
+
+
+def fmt_bytes(n):
+  if n is None:
+    return "?"
+  return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / MIB:.1f} MiB"
+
+
+def table_cells(r):
+  measured = "time_s" in r
+  return [str(r["length"]), r["kind"], f"{r['density']:.4f}" if "density" in r else "-",
+          f"{r['time_s'] * 1e3:.1f}" if measured else "-",
+          f"{r['compile_s']:.1f}" if "compile_s" in r else "-",
+          fmt_bytes(r.get("bytes")) if measured else "-",
+          fmt_bytes(r["rss_bytes"]) if measured else "-",
+          f"{r['time_ratio']:.1f}x" if "time_ratio" in r else "",
+          f"{r['mem_ratio']:.1f}x" if "mem_ratio" in r else "",
+          r.get("note", "")]
+
+
+TABLE_HEADER = ["length", "kind", "density", "time ms", "compile s", "peak mem", "peak RSS +",
+                "dense/sparse time", "dense/sparse mem", "note"]
+
+
+def render(header, rows, markdown):
+  """Rows of strings as an aligned text table, or a Markdown table."""
+  if markdown:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+  widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+  line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+  return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def scaling(rows, args):
+  """time(2n)/time(n) per kind for each doubling in --lengths: (header, cell rows, ratios)."""
+  times = {(r["kind"], r["length"]): r["time_s"] for r in rows if "time_s" in r}
+  pairs = [(n, 2 * n) for n in sorted(args.lengths) if 2 * n in args.lengths]
+  ratios = {(kind, hi): times[kind, hi] / times[kind, lo]
+            for kind in args.kinds for lo, hi in pairs
+            if (kind, lo) in times and (kind, hi) in times}
+  header = ["kind"] + [f"t({hi})/t({lo})" for lo, hi in pairs]
+  cells = [[kind] + [f"{ratios[kind, hi]:.2f}" if (kind, hi) in ratios else "-"
+                     for _, hi in pairs] for kind in args.kinds]
+  return header, cells, ratios, pairs
+
+
+def checks(rows, ratios, pairs, args):
+  """PASS/FAIL lines: linear scaling at the largest doubling, speedup over dense at one length."""
+  sparse = [k for k in args.kinds if k != "dense"]
+  lines = []
+  if pairs:
+    lo, hi = pairs[-1]
+    ok = []
+    for kind in sparse:
+      r = ratios.get((kind, hi))
+      ok.append(r is not None and r <= args.scaling_target)
+      value = f"{r:.2f}" if r is not None else "not measured"
+      lines.append(f"{'PASS' if ok[-1] else 'FAIL'}  scaling {kind}: time({hi})/time({lo}) = "
+                   f"{value} (target <= {args.scaling_target:g})")
+    lines.append(f"{'PASS' if all(ok) else 'FAIL'}  every sparse kind scales linearly from {lo} "
+                 f"to {hi}")
+  else:
+    lines.append("SKIP  scaling: --lengths has no n together with 2n")
+  n = args.speedup_length
+  by_kind = {r["kind"]: r for r in rows if r["length"] == n}
+  if n not in args.lengths or "dense" not in by_kind:
+    lines.append(f"SKIP  speedup: length {n} with dense not in this run")
+    return lines
+  ok = []
+  for kind in sparse:
+    r = by_kind.get(kind, {}).get("time_ratio")
+    ok.append(r is not None and r >= args.speedup_target)
+    value = f"{r:.1f}x" if r is not None else "not measured (" + (
+        by_kind["dense"].get("note") or "sparse row missing") + ")"
+    lines.append(f"{'PASS' if ok[-1] else 'FAIL'}  speedup {kind} over dense at {n}: {value} "
+                 f"(target >= {args.speedup_target:g}x)")
+  lines.append(f"{'PASS' if all(ok) else 'FAIL'}  every sparse kind is >= "
+               f"{args.speedup_target:g}x faster than dense at {n}")
+  return lines
+
+
+def machine_line(args):
+  device = jax.devices()[0]
+  return (f"{datetime.datetime.now().astimezone().isoformat(timespec='seconds')}  "
+          f"{platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+          f"jax {jax.__version__}, device {device.platform}: {device.device_kind} "
+          f"(x{jax.device_count()})")
+
+
+def config_line(args):
+  return (f"B={args.batch} H={args.heads} K={args.head_dim} float32, forward+backward, "
+          f"{'causal' if args.causal else 'bidirectional'}, median of {args.repeats} after 1 "
+          f"warm-up; dense={args.dense_implementation}, budget {args.memory_budget_gib:g} GiB; "
+          f"window {args.window}, block {args.block_size}, stride {args.stride}, summary "
+          f"{args.summary}, bigbird {args.num_global_blocks}/{args.num_window_blocks}/"
+          f"{args.num_random_blocks} global/window/random blocks, global_local "
+          f"{args.num_global_positions} global positions")
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  start = time.perf_counter()
+  rows = []
+  for length in sorted(args.lengths):
+    inputs = make_inputs(length, args)
+    for kind in args.kinds:
+      rows.append(run_row(kind, length, args, inputs))
+      # Progress goes to stderr so stdout holds only the report.
+      print(" ".join(c for c in table_cells(rows[-1]) if c), file=sys.stderr, flush=True)
+  add_ratios(rows)
+  header, cells, ratios, pairs = scaling(rows, args)
+  md = args.markdown
+  print(machine_line(args) + ("  \n" if md else "\n") + config_line(args) + "\n")
+  print(render(TABLE_HEADER, [table_cells(r) for r in rows], md) + "\n")
+  if pairs:
+    print(render(header, cells, md) + "\n")
+  print("\n".join(("- " if md else "") + line for line in checks(rows, ratios, pairs, args)))
+  print(f"\ntotal wall time {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+  main()
