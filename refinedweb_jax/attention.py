@@ -7,7 +7,7 @@ Segment ids follow the packing convention: 0 is padding, 1.. are examples.
 import jax
 import jax.numpy as jnp
 
-from refinedweb_jax import sparse_attention
+from refinedweb_jax import sparse_attention, splash
 
 ATTENTION_KINDS = ("dense",) + sparse_attention.SPARSE_KINDS
 DENSE_IMPLEMENTATIONS = ("xla", "cudnn", "einsum")
@@ -76,12 +76,17 @@ def dense_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS=None, *,
 
 
 def self_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, kind: str, causal: bool,
-                   spec=None, positions_BxN=None, implementation: str = "xla"):
+                   spec=None, implementation: str = "xla"):
   """Self-attention of one kind: `dense` builds the N x N mask, sparse kinds never do."""
+  length = q_BxNxHxK.shape[1]
   if kind == "dense":
-    mask = make_attention_mask(segment_ids_BxN, segment_ids_BxN, causal=causal,
-                               q_positions_BxT=positions_BxN, kv_positions_BxS=positions_BxN)
+    if causal and splash.usable(length):
+      return splash.attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, causal=True)
+    mask = make_attention_mask(segment_ids_BxN, segment_ids_BxN, causal=causal)
     return dense_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, mask, implementation=implementation)
+  elif kind == "local" and splash.usable(length):
+    return splash.attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN,
+                            window=spec.window, causal=causal)
   elif kind in sparse_attention.SPARSE_KINDS:
     return sparse_attention.sparse_attention(spec, q_BxNxHxK, k_BxNxHxK, v_BxNxHxK,
                                              segment_ids_BxN, segment_ids_BxN, causal=causal)

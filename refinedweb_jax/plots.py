@@ -11,11 +11,12 @@ from refinedweb_jax.sparse_attention import SPARSE_KINDS, STRIDED_VARIANTS, Spar
 
 KINDS = ("dense",) + SPARSE_KINDS
 MAX_LENGTH = 16384  # pattern() holds n x n bools (plus temporaries): ~16k is the sane limit
-# Masks are max-pooled to at most this many rows and columns: about the axes' size in pixels
-# at _FIGSIZE and _DPI, so each pixel shows whether any pair under it is allowed (resampling
-# a larger image would drop or grey out one-token rows) and memory stays bounded.
+# Masks are max-pooled to at most this many rows and columns, a bit under the axes' size in
+# pixels at _FIGSIZE and _DPI (~880): each pixel then shows whether any pair under it is
+# allowed (resampling a larger image would drop or grey out one-token rows), and the image's
+# memory stays bounded.
 MAX_SIDE = 800
-_FIGSIZE, _DPI = (6.4, 6.8), 150
+_FIGSIZE, _DPI = (7.0, 7.4), 150
 # The SparseSpec sizes each kind reads; the others are left out of the title.
 _SIZES_BY_KIND = {
     "dense": (),
