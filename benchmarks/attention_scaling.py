@@ -311,8 +311,9 @@ def config_line(args):
           f"{'causal' if args.causal else 'bidirectional'}, median of {args.repeats} after 1 "
           f"warm-up; dense={args.dense_implementation}, budget {args.memory_budget_gib:g} GiB; "
           f"window {args.window}, block {args.block_size}, strided/strided stride {args.stride}, "
-          f"strided/fixed stride {args.fixed_stride} summary {args.summary}, bigbird {args.num_global_blocks}/{args.num_window_blocks}/"
-          f"{args.num_random_blocks} global/window/random blocks, global_local "
+          f"strided/fixed stride {args.fixed_stride} summary {args.summary}, bigbird "
+          f"{args.num_global_blocks}/{args.num_window_blocks}/{args.num_random_blocks} "
+          f"global/window/random blocks, global_local "
           f"{args.num_global_positions} global positions")
 
 

@@ -1,3 +1,3 @@
-"""refinedweb_jax: an encoder-decoder Transformer with sparse attention, multi-task learning and distillation."""
+"""refinedweb_jax: encoder-decoder Transformer, sparse attention, multi-task learning, distillation."""
 
 __version__ = "0.1.0"

@@ -88,7 +88,8 @@ def apply_override(config, dotted: str, raw: str):
   try:
     node[key] = _parse_value(raw, kind)
   except (TypeError, ValueError) as e:
-    raise ValueError(f"bad value {raw!r} for config.{dotted} (expects {kind.__name__}): {e}") from None
+    raise ValueError(
+        f"bad value {raw!r} for config.{dotted} (expects {kind.__name__}): {e}") from None
 
 
 def _parse_value(raw: str, kind):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 
 def init_cache(model, params, enc_BxSxD, inputs_BxS, max_length: int):
-  """Creates the decoder cache: zeroed self-attention K/V of length L, encoder K/V projected once."""
+  """The decoder cache: zeroed self-attention K/V of length L, encoder K/V projected once."""
   batch = inputs_BxS.shape[0]
   dummy_BxL = jnp.zeros((batch, max_length), jnp.int32)
   _, variables = model.apply({"params": params}, enc_BxSxD, inputs_BxS, dummy_BxL,

@@ -106,7 +106,8 @@ class Evaluator:
       hits[ex["task"]].append(float(prediction.strip() == ex["targets"].strip()))
     self.log.samples(step, out)
     for r in out:
-      self.log.text(f"  {r['task']:<16} {_clip(r['inputs'], 60):<60} -> {_clip(r['prediction'], 50)}"
+      self.log.text(f"  {r['task']:<16} {_clip(r['inputs'], 60):<60} -> "
+                    f"{_clip(r['prediction'], 50)}"
                     f"  (target: {_clip(r['targets'], 40)})")
     return {f"eval/{task}/sample_exact_match": float(np.mean(v)) for task, v in hits.items()}
 

@@ -74,7 +74,8 @@ class SparseSpec:
     if self.kind == "global_local":
       bad = [p for p in self.global_positions if not 0 <= p < length]
       if bad:
-        raise ValueError(f"global_local global positions {bad} out of range for length "
+        shown = f"{bad[:5]}" if len(bad) <= 5 else f"{bad[:5]} (and {len(bad) - 5} more)"
+        raise ValueError(f"global_local global positions {shown} out of range for length "
                          f"{length}; allowed: 0..{length - 1}")
 
 

@@ -80,10 +80,18 @@ def test_cli_train_generate_eval(tiny_data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--workdir", "W", "--config.model.nope=1"], "unknown config key 'config.model.nope'"),
+    (["train", "--workdir", "W", "--config.model.nope=1"],
+     "unknown config key 'config.model.nope'"),
     (["train", "--workdir", "W", "--config.model.preset=huge"], "unknown model preset 'huge'"),
     (["train", "--workdir", "W", "--config.model.encoder_attention=fancy"],
      "unknown attention kind 'fancy'"),
+    (["train", "--workdir", "W", "--config.model.encoder_attention=global_local",
+      "--config.model.attention_global_positions=0-999"],
+     "global positions [256, 257, 258"),
+    (["train", "--workdir", "W", "--config.model.encoder_attention=local",
+      "--config.model.attention_window=0"], "attention window must be > 0, got 0"),
+    (["train", "--workdir", "W", "--config.model.decoder_attention=bigbird",
+      "--config.model.attention_global_blocks=2"], "bigbird global blocks cover 2 x 64 tokens"),
     (["train", "--workdir", "W", "--config.data.tasks=translate_en_xx"],
      "unknown task 'translate_en_xx'"),
     (["train", "--workdir", "W", "--config.train.num_steps=many"], "config.train.num_steps"),
