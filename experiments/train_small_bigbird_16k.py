@@ -23,10 +23,11 @@ def get_config(arg: str = ""):
   config.model.attention_global_blocks = 1
   config.model.attention_random_blocks = 3
   config.data.update(dict(num_train=400, num_validation=20, num_test=20, long_fraction=1.0,
-                          tasks="qa,summarize", input_length=16384, target_length=64,
+                          input_length=16384, target_length=64,
                           batch_size=1, vocab_size=2000))
+  config.mixture.tasks = "qa,summarize"
   config.train.update(dict(num_steps=30, log_every=5, eval_every=30, checkpoint_every=30,
-                           eval_examples=4, eval_batch_size=1, decode_samples_per_task=1,
+                           eval_examples=4, eval_batch_size=1, decode_examples_per_task=2,
                            max_decode_length=32))
   if arg == "dense":
     config.model.encoder_attention = "dense"

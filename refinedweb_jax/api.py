@@ -77,12 +77,15 @@ class RefinedWeb:
       for row in tokens[: len(chunk)]:
         yield self.tokenizer.decode(row.tolist())
 
-  def evaluate(self) -> dict:
-    """Validation metrics of this checkpoint (loss, accuracy, perplexity, decoded samples)."""
+  def evaluate(self, split: str = "validation", *, eval_examples=None,
+               decode_examples=None) -> dict:
+    """Per-task metrics of this checkpoint on a split (-1 examples = the whole split)."""
     exp = train.Experiment(self.config, self.workdir)
     exp.tokenizer = self.tokenizer  # the exact tokenizer the checkpoint was trained with
     log = logger.MetricLogger(self.workdir, enabled=jax.process_index() == 0)
     try:
-      return evaluation.Evaluator(exp, log).run(self.params, step=self.step)
+      evaluator = evaluation.Evaluator(exp, log, split=split, eval_examples=eval_examples,
+                                       decode_examples=decode_examples)
+      return evaluator.run(self.params, step=self.step)
     finally:
       log.close()

@@ -22,14 +22,28 @@ def default_config() -> ml_collections.ConfigDict:
       data_dir=os.environ.get("REFINEDWEB_DATA", os.path.expanduser("~/.cache/refinedweb_jax")),
       num_train=20_000, num_validation=1_000, num_test=1_000, corpus_seed=0,
       long_fraction=0.02, vocab_size=8000, input_length=256, target_length=64,
-      pack=True, batch_size=16, shuffle_seed=0, tasks=""))
+      pack=True, batch_size=16, shuffle_seed=0,
+      # The tokenizer is trained on the built-in corpus, or on the mixture's train texts.
+      tokenizer="builtin", public_data_dir=os.path.expanduser("~/tensorflow_datasets")))
+  # Which tasks to train on and how often each is sampled (see tasks.mixture_rates).
+  # tasks: comma-separated names ("" = every built-in corpus task); rate: proportional,
+  # temperature or explicit (weights "task=w,..."); cap: T5's K (0 = none).
+  c.mixture = ml_collections.ConfigDict(dict(
+      tasks="", rate="proportional", cap=0, temperature=1.0, weights=""))
+  # Tasks from your own files: dicts of datasets.own_data.build arguments plus optional
+  # "metrics" (tasks.METRICS) and "language" (of the targets), e.g. in an experiment file:
+  # dict(task="multi30k_en_de", format="text", train=[("train.en.gz", "train.de.gz")], ...).
+  c.own_tasks = []
+  # Public TFDS datasets by name (datasets.public.PUBLIC), prepared as array_record in
+  # data.public_data_dir (a local folder or gs:// bucket), e.g. "wmt14_en_de,xsum".
+  c.public_tasks = ""
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", learning_rate=2e-3, schedule="cosine", warmup_steps=20, b1=0.9, b2=0.98,
       weight_decay=0.01, grad_clip_norm=1.0))
   c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.0, z_loss=1e-4))
   c.train = ml_collections.ConfigDict(dict(
       num_steps=200, log_every=10, eval_every=100, checkpoint_every=100, keep_checkpoints=3,
-      eval_examples=256, eval_batch_size=32, decode_samples_per_task=2, max_decode_length=64,
+      eval_examples=32, eval_batch_size=32, decode_examples_per_task=8, max_decode_length=64,
       async_checkpointing=True, progress_bar=True))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   return c
@@ -108,14 +122,17 @@ def _parse_value(raw: str, kind):
   raise TypeError(f"cannot set a {kind.__name__} from the command line")
 
 
-def task_list(config) -> tuple[str, ...]:
-  """config.data.tasks ("" = all, else comma-separated corpus task names), validated."""
+def task_names(config) -> tuple[str, ...]:
+  """config.mixture.tasks ("" = all built-in corpus tasks), each a known task name."""
   from refinedweb_jax import corpus
-  names = tuple(t.strip() for t in config.data.tasks.split(",") if t.strip())
+  names = tuple(t.strip() for t in config.mixture.tasks.split(",") if t.strip())
+  own = [t["task"] for t in config.get("own_tasks", []) or []]
+  public = [n.strip() for n in config.get("public_tasks", "").split(",") if n.strip()]
+  known = tuple(corpus.TASKS) + tuple(own) + tuple(public)
   for name in names:
-    if name not in corpus.TASKS:
-      raise ValueError(f"unknown task {name!r} in config.data.tasks; allowed: "
-                       f"{', '.join(corpus.TASKS)}")
+    if name not in known:
+      raise ValueError(f"unknown task {name!r} in config.mixture.tasks; allowed: "
+                       f"{', '.join(known)}")
   return names or tuple(corpus.TASKS)
 
 
@@ -129,7 +146,18 @@ def validate(config):
       spec = cfg.attention_spec(stack, layer)
       if spec is not None:
         spec.check_length(length)
-  task_list(config)
+  task_names(config)
+  from refinedweb_jax import tasks
+  if config.public_tasks.strip():
+    from refinedweb_jax.datasets import public
+    for name in filter(None, (n.strip() for n in config.public_tasks.split(","))):
+      if name not in public.PUBLIC:
+        raise ValueError(f"unknown public task {name!r} in config.public_tasks; allowed: "
+                         f"{', '.join(public.PUBLIC)}")
+  # Rates on unit sizes: checks the method, cap, temperature and weights before any data.
+  tasks.mixture_rates({n: 1 for n in task_names(config)}, method=config.mixture.rate,
+                      cap=config.mixture.cap, temperature=config.mixture.temperature,
+                      weights=tasks.parse_weights(config.mixture.weights))
   if config.optimizer.name not in optim.OPTIMIZERS:
     raise ValueError(f"unknown config.optimizer.name {config.optimizer.name!r}; allowed: "
                      f"{', '.join(optim.OPTIMIZERS)}")

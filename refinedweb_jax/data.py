@@ -11,7 +11,6 @@ import dataclasses
 import grain
 import numpy as np
 
-EVAL_KEYS = ("inputs", "targets", "task")
 FEATURES = ("encoder_input_tokens", "encoder_segment_ids", "encoder_positions",
             "decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
             "decoder_segment_ids", "decoder_positions")
@@ -76,21 +75,33 @@ def to_model_features(batch):
   }
 
 
-def train_dataset(source, tokenizer, *, batch_size: int, input_length: int, target_length: int,
-                  pack: bool, seed: int, shard_index: int = 0, shard_count: int = 1,
-                  tasks=None):
-  """Infinite, shuffled (reshuffled every epoch), batched IterDataset for one host.
+def mixed_examples(sources, rates, *, seed: int, shard_index: int = 0, shard_count: int = 1):
+  """Infinite MapDataset of text examples: each source host-sliced, reshuffled per epoch, mixed."""
+  parts = []
+  for i, source in enumerate(sources):
+    ds = grain.MapDataset.source(source)[shard_index::shard_count]
+    if len(ds) == 0:
+      raise ValueError(f"mixture source {i} has no examples for host {shard_index} of "
+                       f"{shard_count}")
+    parts.append(ds.seed(seed + 7919 * i).shuffle().repeat(None))
+  return parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, list(rates))
 
-  `batch_size` is this host's share; each host reads a disjoint slice of the
-  source so hosts never see the same example in an epoch.
+
+def train_dataset(sources, rates, tokenizer, *, batch_size: int, input_length: int,
+                  target_length: int, pack: bool, seed: int, shard_index: int = 0,
+                  shard_count: int = 1):
+  """Infinite, batched IterDataset for one host, mixing `sources` at `rates`.
+
+  Each source is sliced per host (hosts never share an example in an epoch),
+  reshuffled every epoch with its own seed and repeated; Grain's index-based mix
+  then interleaves them in proportion to `rates`, deterministically, so a
+  restored iterator continues the exact same example sequence. `batch_size` is
+  this host's share.
   """
   if batch_size <= 0:
     raise ValueError(f"per-host batch size must be > 0, got {batch_size}")
-  ds = grain.MapDataset.source(source)[shard_index::shard_count]
-  if tasks is not None:
-    tasks = frozenset(tasks)
-    ds = ds.filter(lambda ex: ex["task"] in tasks)
-  ds = ds.seed(seed).shuffle().repeat(None)
+  ds = mixed_examples(sources, rates, seed=seed, shard_index=shard_index,
+                      shard_count=shard_count)
   ds = ds.map(Tokenize(tokenizer, input_length, target_length))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
   if pack:
@@ -103,17 +114,13 @@ def train_dataset(source, tokenizer, *, batch_size: int, input_length: int, targ
 
 
 def eval_batches(source, tokenizer, *, batch_size: int, input_length: int, target_length: int,
-                 max_examples: int | None = None, shard_index: int = 0, shard_count: int = 1,
-                 tasks=None):
+                 max_examples: int | None = None, shard_index: int = 0, shard_count: int = 1):
   """Yields (features, texts) for a fixed, unshuffled, unpacked pass over the source.
 
   The last batch is padded with empty rows (zero loss weight) so shapes stay
   fixed and the step compiles once; texts lists only the real examples.
   """
-  indices = range(len(source))
-  if tasks is not None:
-    indices = [i for i in indices if source[i]["task"] in tasks]
-  indices = list(indices)[:max_examples][shard_index::shard_count]
+  indices = list(range(len(source)))[:max_examples][shard_index::shard_count]
   tok = Tokenize(tokenizer, input_length, target_length)
   pad = PadOne(input_length, target_length)
   for start in range(0, len(indices), batch_size):
@@ -122,4 +129,4 @@ def eval_batches(source, tokenizer, *, batch_size: int, input_length: int, targe
     empty = {k: np.zeros_like(v) for k, v in rows[0].items()}
     rows += [empty] * (batch_size - len(rows))
     batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-    yield to_model_features(batch), [{k: ex[k] for k in EVAL_KEYS} for ex in chunk]
+    yield to_model_features(batch), [dict(ex) for ex in chunk]

@@ -2,6 +2,7 @@
 
 import collections
 import functools
+import json
 import math
 
 import flax.linen as nn
@@ -32,44 +33,44 @@ def eval_step(params, batch, *, model):
 
 
 class Evaluator:
-  """Runs teacher-forced metrics over a fixed validation slice and greedy-decodes samples."""
+  """Per task: teacher-forced loss/accuracy/perplexity and metrics of greedy-decoded outputs."""
 
-  def __init__(self, exp, log):
+  def __init__(self, exp, log, *, split: str = "validation", eval_examples=None,
+               decode_examples=None):
+    """`eval_examples` / `decode_examples` per task default to the config's (-1 = all)."""
     self.exp, self.log = exp, log
     cfg, d = exp.config, exp.config.data
-    self.source = exp.source("validation")
+    eval_examples = cfg.train.eval_examples if eval_examples is None else eval_examples
+    decode_examples = (cfg.train.decode_examples_per_task if decode_examples is None
+                       else decode_examples)
     rows = exp.mesh.shape["data"] * exp.mesh.shape["fsdp"]
-    # Eval batches must split evenly over the batch-sharded mesh axes.
+    # Batches must split evenly over the batch-sharded mesh axes.
     self.batch_size = -(-cfg.train.eval_batch_size // rows) * rows
-    self.batches = list(data.eval_batches(
-        self.source, exp.tokenizer, batch_size=self.batch_size, input_length=d.input_length,
-        target_length=d.target_length, max_examples=cfg.train.eval_examples, tasks=exp.tasks))
-    self.samples = self._pick_samples(cfg.train.decode_samples_per_task)
+    self.batches, self.samples = [], []
+    for task in exp.tasks:
+      source = task.source(split)
+      self.batches += list(data.eval_batches(
+          source, exp.tokenizer, batch_size=self.batch_size, input_length=d.input_length,
+          target_length=d.target_length,
+          max_examples=None if eval_examples < 0 else eval_examples))
+      n = len(source) if decode_examples < 0 else min(decode_examples, len(source))
+      self.samples += [dict(source[i]) for i in range(n)]
+    self.by_name = {t.name: t for t in exp.tasks}
     self._eval_step = jax.jit(functools.partial(eval_step, model=exp.model))
     self._greedy = decode.make_greedy_fn(exp.model, max_length=cfg.train.max_decode_length,
                                          eos_id=exp.tokenizer.eos_id)
-
-  def _pick_samples(self, per_task: int):
-    """The first `per_task` validation examples of each task (scans at most 2,000)."""
-    picked = collections.defaultdict(list)
-    for i in range(min(len(self.source), 2000)):
-      ex = self.source[i]
-      wanted = self.exp.tasks is None or ex["task"] in self.exp.tasks
-      if wanted and len(picked[ex["task"]]) < per_task:
-        picked[ex["task"]].append(ex)
-    return [ex for task in sorted(picked) for ex in picked[task]]
 
   def _run(self, fn, *args):
     with nn.logical_axis_rules(sharding.LOGICAL_RULES), jax.set_mesh(self.exp.mesh):
       return fn(*args)
 
   def run(self, params, *, step: int, decode: bool = True) -> dict:
-    """Computes and logs eval metrics; returns them."""
+    """Computes, logs and prints eval metrics; returns them."""
     totals = collections.defaultdict(lambda: np.zeros(3))
-    for features, texts in self.batches:
+    for features, examples in self.batches:
       loss_B, correct_B, weight_B = jax.device_get(
           self._run(self._eval_step, params, sharding.to_global(features, self.exp.mesh)))
-      for i, ex in enumerate(texts):
+      for i, ex in enumerate(examples):
         for key in (ex["task"], "all"):
           totals[key] += (loss_B[i], correct_B[i], weight_B[i])
     metrics = {}
@@ -79,37 +80,85 @@ class Evaluator:
       metrics[f"{prefix}/accuracy"] = correct / max(weight, 1)
       metrics[f"{prefix}/perplexity"] = math.exp(min(loss / max(weight, 1), 50.0))
     if decode and self.samples:
-      metrics.update(self.decode_samples(params, step))
+      metrics.update(self.decode_and_score(params, step))
     self.log.scalars(step, "eval", metrics)
-    self.log.text(f"[eval step {step}] loss {metrics['eval/loss']:.4f}  "
-                  f"accuracy {metrics['eval/accuracy']:.4f}  "
-                  f"perplexity {metrics['eval/perplexity']:.2f}")
+    self.log.text(metrics_table(step, metrics, [t.name for t in self.exp.tasks]))
     return metrics
 
-  def decode_samples(self, params, step: int) -> dict:
-    """Greedy-decodes the sample inputs, logs a table, returns per-task exact match."""
+  def predict(self, params, texts):
+    """Greedy-decoded strings for input strings (batched, padded to the mesh)."""
     tok, d = self.exp.tokenizer, self.exp.config.data
-    rows = self.exp.mesh.shape["data"] * self.exp.mesh.shape["fsdp"]
-    n = -(-len(self.samples) // rows) * rows
-    inputs = np.zeros((n, d.input_length), np.int32)
-    for i, ex in enumerate(self.samples):
-      ids = tok.encode(ex["inputs"])[: d.input_length - 1] + [tok.eos_id]
-      inputs[i, : len(ids)] = ids
-    inputs = jax.make_array_from_process_local_data(sharding.batch_sharding(self.exp.mesh),
-                                                    inputs)
-    tokens = np.asarray(jax.device_get(self._run(self._greedy, params, inputs)))
-    out, hits = [], collections.defaultdict(list)
-    for ex, row in zip(self.samples, tokens):
-      prediction = tok.decode(row.tolist())
-      out.append({"task": ex["task"], "inputs": ex["inputs"], "targets": ex["targets"],
-                  "prediction": prediction})
-      hits[ex["task"]].append(float(prediction.strip() == ex["targets"].strip()))
-    self.log.samples(step, out)
-    for r in out:
-      self.log.text(f"  {r['task']:<16} {_clip(r['inputs'], 60):<60} -> "
-                    f"{_clip(r['prediction'], 50)}"
-                    f"  (target: {_clip(r['targets'], 40)})")
-    return {f"eval/{task}/sample_exact_match": float(np.mean(v)) for task, v in hits.items()}
+    out = []
+    for start in range(0, len(texts), self.batch_size):
+      chunk = texts[start: start + self.batch_size]
+      inputs = np.zeros((self.batch_size, d.input_length), np.int32)
+      for i, text in enumerate(chunk):
+        ids = tok.encode(text)[: d.input_length - 1] + [tok.eos_id]
+        inputs[i, : len(ids)] = ids
+      inputs = jax.make_array_from_process_local_data(sharding.batch_sharding(self.exp.mesh),
+                                                      inputs)
+      tokens = np.asarray(jax.device_get(self._run(self._greedy, params, inputs)))
+      out += [tok.decode(row.tolist()) for row in tokens[: len(chunk)]]
+    return out
+
+  def decode_and_score(self, params, step: int) -> dict:
+    """Decodes each task's first examples, scores them with the task's metrics, logs samples."""
+    predictions = self.predict(params, [ex["inputs"] for ex in self.samples])
+    by_task = collections.defaultdict(list)
+    for ex, prediction in zip(self.samples, predictions):
+      by_task[ex["task"]].append((ex, prediction))
+    metrics, rows = {}, []
+    for name, pairs in by_task.items():
+      task = self.by_name[name]
+      examples, preds = [p[0] for p in pairs], [p[1] for p in pairs]
+      for metric, value in score(task, examples, preds).items():
+        metrics[f"eval/{name}/{metric}"] = value
+      rows += [{"task": name, "inputs": ex["inputs"], "targets": ex["targets"],
+                "prediction": pred} for ex, pred in pairs]
+      ex, pred = pairs[0]
+      self.log.text(f"  {name:<16} {_clip(ex['inputs'], 60):<60} -> {_clip(pred, 50)}"
+                    f"  (target: {_clip(ex['targets'], 40)})")
+    self.log.samples(step, rows)
+    return metrics
+
+
+def score(task, examples, predictions) -> dict:
+  """The task's metrics on decoded predictions (0-100 scale)."""
+  from refinedweb_jax import metrics as m
+  targets = [ex["targets"] for ex in examples]
+  out = {}
+  for name in task.metrics:
+    if name == "bleu":
+      out.update(m.bleu(targets, predictions, language=task.language))
+    elif name == "chrf":
+      out.update(m.chrf(targets, predictions))
+    elif name == "rouge":
+      out.update(m.rouge(targets, predictions))
+    elif name == "squad":
+      answers = [json.loads(ex["answers"]) if ex.get("answers") else [ex["targets"]]
+                 for ex in examples]
+      out.update(m.squad(answers, predictions))
+    elif name == "pass@1":
+      out.update(m.pass_at_1(targets, predictions, tests=[ex["tests"] for ex in examples]))
+    elif name == "exact_match":
+      out["exact_match"] = 100.0 * float(np.mean(
+          [p.strip() == t.strip() for p, t in zip(predictions, targets)]))
+    else:
+      raise ValueError(f"unknown metric {name!r} for task {task.name}")
+  return out
+
+
+def metrics_table(step: int, metrics: dict, task_names) -> str:
+  """A text table: one row per task, loss/accuracy/perplexity and the task's metrics."""
+  lines = [f"[eval step {step}] loss {metrics['eval/loss']:.4f}  "
+           f"accuracy {metrics['eval/accuracy']:.4f}  perplexity {metrics['eval/perplexity']:.2f}"]
+  for name in task_names:
+    found = {k[len(f"eval/{name}/"):]: v for k, v in metrics.items()
+             if k.startswith(f"eval/{name}/")}
+    if found:
+      cells = "  ".join(f"{k} {v:.4g}" for k, v in found.items())
+      lines.append(f"  {name:<24} {cells}")
+  return "\n".join(lines)
 
 
 def _clip(text: str, width: int) -> str:

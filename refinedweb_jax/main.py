@@ -1,6 +1,7 @@
 """The `refinedweb` command line: parse, validate, dispatch."""
 
 import argparse
+import os
 import sys
 
 USAGE = """refinedweb COMMAND [flags] [--config path/to/config.py[:arg]] [--config.key=value ...]
@@ -38,6 +39,24 @@ def _parser(command: str) -> argparse.ArgumentParser:
   p.add_argument("--config", default=None, help="path/to/config.py[:arg] (default: built-in)")
   if command in ("train", "eval", "generate"):
     p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs)")
+  if command == "prepare":
+    p.add_argument("--task", default=None, help="build a task from your own files instead")
+    p.add_argument("--format", default=None, choices=FORMATS,
+                   help="default: from the file suffix (.tsv, .jsonl, .json = squad, else text)")
+    for split in ("train", "validation", "test"):
+      p.add_argument(f"--{split}", nargs="+", default=None,
+                     help="files; for text, source and target files in pairs")
+    p.add_argument("--input-field", default=None)
+    p.add_argument("--target-field", default=None)
+    p.add_argument("--columns", default="0,1", help="tsv: input,target column numbers")
+    p.add_argument("--prefix", default=None, help="inputs prefix (default: 'TASK: ')")
+    p.add_argument("--skip-malformed", action="store_true",
+                   help="skip bad lines (reported with file:line) instead of failing")
+  if command == "eval":
+    p.add_argument("--split", default="validation", choices=("validation", "test"))
+    p.add_argument("--examples", type=int, default=None,
+                   help="examples per task for the decoded metrics (-1 = the whole split; "
+                        "default: the config's train.decode_examples_per_task)")
   if command == "generate":
     p.add_argument("--text", action="append", help="input text; repeat for several; "
                    "without it, one input per line on stdin")
@@ -95,7 +114,9 @@ def main(argv=None):
   absl_logging.set_verbosity(absl_logging.ERROR)
   try:
     command, args, config = parse(argv)
-    if command == "prepare":
+    if command == "prepare" and args.task:
+      _prepare_own(args, config)
+    elif command == "prepare":
       from refinedweb_jax import tokenizer
       d = config.data
       builder, path = tokenizer.prepare_builtin(
@@ -108,7 +129,9 @@ def main(argv=None):
       train.train_and_evaluate(config, args.workdir)
     elif command == "eval":
       from refinedweb_jax import api
-      metrics = api.RefinedWeb.load(args.workdir).evaluate()
+      metrics = api.RefinedWeb.load(args.workdir).evaluate(
+          args.split, eval_examples=-1 if args.examples == -1 else None,
+          decode_examples=args.examples)
       for name, value in sorted(metrics.items()):
         print(f"{name}\t{value:.4f}")
     elif command == "generate":
@@ -122,6 +145,55 @@ def main(argv=None):
     print("refinedweb: interrupted", file=sys.stderr)
     return 130
   return 0
+
+
+FORMATS = ("tsv", "text", "jsonl", "squad")
+
+
+def _own_task_spec(args) -> dict:
+  """`prepare --task` flags -> the own_data.build arguments (also a config.own_tasks entry)."""
+  if not args.train:
+    raise UserError("--task needs --train FILE...")
+  fmt = args.format or _guess_format(args.train[0])
+  spec = dict(task=args.task, format=fmt, skip_malformed=args.skip_malformed)
+  for split in ("train", "validation", "test"):
+    files = getattr(args, split)
+    if not files:
+      continue
+    files = [os.path.abspath(f) for f in files]
+    if fmt == "text":
+      if len(files) % 2:
+        raise UserError(f"--{split} for format text takes source and target files in pairs, "
+                        f"got {len(files)} files")
+      files = [(files[i], files[i + 1]) for i in range(0, len(files), 2)]
+    spec[split] = files
+  if args.input_field:
+    spec["input_field"] = args.input_field
+  if args.target_field:
+    spec["target_field"] = args.target_field
+  if fmt == "tsv":
+    try:
+      spec["columns"] = tuple(int(c) for c in args.columns.split(","))
+    except ValueError:
+      raise UserError(f"bad --columns {args.columns!r}; use INPUT,TARGET like 0,1") from None
+  if args.prefix is not None:
+    spec["prefix"] = args.prefix
+  return spec
+
+
+def _guess_format(path: str) -> str:
+  name = path[:-3] if path.endswith(".gz") else path
+  return {".tsv": "tsv", ".jsonl": "jsonl", ".json": "squad"}.get(os.path.splitext(name)[1],
+                                                                   "text")
+
+
+def _prepare_own(args, config):
+  from refinedweb_jax.datasets import own_data
+  spec = _own_task_spec(args)
+  builder = own_data.build(config.data.data_dir, **spec)
+  print(f"task {args.task}: {builder.data_dir}")
+  print("add to an experiment config:\n  config.own_tasks = [" + repr(spec) + "]")
+  print(f"  config.mixture.tasks = {args.task!r}")
 
 
 def _generate(args):

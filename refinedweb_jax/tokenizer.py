@@ -173,3 +173,28 @@ def prepare_builtin(data_dir: str, *, num_train: int, num_validation: int, num_t
 
     train_tokenizer(texts(), path, vocab_size=vocab_size)
   return builder, path
+
+
+def prepare_for_sources(data_dir: str, name: str, sources, *, vocab_size: int = 8000) -> str:
+  """A tokenizer trained on the inputs and targets of `sources` (train splits), if missing.
+
+  `name` identifies the mixture (its tasks and sizes), so a changed mixture
+  trains a new tokenizer instead of reusing a stale one.
+  """
+  path = os.path.join(data_dir, "tokenizers", f"{name}_spm_{vocab_size}.model")
+  if not os.path.exists(path):
+    def texts():
+      # Round-robin over the sources so a large task cannot crowd out a small one
+      # within max_sentences.
+      iterators = [iter(source[i] for i in range(len(source))) for source in sources]
+      while iterators:
+        for it in list(iterators):
+          record = next(it, None)
+          if record is None:
+            iterators.remove(it)
+            continue
+          yield record["inputs"]
+          yield record["targets"]
+
+    train_tokenizer(texts(), path, vocab_size=vocab_size)
+  return path

@@ -15,6 +15,7 @@ from jax.experimental import multihost_utils
 
 from refinedweb_jax import checkpoint, configs, data, losses, optim, sharding
 from refinedweb_jax import evaluation, logger
+from refinedweb_jax import tasks as tasks_lib
 from refinedweb_jax.model import EncoderDecoder, count_params
 
 
@@ -37,7 +38,7 @@ def train_step(state, batch, rng, *, model, label_smoothing=0.0, z_loss=0.0):
                                      batch["decoder_loss_weights"])
   new_state = state.apply_gradients(grads=grads)
   metrics = {"train/loss": loss, "train/z_loss": z_mean, "train/accuracy": correct / weight,
-             "train/grad_norm": optax.global_norm(grads), "train/target_tokens": weight}
+             "train/grad_norm": optax.tree.norm(grads), "train/target_tokens": weight}
   return new_state, metrics
 
 
@@ -97,19 +98,27 @@ class Experiment:
     from refinedweb_jax import tokenizer as tok
     self.config, self.workdir = config, workdir
     d = config.data
-    prepare = functools.partial(
-        tok.prepare_builtin, d.data_dir, num_train=d.num_train, num_validation=d.num_validation,
-        num_test=d.num_test, seed=d.corpus_seed, long_fraction=d.long_fraction,
-        vocab_size=d.vocab_size)
-    # One host builds the corpus and tokenizer; the others then find them ready.
+    available = {**tasks_lib.builtin_tasks(self.source), **tasks_lib.own_tasks(config),
+                 **tasks_lib.public_tasks(config)}
+    self.tasks = [available[name] for name in configs.task_names(config)]
+    if d.tokenizer == "builtin":
+      prepare = lambda: tok.prepare_builtin(
+          d.data_dir, num_train=d.num_train, num_validation=d.num_validation,
+          num_test=d.num_test, seed=d.corpus_seed, long_fraction=d.long_fraction,
+          vocab_size=d.vocab_size)[1]
+    elif d.tokenizer == "mixture":
+      prepare = lambda: tok.prepare_for_sources(
+          d.data_dir, self.mixture_key(), [t.source("train") for t in self.tasks],
+          vocab_size=d.vocab_size)
+    else:
+      raise ValueError(f"unknown config.data.tokenizer {d.tokenizer!r}; allowed: builtin, "
+                       "mixture")
+    # One host builds datasets and tokenizer; the others then find them ready.
     if jax.process_index() == 0:
       prepare()
-    multihost_utils.sync_global_devices("corpus prepared")
-    self.builder, tokenizer_path = prepare()
-    self.tokenizer = tok.Tokenizer(tokenizer_path)
+    multihost_utils.sync_global_devices("data prepared")
+    self.tokenizer = tok.Tokenizer(prepare())
     self.model_cfg = configs.model_config(config, vocab_size=self.tokenizer.vocab_size)
-    names = configs.task_list(config)
-    self.tasks = None if not config.data.tasks else frozenset(names)
     self.model = EncoderDecoder(self.model_cfg)
     self.mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     self.tx, self.schedule = optim.make_optimizer(config.optimizer, config.train.num_steps)
@@ -125,13 +134,28 @@ class Experiment:
                                num_validation=d.num_validation, num_test=d.num_test,
                                seed=d.corpus_seed, long_fraction=d.long_fraction)
 
+  def mixture_key(self) -> str:
+    """A short stable name for the mixture's tasks and their train sizes."""
+    import hashlib
+    text = ",".join(f"{t.name}:{len(t.source('train'))}" for t in self.tasks)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+  def mixture(self):
+    """(train sources, rates) of the mixture's tasks, in config order."""
+    m = self.config.mixture
+    sources = [task.source("train") for task in self.tasks]
+    rates = tasks_lib.mixture_rates(
+        {t.name: len(s) for t, s in zip(self.tasks, sources)}, method=m.rate, cap=m.cap,
+        temperature=m.temperature, weights=tasks_lib.parse_weights(m.weights))
+    return sources, [rates[t.name] for t in self.tasks]
+
   def train_iterator(self):
     d = self.config.data
+    sources, rates = self.mixture()
     ds = data.train_dataset(
-        self.source("train"), self.tokenizer, batch_size=d.batch_size // jax.process_count(),
+        sources, rates, self.tokenizer, batch_size=d.batch_size // jax.process_count(),
         input_length=d.input_length, target_length=d.target_length, pack=d.pack,
-        seed=d.shuffle_seed, shard_index=jax.process_index(), shard_count=jax.process_count(),
-        tasks=self.tasks)
+        seed=d.shuffle_seed, shard_index=jax.process_index(), shard_count=jax.process_count())
     return iter(ds)
 
 

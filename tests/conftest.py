@@ -13,7 +13,7 @@ def tiny_config(data_dir: str):
                      vocab_size=600, input_length=64, target_length=32, batch_size=8))
   c.optimizer.warmup_steps = 2
   c.train.update(dict(num_steps=6, log_every=2, eval_every=3, checkpoint_every=3,
-                      eval_examples=16, eval_batch_size=8, decode_samples_per_task=1,
+                      eval_examples=16, eval_batch_size=8, decode_examples_per_task=2,
                       max_decode_length=8, progress_bar=False, async_checkpointing=False))
   return c
 

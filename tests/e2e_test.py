@@ -92,7 +92,7 @@ def test_cli_train_generate_eval(tiny_data_dir, tmp_path):
       "--config.model.attention_window=0"], "attention window must be > 0, got 0"),
     (["train", "--workdir", "W", "--config.model.decoder_attention=bigbird",
       "--config.model.attention_global_blocks=2"], "bigbird global blocks cover 2 x 64 tokens"),
-    (["train", "--workdir", "W", "--config.data.tasks=translate_en_xx"],
+    (["train", "--workdir", "W", "--config.mixture.tasks=translate_en_xx"],
      "unknown task 'translate_en_xx'"),
     (["train", "--workdir", "W", "--config.train.num_steps=many"], "config.train.num_steps"),
     (["generate", "--workdir", "W", "--task", "poetry", "--text", "x"], "unknown task 'poetry'"),
@@ -119,3 +119,34 @@ def test_invalid_utf8_on_stdin_is_one_line_error(tmp_path):
                         str(tmp_path)], input=b"\xff\xfe bad\n", capture_output=True, timeout=120)
   assert out.returncode == 2
   assert b"not valid UTF-8" in out.stderr and b"Traceback" not in out.stderr
+
+
+def test_multitask_experiment_prints_per_task_table(tmp_path, capsys):
+  config = main.parse(["train", "--workdir", str(tmp_path / "run"), "--config",
+                       "experiments/train_small_multitask.py:smoke",
+                       f"--config.data.data_dir={tmp_path / 'data'}",
+                       "--config.train.num_steps=4", "--config.train.eval_every=4",
+                       "--config.train.progress_bar=false"])[2]
+  assert len(config.mixture.tasks.split(",")) >= 6
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  captured = capsys.readouterr()
+  out = captured.out + captured.err
+  for line in ("translate_en_zh", "summarize", "qa", "code", "chat"):
+    assert any(row.strip().startswith(line) for row in out.splitlines()), line
+  for metric in ("bleu", "rouge1", "f1", "pass@1", "exact_match"):
+    assert metric in out, metric
+  records = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
+  assert "eval/translate_en_zh/bleu" in records[-1] and "eval/code/pass@1" in records[-1]
+
+
+def test_prepare_own_task_reports_malformed_lines_and_leaves_nothing(tmp_path, capsys):
+  bad = tmp_path / "pairs.tsv"
+  bad.write_bytes(b"hello\thallo\nno tab here\n\xff\tbroken\nok\t\n")
+  data_dir = tmp_path / "data"
+  argv = ["prepare", "--task", "mine", "--train", str(bad), f"--config.data.data_dir={data_dir}"]
+  assert main.main(argv) == 2
+  err = capsys.readouterr().err
+  assert f"{bad}:2:" in err and f"{bad}:3:" in err and f"{bad}:4:" in err
+  assert not data_dir.exists() or not any(data_dir.rglob("*.array_record*"))
+  assert main.main(argv + ["--skip-malformed"]) == 0
+  assert "config.own_tasks = [" in capsys.readouterr().out

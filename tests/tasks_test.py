@@ -1,0 +1,80 @@
+"""Mixture rates, empirical mixing frequencies and exact resumption of the mixed stream."""
+
+import collections
+
+import numpy as np
+import pytest
+
+from refinedweb_jax import data, tasks
+from refinedweb_jax.tokenizer import Tokenizer
+
+
+def test_proportional_rates_follow_sizes_and_cap():
+  sizes = {"a": 100, "b": 300, "c": 600}
+  assert tasks.mixture_rates(sizes) == pytest.approx({"a": 0.1, "b": 0.3, "c": 0.6})
+  # T5's cap K=200: min(n, K) -> 100, 200, 200.
+  assert tasks.mixture_rates(sizes, cap=200) == pytest.approx({"a": 0.2, "b": 0.4, "c": 0.4})
+
+
+def test_temperature_rates():
+  sizes = {"a": 100, "b": 400}
+  # T=2: r ∝ n^(1/2) -> 10 : 20.
+  assert tasks.mixture_rates(sizes, method="temperature", temperature=2.0) == pytest.approx(
+      {"a": 1 / 3, "b": 2 / 3})
+  # Cap first, then temperature: min(n, 100)^(1/2) -> equal.
+  assert tasks.mixture_rates(sizes, method="temperature", temperature=2.0, cap=100) == (
+      pytest.approx({"a": 0.5, "b": 0.5}))
+
+
+def test_explicit_rates_and_errors():
+  assert tasks.mixture_rates({"a": 1, "b": 1}, method="explicit",
+                             weights=tasks.parse_weights("a=3,b=1")) == pytest.approx(
+                                 {"a": 0.75, "b": 0.25})
+  with pytest.raises(ValueError, match="explicit mixture weights missing for tasks"):
+    tasks.mixture_rates({"a": 1, "b": 1}, method="explicit", weights={"a": 1})
+  with pytest.raises(ValueError, match="unknown mixture rate 'uniformish'"):
+    tasks.mixture_rates({"a": 1}, method="uniformish")
+  with pytest.raises(ValueError, match="temperature must be > 0"):
+    tasks.mixture_rates({"a": 1}, method="temperature", temperature=0)
+  with pytest.raises(ValueError, match="bad config.mixture.weights entry 'a:3'"):
+    tasks.parse_weights("a:3")
+
+
+def _sources(sizes):
+  return [[{"task": name, "inputs": f"{name} {i}", "targets": str(i)} for i in range(n)]
+          for name, n in sizes.items()]
+
+
+@pytest.mark.parametrize("method, kwargs", [("proportional", {}), ("proportional", {"cap": 500}),
+                                            ("temperature", {"temperature": 3.0})])
+def test_empirical_frequencies_match_rates(method, kwargs):
+  sizes = {"a": 50, "b": 700, "c": 2000}
+  rates = tasks.mixture_rates(sizes, method=method, **kwargs)
+  ds = data.mixed_examples(_sources(sizes), [rates[n] for n in sizes], seed=1)
+  counts = collections.Counter(ds[i]["task"] for i in range(10_000))
+  for name, rate in rates.items():
+    assert abs(counts[name] / 10_000 - rate) < 0.02, (name, counts[name], rate)
+
+
+def test_resuming_mid_mixture_reproduces_the_example_sequence(tiny_data_dir):
+  import glob
+  tokenizer = Tokenizer(glob.glob(f"{tiny_data_dir}/**/spm_600.model", recursive=True)[0])
+  sizes = {"a": 30, "b": 90}
+  rates = tasks.mixture_rates(sizes)
+
+  def batches():
+    return iter(data.train_dataset(_sources(sizes), [rates[n] for n in sizes], tokenizer,
+                                   batch_size=4, input_length=16, target_length=8, pack=True,
+                                   seed=5))
+
+  it = batches()
+  for _ in range(7):
+    next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(10)]
+  resumed = batches()
+  resumed.set_state(state)
+  for want in expected:
+    got = next(resumed)
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key])
