@@ -1,7 +1,7 @@
 """Multi-task learning: 8 built-in tasks in 4 languages, temperature-scaled mixing.
 
   refinedweb train --workdir runs/multitask --config experiments/train_small_multitask.py
-      the `small` model, 300 steps, about 15 minutes on 2 CPU cores; each eval prints a
+      the `small` model, 200 steps, about 11 minutes on 2 CPU cores; each eval prints a
       per-task table (loss, accuracy, perplexity, BLEU/chrF, ROUGE, SQuAD EM/F1, pass@1).
   ... --config experiments/train_small_multitask.py:smoke   the `tiny` model, 20 steps.
 
@@ -21,7 +21,7 @@ def get_config(arg: str = ""):
   config = configs.default_config()
   config.mixture.update(dict(tasks=",".join(TASKS), rate="temperature", temperature=2.0,
                              cap=5000))
-  config.train.update(dict(num_steps=300, eval_every=150, checkpoint_every=150,
+  config.train.update(dict(num_steps=200, eval_every=100, checkpoint_every=100,
                            eval_examples=32, decode_examples_per_task=16))
   if arg == "smoke":
     config.model.preset = "tiny"
