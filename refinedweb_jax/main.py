@@ -66,7 +66,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
 
 
 def _mask_parser(p):
-  from refinedweb_jax import plots
+  from refinedweb_jax import plots, sparse_attention
   p.add_argument("--kind", required=True, help=f"one of: {', '.join(plots.KINDS)}")
   p.add_argument("--length", type=int, required=True, help="sequence length")
   p.add_argument("--out", required=True, help="image path, e.g. mask.png")
@@ -76,7 +76,7 @@ def _mask_parser(p):
     default, metavar = defaults[field], "N"
     if field == "global_positions":  # parsed later, so a bad value gets its own message
       default, metavar = plots.format_positions(default), "0-15,37"
-    choices = plots.STRIDED_VARIANTS if field == "variant" else None
+    choices = sparse_attention.STRIDED_VARIANTS if field == "variant" else None
     p.add_argument(f"--{flag}", type=type(default), default=default, dest=field,
                    choices=choices, metavar=None if choices else metavar,
                    help=f"SparseSpec.{field} (default: %(default)s)")
