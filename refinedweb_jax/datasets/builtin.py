@@ -48,12 +48,12 @@ def make_config(*, num_train: int, num_validation: int, num_test: int, seed: int
       seed=seed, long_fraction=long_fraction)
 
 
-class RefinedWebBuiltin(tfds.core.GeneratorBasedBuilder):
-  """Synthetic multi-task corpus from `refinedweb_jax.corpus`; no downloads."""
+class LocalBuilder(tfds.core.GeneratorBasedBuilder):
+  """Base of the project's own builders: array_record output, no downloads.
 
-  name = "refinedweb_builtin"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  Abstract (no _info), so TFDS does not register it as a dataset.
+  """
+
   # TFDS's default lookup of these imports importlib_resources, an optional
   # package that is not installed here (ModuleNotFoundError on first build).
   code_path = epath.Path(__file__)
@@ -62,6 +62,14 @@ class RefinedWebBuiltin(tfds.core.GeneratorBasedBuilder):
   def __init__(self, *, file_format: str = "array_record", **kwargs: Any):
     # TFDS defaults to TFRecord, which has no random access (Grain needs it).
     super().__init__(file_format=file_format, **kwargs)
+
+
+class RefinedWebBuiltin(LocalBuilder):
+  """Synthetic multi-task corpus from `refinedweb_jax.corpus`; no downloads."""
+
+  name = "refinedweb_builtin"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

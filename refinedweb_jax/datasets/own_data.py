@@ -21,7 +21,7 @@ from typing import Any, Iterator, NamedTuple
 from etils import epath
 import tensorflow_datasets as tfds
 
-from refinedweb_jax.datasets.builtin import StrDataSource
+from refinedweb_jax.datasets.builtin import LocalBuilder, StrDataSource
 
 FORMATS = ("tsv", "text", "jsonl", "squad")
 SPLITS = ("train", "validation", "test")
@@ -302,19 +302,12 @@ def _report(config: OwnConfig, problems: list[_Problem]) -> str:
   return "\n".join(lines)
 
 
-class RefinedWebOwn(tfds.core.GeneratorBasedBuilder):
+class RefinedWebOwn(LocalBuilder):
   """A text-to-text task read from local files described by an OwnConfig."""
 
   name = "refinedweb_own"
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  # Same workaround as builtin.py: TFDS's default lookup needs importlib_resources.
-  code_path = epath.Path(__file__)
-  pkg_dir_path = epath.Path(__file__).parent
-
-  def __init__(self, *, file_format: str = "array_record", **kwargs: Any):
-    # TFDS defaults to TFRecord, which has no random access (Grain needs it).
-    super().__init__(file_format=file_format, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     fields = FIELDS + (("answers",) if self.builder_config.format == "squad" else ())
