@@ -1,9 +1,57 @@
-"""Key/value-cached decoding inside a jitted lax.while_loop."""
+"""Key/value-cached decoding inside a jitted lax.while_loop: greedy, sampling, beam search.
 
+Every decoder step runs one token through the decoder, reading and extending the
+self-attention cache; the encoder's cross-attention keys/values are projected once
+when the cache is created. Rows stop at EOS; the loop stops when every row has.
+"""
+
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
+
+NEG_INF = -jnp.inf
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+  """How tokens are chosen. Greedy: beam_size 1 and temperature 0.
+
+  beam_size > 1 runs beam search with the GNMT length penalty ((5 + len) / 6) ** alpha;
+  temperature > 0 samples, after keeping the top_k tokens (0 = all) and the smallest
+  set whose probability reaches top_p (1 = all). Each field names its CLI flag in errors.
+  """
+  max_new_tokens: int = 64
+  beam_size: int = 1
+  length_penalty: float = 0.6
+  temperature: float = 0.0
+  top_k: int = 0
+  top_p: float = 1.0
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.max_new_tokens < 1:
+      raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
+    if self.beam_size < 1:
+      raise ValueError(f"--beam must be >= 1, got {self.beam_size}")
+    if self.length_penalty < 0:
+      raise ValueError(f"--length-penalty must be >= 0, got {self.length_penalty}")
+    if self.temperature < 0:
+      raise ValueError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
+    if self.top_k < 0:
+      raise ValueError(f"--top-k must be >= 0 (0 = no limit), got {self.top_k}")
+    if not 0 < self.top_p <= 1:
+      raise ValueError(f"--top-p must be in (0, 1], got {self.top_p}")
+    if self.beam_size > 1 and self.temperature > 0:
+      raise ValueError(f"--beam {self.beam_size} and --temperature {self.temperature} "
+                       "exclude each other: beam search is deterministic; use one of them")
+
+  @property
+  def method(self) -> str:
+    if self.beam_size > 1:
+      return "beam"
+    return "sample" if self.temperature > 0 else "greedy"
 
 
 def init_cache(model, params, enc_BxSxD, inputs_BxS, max_length: int):
@@ -15,10 +63,19 @@ def init_cache(model, params, enc_BxSxD, inputs_BxS, max_length: int):
   return variables["cache"]
 
 
-def greedy_decode(model, params, inputs_BxS, *, max_length: int, eos_id: int,
-                  inputs_segment_ids=None):
-  """Greedy decoding; returns tokens_BxL, each row padded with 0 after its EOS."""
-  enc_BxSxD = model.apply({"params": params}, inputs_BxS, inputs_segment_ids, method="encode")
+def _step(model, params, cache, enc_BxSxD, inputs_BxS, prev_B, step):
+  """Runs one decoder position; returns (float32 logits_BxV, updated cache)."""
+  batch = prev_B.shape[0]
+  logits_Bx1xV, updated = model.apply(
+      {"params": params, "cache": cache}, enc_BxSxD, inputs_BxS, prev_B[:, None],
+      decoder_positions=jnp.full((batch, 1), step, jnp.int32), decode=True, method="decode",
+      mutable=["cache"])
+  return logits_Bx1xV[:, 0], updated["cache"]
+
+
+def _token_by_token(model, params, inputs_BxS, choose, *, max_length: int, eos_id: int):
+  """One token per row per step, chosen by choose(logits_BxV, step); 0 after a row's EOS."""
+  enc_BxSxD = model.apply({"params": params}, inputs_BxS, method="encode")
   cache = init_cache(model, params, enc_BxSxD, inputs_BxS, max_length)
   batch = inputs_BxS.shape[0]
 
@@ -28,18 +85,135 @@ def greedy_decode(model, params, inputs_BxS, *, max_length: int, eos_id: int,
 
   def body(carry):
     step, prev_B, cache, out_BxL, done_B = carry
-    logits_Bx1xV, updated = model.apply(
-        {"params": params, "cache": cache}, enc_BxSxD, inputs_BxS, prev_B[:, None],
-        inputs_segment_ids, decoder_positions=jnp.full((batch, 1), step, jnp.int32),
-        decode=True, method="decode", mutable=["cache"])
-    next_B = jnp.argmax(logits_Bx1xV[:, 0], axis=-1).astype(jnp.int32)
-    next_B = jnp.where(done_B, 0, next_B)
+    logits_BxV, cache = _step(model, params, cache, enc_BxSxD, inputs_BxS, prev_B, step)
+    next_B = jnp.where(done_B, 0, choose(logits_BxV, step).astype(jnp.int32))
     out_BxL = jax.lax.dynamic_update_slice_in_dim(out_BxL, next_B[:, None], step, 1)
-    return step + 1, next_B, updated["cache"], out_BxL, done_B | (next_B == eos_id)
+    return step + 1, next_B, cache, out_BxL, done_B | (next_B == eos_id)
 
   carry = (jnp.int32(0), jnp.zeros((batch,), jnp.int32), cache,
            jnp.zeros((batch, max_length), jnp.int32), jnp.zeros((batch,), bool))
   return jax.lax.while_loop(cond, body, carry)[3]
+
+
+def greedy_decode(model, params, inputs_BxS, *, max_length: int, eos_id: int):
+  """Greedy decoding; returns tokens_BxL, each row padded with 0 after its EOS."""
+  choose = lambda logits_BxV, step: jnp.argmax(logits_BxV, axis=-1)
+  return _token_by_token(model, params, inputs_BxS, choose, max_length=max_length,
+                         eos_id=eos_id)
+
+
+def filter_logits(logits_BxV, *, top_k: int = 0, top_p: float = 1.0):
+  """Sets to -inf every token outside the top_k and outside the top_p nucleus."""
+  if top_k > 0:
+    kth_Bx1 = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
+    logits_BxV = jnp.where(logits_BxV < kth_Bx1, NEG_INF, logits_BxV)
+  if top_p < 1.0:
+    sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
+    probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
+    # Keep a token while the mass before it is below top_p: the first is always kept.
+    keep_BxV = (jnp.cumsum(probs_BxV, axis=-1) - probs_BxV) < top_p
+    cutoff_Bx1 = jnp.min(jnp.where(keep_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
+    logits_BxV = jnp.where(logits_BxV < cutoff_Bx1, NEG_INF, logits_BxV)
+  return logits_BxV
+
+
+def sample_decode(model, params, inputs_BxS, rng, *, max_length: int, eos_id: int,
+                  temperature: float, top_k: int = 0, top_p: float = 1.0):
+  """Ancestral sampling at a temperature from the top_k / top_p filtered distribution."""
+  def choose(logits_BxV, step):
+    logits_BxV = filter_logits(logits_BxV / temperature, top_k=top_k, top_p=top_p)
+    return jax.random.categorical(jax.random.fold_in(rng, step), logits_BxV, axis=-1)
+  return _token_by_token(model, params, inputs_BxS, choose, max_length=max_length,
+                         eos_id=eos_id)
+
+
+def length_penalty(length, alpha: float):
+  """GNMT's ((5 + length) / 6) ** alpha, as in T5X."""
+  return ((5.0 + length) / 6.0) ** alpha
+
+
+def _gather_beams(tree, beams_BxK, batch: int, beams: int):
+  """Reorders the (B*K, ...) self-attention cache rows to follow the chosen beams."""
+  flat = (jnp.arange(batch)[:, None] * beams + beams_BxK).reshape(-1)
+
+  def gather(path, leaf):
+    # Cross-attention K/V are the same for every beam of a row: no need to move them.
+    if any(getattr(p, "key", None) in ("cached_key", "cached_value") for p in path):
+      return jnp.take(leaf, flat, axis=0)
+    return leaf
+  return jax.tree_util.tree_map_with_path(gather, tree)
+
+
+def beam_search(model, params, inputs_BxS, *, beam_size: int, alpha: float, max_length: int,
+                eos_id: int):
+  """Beam search; returns (tokens_BxL of each row's best sequence, its score_B).
+
+  Each step keeps the best `beam_size` of all one-token extensions by log-probability;
+  an extension that ends (EOS, or the length limit) moves to the finished set with score
+  logp / length_penalty(length). Beam 1 is therefore greedy decoding. The loop stops
+  early once no live beam can beat a row's worst finished one (alpha >= 0 only lowers
+  a live beam's best reachable score).
+  """
+  batch, beams = inputs_BxS.shape[0], beam_size
+  enc_BxSxD = model.apply({"params": params}, inputs_BxS, method="encode")
+  enc_NxSxD = jnp.repeat(enc_BxSxD, beams, axis=0)  # N = B*K rows, beams of a row adjacent
+  inputs_NxS = jnp.repeat(inputs_BxS, beams, axis=0)
+  cache = init_cache(model, params, enc_NxSxD, inputs_NxS, max_length)
+  best_reachable = lambda logp_BxK: jnp.max(logp_BxK, axis=-1) / length_penalty(max_length, alpha)
+
+  def cond(carry):
+    step, _, _, alive_logp_BxK, _, finished_score_BxK, _ = carry
+    hopeless_B = finished_score_BxK[:, -1] >= best_reachable(alive_logp_BxK)
+    return (step < max_length) & ~jnp.all(hopeless_B)
+
+  def body(carry):
+    step, cache, alive_BxKxL, alive_logp_BxK, finished_BxKxL, finished_score_BxK, prev_BxK = carry
+    logits_NxV, cache = _step(model, params, cache, enc_NxSxD, inputs_NxS,
+                              prev_BxK.reshape(-1), step)
+    vocab = logits_NxV.shape[-1]
+    logp_BxKxV = jax.nn.log_softmax(logits_NxV).reshape(batch, beams, vocab)
+    candidates_BxKV = (alive_logp_BxK[..., None] + logp_BxKxV).reshape(batch, beams * vocab)
+    top_logp_BxK, top_index_BxK = jax.lax.top_k(candidates_BxKV, beams)
+    beam_BxK, token_BxK = top_index_BxK // vocab, top_index_BxK % vocab
+    seqs_BxKxL = jnp.take_along_axis(alive_BxKxL, beam_BxK[..., None], axis=1)
+    seqs_BxKxL = jax.lax.dynamic_update_slice_in_dim(seqs_BxKxL, token_BxK[..., None], step, 2)
+    ends_BxK = (token_BxK == eos_id) | (step == max_length - 1)
+    # Finished: the best `beams` of the old finished set and the sequences ending now.
+    ended_score_BxK = jnp.where(ends_BxK, top_logp_BxK / length_penalty(step + 1, alpha),
+                                NEG_INF)
+    scores_Bx2K = jnp.concatenate([finished_score_BxK, ended_score_BxK], axis=1)
+    seqs_Bx2KxL = jnp.concatenate([finished_BxKxL, seqs_BxKxL], axis=1)
+    finished_score_BxK, keep_BxK = jax.lax.top_k(scores_Bx2K, beams)
+    finished_BxKxL = jnp.take_along_axis(seqs_Bx2KxL, keep_BxK[..., None], axis=1)
+    alive_logp_BxK = jnp.where(ends_BxK, NEG_INF, top_logp_BxK)
+    cache = _gather_beams(cache, beam_BxK, batch, beams)
+    return (step + 1, cache, seqs_BxKxL, alive_logp_BxK, finished_BxKxL, finished_score_BxK,
+            token_BxK)
+
+  alive_logp_BxK = jnp.tile(jnp.array([0.0] + [NEG_INF] * (beams - 1)), (batch, 1))
+  zeros_BxKxL = jnp.zeros((batch, beams, max_length), jnp.int32)
+  carry = (jnp.int32(0), cache, zeros_BxKxL, alive_logp_BxK, zeros_BxKxL,
+           jnp.full((batch, beams), NEG_INF), jnp.zeros((batch, beams), jnp.int32))
+  carry = jax.lax.while_loop(cond, body, carry)
+  return carry[4][:, 0], carry[5][:, 0]
+
+
+def decode(model, params, inputs_BxS, rng, *, decoding: Decoding, eos_id: int):
+  """tokens_BxL by the decoding's method (greedy, sampling or beam search)."""
+  length = decoding.max_new_tokens
+  if decoding.method == "beam":
+    return beam_search(model, params, inputs_BxS, beam_size=decoding.beam_size,
+                       alpha=decoding.length_penalty, max_length=length, eos_id=eos_id)[0]
+  if decoding.method == "sample":
+    return sample_decode(model, params, inputs_BxS, rng, max_length=length, eos_id=eos_id,
+                         temperature=decoding.temperature, top_k=decoding.top_k,
+                         top_p=decoding.top_p)
+  return greedy_decode(model, params, inputs_BxS, max_length=length, eos_id=eos_id)
+
+
+def make_decode_fn(model, decoding: Decoding, *, eos_id: int):
+  """A jitted f(params, inputs_BxS, rng) -> tokens_BxL for one decoding setting."""
+  return jax.jit(functools.partial(decode, model, decoding=decoding, eos_id=eos_id))
 
 
 def make_greedy_fn(model, *, max_length: int, eos_id: int):
