@@ -1,5 +1,6 @@
 """The Cloud TPU VM scripts: dry runs print the right gcloud commands; shellcheck is clean."""
 
+import json
 import os
 import shlex
 import shutil
@@ -87,6 +88,26 @@ def test_launch_checks_repo_and_workdir_before_creating_anything():
   out = subprocess.run(base + ["--repo", "https://example.com/r.git"], capture_output=True,
                        text=True, timeout=60, env=env)
   assert out.returncode == 2 and "--workdir is required" in out.stderr
+
+
+def test_real_run_passes_the_printed_commands_to_gcloud(tmp_path):
+  """Without --dry-run the same argv reaches gcloud (here a stub that records it)."""
+  log = tmp_path / "calls.jsonl"
+  stub = tmp_path / "gcloud"
+  stub.write_text("#!/usr/bin/env python3\nimport json, sys\n"
+                  f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+  stub.chmod(0o755)
+  flags = ["--name", "t", "--zone", "z", "--project", "p", "--accelerator-type", "v5p-32",
+           "--repo", "https://example.com/r.git", "--workdir", "gs://b/r",
+           "--config.train.num_steps=9"]
+  printed, _ = _dry_run("launch.sh", *flags)
+  env = {"PATH": f"{tmp_path}:{os.defpath}"}
+  out = subprocess.run(["bash", os.path.join(TPU_DIR, "launch.sh"), *flags], capture_output=True,
+                       text=True, timeout=60, env=env)
+  assert out.returncode == 0, out.stderr
+  calls = [json.loads(line) for line in log.read_text().splitlines()]
+  assert [["gcloud", *call] for call in calls] == printed
+  assert out.stderr.count("+ gcloud compute tpus tpu-vm") == 3
 
 
 def test_shellcheck_clean():
