@@ -46,6 +46,11 @@ def default_config() -> ml_collections.ConfigDict:
       eval_examples=32, eval_batch_size=32, decode_examples_per_task=8, max_decode_length=64,
       async_checkpointing=True, progress_bar=True))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  # Knowledge distillation (refinedweb distill, distill.py): loss alpha * CE(labels) +
+  # (1 - alpha) * T^2 * KL(teacher_T || student_T) over the teacher's top_k tokens + tail.
+  c.distill = ml_collections.ConfigDict(dict(
+      alpha=0.5, temperature=1.0, top_k=32, value_dtype="bfloat16", shard_examples=2048,
+      dump_batch_size=32, sequence_kd=False, sequence_kd_beam=1, online=False))
   return c
 
 
@@ -171,3 +176,21 @@ def validate(config):
   for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "eval_batch_size"):
     if config.train[key] <= 0:
       raise ValueError(f"config.train.{key} must be > 0, got {config.train[key]}")
+  _validate_distill(config.distill)
+
+
+def _validate_distill(kd):
+  from refinedweb_jax import logit_store
+  for key in ("top_k", "shard_examples", "dump_batch_size", "sequence_kd_beam"):
+    if kd[key] <= 0:
+      raise ValueError(f"config.distill.{key} must be > 0, got {kd[key]}")
+  if not 0.0 <= kd.alpha <= 1.0:
+    raise ValueError(f"config.distill.alpha must be in [0, 1], got {kd.alpha}")
+  if kd.temperature <= 0:
+    raise ValueError(f"config.distill.temperature must be > 0, got {kd.temperature}")
+  if kd.value_dtype not in logit_store.VALUE_DTYPES:
+    raise ValueError(f"unknown config.distill.value_dtype {kd.value_dtype!r}; allowed: "
+                     f"{', '.join(logit_store.VALUE_DTYPES)}")
+  if kd.online and kd.sequence_kd:
+    raise ValueError("config.distill.online and config.distill.sequence_kd exclude each other: "
+                     "sequence-level KD trains on dumped teacher outputs; set one of them")
