@@ -48,6 +48,8 @@ def test_launch_dry_run(accelerator, version, zone):
   setup = _flag(install, "command")
   assert "git clone --quiet https://example.com/refinedweb_jax.git" in setup
   assert "requirements.txt" in setup and "jax[tpu]" in setup and "-e ~/refinedweb_jax" in setup
+  for command in (setup, _flag(train, "command")):  # valid shell for the workers' bash
+    assert subprocess.run(["bash", "-n", "-c", command], timeout=60).returncode == 0, command
   remote = shlex.split(_flag(train, "command"))
   run = remote[remote.index("~/venv/bin/refinedweb"):]
   assert run == ["~/venv/bin/refinedweb", "train", "--workdir", "gs://my-bucket/runs/a b",
