@@ -10,11 +10,13 @@ commands:
   prepare   generate the built-in corpus (TFDS, array_record) and train its tokenizer
   train     train (and evaluate) in --workdir, resuming from its newest checkpoint
   eval      evaluate the newest checkpoint in --workdir on the validation split
-  generate  greedy-decode inputs from --text or stdin (one per line) with a trained --workdir
+  generate  decode inputs from --text, --input FILE or stdin (one per line) with a trained
+            --workdir: greedy, --beam N, or sampling (--temperature, --top-k, --top-p)
+  chat      talk with a trained --workdir; the conversation is kept (/reset, /exit)
   attention-mask
             draw an attention pattern as an image: --kind K --length N --out mask.png [sizes]
 """
-COMMANDS = ("prepare", "train", "eval", "generate", "attention-mask")
+COMMANDS = ("prepare", "train", "eval", "generate", "chat", "attention-mask")
 STANDALONE = ("attention-mask",)  # commands that take no --config
 # attention-mask flag -> SparseSpec field it sets.
 _SIZE_FLAGS = {"window": "window", "block-size": "block_size", "stride": "stride",
@@ -37,7 +39,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
   if command == "attention-mask":
     return _mask_parser(p)
   p.add_argument("--config", default=None, help="path/to/config.py[:arg] (default: built-in)")
-  if command in ("train", "eval", "generate"):
+  if command in ("train", "eval", "generate", "chat"):
     p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs)")
   if command == "prepare":
     p.add_argument("--task", default=None, help="build a task from your own files instead")
@@ -59,10 +61,38 @@ def _parser(command: str) -> argparse.ArgumentParser:
                         "default: the config's train.decode_examples_per_task)")
   if command == "generate":
     p.add_argument("--text", action="append", help="input text; repeat for several; "
-                   "without it, one input per line on stdin")
-    p.add_argument("--task", default=None, help="prefix each input with this task's prefix")
-    p.add_argument("--max-new-tokens", type=int, default=None)
+                   "without it (and --input), one input per line on stdin")
+    p.add_argument("--input", default=None, help="a UTF-8 file with one input per line")
+    p.add_argument("--task", default=None, help="prefix each input with this task's prefix "
+                   "(own or public tasks: pass the experiment's --config)")
+    p.add_argument("--batch-size", type=int, default=16, help="inputs decoded together")
+  if command in ("generate", "chat"):
+    _decoding_flags(p)
   return p
+
+
+def _decoding_flags(p):
+  p.add_argument("--max-new-tokens", type=int, default=None,
+                 help="default: the config's train.max_decode_length")
+  p.add_argument("--beam", type=int, default=1, help="beam size (1 = no beam search)")
+  p.add_argument("--length-penalty", type=float, default=0.6,
+                 help="beam search's alpha in ((5 + length) / 6) ** alpha")
+  p.add_argument("--temperature", type=float, default=0.0, help="> 0 samples; 0 = greedy")
+  p.add_argument("--top-k", type=int, default=0, help="sample from the k best (0 = all)")
+  p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass in (0, 1]")
+  p.add_argument("--seed", type=int, default=0, help="sampling seed")
+
+
+def decoding_settings(args) -> dict:
+  """The decoding flags, checked (decode.Decoding) before any checkpoint is loaded."""
+  from refinedweb_jax import decode
+  settings = dict(beam_size=args.beam, length_penalty=args.length_penalty,
+                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                  seed=args.seed)
+  if args.max_new_tokens is not None:
+    settings["max_new_tokens"] = args.max_new_tokens
+  decode.Decoding(**settings)
+  return settings
 
 
 def _mask_parser(p):
@@ -135,7 +165,9 @@ def main(argv=None):
       for name, value in sorted(metrics.items()):
         print(f"{name}\t{value:.4f}")
     elif command == "generate":
-      _generate(args)
+      _generate(args, config)
+    elif command == "chat":
+      _chat(args)
     elif command == "attention-mask":
       _attention_mask(args)
   except (UserError, ValueError, FileNotFoundError) as e:
@@ -196,24 +228,66 @@ def _prepare_own(args, config):
   print(f"  config.mixture.tasks = {args.task!r}")
 
 
-def _generate(args):
+def _generate(args, config):
   from refinedweb_jax import api, corpus
-  if args.task is not None and args.task not in corpus.TASKS:
-    raise UserError(f"unknown task {args.task!r}; allowed: {', '.join(corpus.TASKS)}")
-  if args.max_new_tokens is not None and args.max_new_tokens < 1:
-    raise UserError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-  texts = args.text if args.text else _stdin_lines()
+  # Own and public tasks are known from the experiment's --config.
+  known = list(corpus.TASKS) + [t["task"] for t in config.own_tasks] + [
+      n.strip() for n in config.public_tasks.split(",") if n.strip()]
+  if args.task is not None and args.task not in known:
+    raise UserError(f"unknown task {args.task!r}; allowed: {', '.join(known)}")
+  settings = decoding_settings(args)
+  if args.batch_size < 1:
+    raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+  if args.text and args.input:
+    raise UserError("give inputs by --text or by --input FILE, not both")
+  if args.text:
+    texts, where = args.text, "--text #{}"
+  elif args.input:
+    texts, where = _file_lines(args.input), f"--input {args.input} line {{}}"
+  else:
+    texts, where = _stdin_lines(), "stdin line {}"
   for i, text in enumerate(texts):
     if not text.strip():
-      where = f"--text #{i + 1}" if args.text else f"stdin line {i + 1}"
-      raise UserError(f"empty input text ({where}); give a non-empty string")
+      raise UserError(f"empty input text ({where.format(i + 1)}); give a non-empty string")
   if not texts:
-    raise UserError("no input: pass --text or one input per line on stdin")
+    raise UserError("no input: pass --text, --input FILE or one input per line on stdin")
   model = api.RefinedWeb.load(args.workdir)
   if args.task is not None:
-    texts = [api.task_prefix(args.task) + t for t in texts]
-  for output in model.generate(texts, max_new_tokens=args.max_new_tokens):
+    texts = [api.task_prefix(args.task, model.config) + t for t in texts]
+  for output in model.stream(texts, batch_size=args.batch_size, **settings):
     print(output, flush=True)
+
+
+def _chat(args):
+  """Reads user turns from stdin, answers each with the whole conversation as context."""
+  from refinedweb_jax import api
+  settings = decoding_settings(args)
+  model = api.RefinedWeb.load(args.workdir)
+  interactive = sys.stdin.isatty()
+  if interactive:
+    print("chat with the model; /reset starts over, /exit (or Ctrl-D) quits", flush=True)
+  turns = []
+  while True:
+    try:
+      line = input("you> " if interactive else "")
+    except EOFError:
+      return
+    line = line.strip()
+    if line in ("/exit", "/quit"):
+      return
+    if line == "/reset":
+      turns = []
+      continue
+    if not line:
+      continue
+    turns.append(line)
+    # Oldest exchanges go first when the conversation outgrows the model's input length.
+    while len(turns) > 1 and (len(model.tokenizer.encode(api.chat_prompt(turns)))
+                              >= model.config.data.input_length):
+      turns = turns[2:]
+    reply = model.chat(turns, **settings)
+    turns.append(reply.strip() or "...")
+    print(f"model> {reply}" if interactive else reply, flush=True)
 
 
 def _attention_mask(args):
@@ -222,6 +296,19 @@ def _attention_mask(args):
   sizes["global_positions"] = plots.parse_positions(sizes["global_positions"])
   density = plots.plot_pattern(args.out, args.kind, args.length, args.causal, sizes)
   print(f"{args.out} density {density:.4f}")
+
+
+def _file_lines(path: str):
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+  except OSError as e:
+    raise UserError(f"cannot read --input {path!r}: {e.strerror}") from None
+  try:
+    return raw.decode("utf-8").splitlines()
+  except UnicodeDecodeError as e:
+    raise UserError(f"--input {path!r} is not valid UTF-8 (byte {e.start}): "
+                    "pass UTF-8 text") from None
 
 
 def _stdin_lines():
