@@ -1,0 +1,139 @@
+"""Decoding throughput at the T5-small shape, next to HF transformers' PyTorch T5 in the same run.
+
+  pip install -r benchmarks/requirements-decode.txt   # torch + transformers, for the peer
+  python benchmarks/decode.py                          # batch 1 and 8, 64 new tokens
+  python benchmarks/decode.py --markdown --repeats 5
+
+Both models have the T5-small shape (d_model 512, 6+6 layers, 8 heads of 64, ReLU d_ff 2048,
+vocab 32128, tied embeddings), random weights, float32, the same random input ids, and emit
+exactly --new-tokens tokens per row (EOS is never chosen: ours gets eos_id -1, HF gets
+min_new_tokens). Ours: the jitted lax.while_loop with a key/value cache (decode.py). The peer:
+`T5ForConditionalGeneration.generate` (KV cache on) under torch.inference_mode. The peer is
+skipped, saying so, when torch or transformers are not installed.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+
+from refinedweb_jax import decode
+from refinedweb_jax.model import EncoderDecoder, ModelConfig, count_params
+
+T5_SMALL = dict(vocab_size=32128, d_model=512, num_heads=8, head_dim=64, d_ff=2048,
+                num_encoder_layers=6, num_decoder_layers=6, gated_mlp=False, activation="relu",
+                tie_embeddings=True)
+SETTINGS = {"greedy": {}, "beam4": dict(beam_size=4, length_penalty=0.6),
+            "sample": dict(temperature=1.0, top_k=50)}
+
+
+def _median_seconds(fn, repeats):
+  fn()  # warm-up (compilation for ours)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def ours(inputs, method, new_tokens, repeats):
+  """(tokens/s, compile seconds) of our cached decoder."""
+  model = EncoderDecoder(ModelConfig(**T5_SMALL))
+  params = model.init(jax.random.key(0), inputs[:1, :8], inputs[:1, :4])["params"]
+  settings = decode.Decoding(max_new_tokens=new_tokens, **SETTINGS[method])
+  fn = decode.make_decode_fn(model, settings, eos_id=-1)
+  inputs = jax.numpy.asarray(inputs)
+  start = time.perf_counter()
+  compiled = fn.lower(params, inputs, jax.random.key(0)).compile()
+  compile_s = time.perf_counter() - start
+  run = lambda: jax.block_until_ready(compiled(params, inputs, jax.random.key(0)))
+  out = np.asarray(run())
+  assert out.shape == (inputs.shape[0], new_tokens), out.shape
+  return inputs.shape[0] * new_tokens / _median_seconds(run, repeats), compile_s, params
+
+
+def peer(inputs, method, new_tokens, repeats):
+  """tokens/s of HF transformers' T5ForConditionalGeneration.generate, or None if missing."""
+  try:
+    import torch
+    import transformers
+  except ImportError:
+    return None
+  torch.manual_seed(0)
+  torch.set_num_threads(os.cpu_count())
+  cfg = transformers.T5Config(
+      vocab_size=T5_SMALL["vocab_size"], d_model=512, d_kv=64, d_ff=2048, num_layers=6,
+      num_decoder_layers=6, num_heads=8, feed_forward_proj="relu", tie_word_embeddings=True,
+      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+  model = transformers.T5ForConditionalGeneration(cfg).eval()
+  ids = torch.from_numpy(inputs.astype(np.int64))
+  kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, use_cache=True)
+  s = SETTINGS[method]
+  if method == "beam4":
+    kwargs.update(num_beams=4, length_penalty=s["length_penalty"], do_sample=False)
+  elif method == "sample":
+    kwargs.update(do_sample=True, temperature=s["temperature"], top_k=s["top_k"])
+  else:
+    kwargs.update(do_sample=False, num_beams=1)
+
+  def run():
+    with torch.inference_mode():
+      out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+    assert out.shape[1] == new_tokens + 1, out.shape  # + the decoder start token
+  return inputs.shape[0] * new_tokens / _median_seconds(run, repeats)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--batches", default="1,8")
+  p.add_argument("--methods", default="greedy,beam4,sample",
+                 help=f"comma-separated, of: {', '.join(SETTINGS)}")
+  p.add_argument("--input-length", type=int, default=64)
+  p.add_argument("--new-tokens", type=int, default=64)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--target", type=float, default=2.0,
+                 help="required ours / HF tokens/s for greedy at batch 8")
+  p.add_argument("--markdown", action="store_true")
+  args = p.parse_args()
+  methods = args.methods.split(",")
+  for m in methods:
+    if m not in SETTINGS:
+      p.error(f"unknown method {m!r}; allowed: {', '.join(SETTINGS)}")
+  rng = np.random.default_rng(0)
+  print(f"# decode benchmark {datetime.date.today()} on {platform.processor() or 'cpu'}, "
+        f"{os.cpu_count()} CPUs, jax {jax.__version__} ({jax.default_backend()}), "
+        f"{args.input_length} input tokens, {args.new_tokens} new tokens, float32")
+  rows, params_note = [], ""
+  for batch in map(int, args.batches.split(",")):
+    inputs = rng.integers(2, T5_SMALL["vocab_size"], (batch, args.input_length)).astype(np.int32)
+    for method in methods:
+      ours_tps, compile_s, params = ours(inputs, method, args.new_tokens, args.repeats)
+      params_note = f"{count_params(params) / 1e6:.1f}M parameters"
+      peer_tps = peer(inputs, method, args.new_tokens, args.repeats)
+      rows.append((batch, method, ours_tps, compile_s, peer_tps))
+      ratio = f"{ours_tps / peer_tps:.2f}x" if peer_tps else "peer skipped"
+      print(f"batch {batch} {method}: ours {ours_tps:.0f} tok/s (compile {compile_s:.1f} s), "
+            f"HF {peer_tps or 0:.0f} tok/s -> {ratio}", flush=True)
+  print(f"# model: {params_note}")
+  if args.markdown:
+    print("\n| batch | decoding | ours tok/s | HF PyTorch tok/s | ours / HF | ours compile s |")
+    print("|---|---|---|---|---|---|")
+    for batch, method, o, c, h in rows:
+      print(f"| {batch} | {method} | {o:.0f} | {h:.0f} | {o / h:.2f}x | {c:.1f} |" if h else
+            f"| {batch} | {method} | {o:.0f} | skipped | - | {c:.1f} |")
+  target = [(o, h) for b, m, o, _, h in rows if b == 8 and m == "greedy"]
+  if not target or target[0][1] is None:
+    print("target: not checked (needs greedy at batch 8 and torch + transformers installed)")
+  else:
+    ratio = target[0][0] / target[0][1]
+    print(f"target greedy batch 8 ours/HF >= {args.target}: {ratio:.2f}x "
+          f"{'PASS' if ratio >= args.target else 'FAIL'}")
+
+
+if __name__ == "__main__":
+  main()
