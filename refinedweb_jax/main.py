@@ -13,10 +13,12 @@ commands:
   generate  decode inputs from --text, --input FILE or stdin (one per line) with a trained
             --workdir: greedy, --beam N, or sampling (--temperature, --top-k, --top-p)
   chat      talk with a trained --workdir; the conversation is kept (/reset, /exit)
+  distill   knowledge distillation: `distill dump --teacher RUN --out DIR` stores a teacher's
+            top-k logits, `distill train --logits DIR --workdir W` trains a student on them
   attention-mask
             draw an attention pattern as an image: --kind K --length N --out mask.png [sizes]
 """
-COMMANDS = ("prepare", "train", "eval", "generate", "chat", "attention-mask")
+COMMANDS = ("prepare", "train", "eval", "generate", "chat", "distill", "attention-mask")
 STANDALONE = ("attention-mask",)  # commands that take no --config
 # attention-mask flag -> SparseSpec field it sets.
 _SIZE_FLAGS = {"window": "window", "block-size": "block_size", "stride": "stride",
@@ -39,6 +41,9 @@ def _parser(command: str) -> argparse.ArgumentParser:
   if command == "attention-mask":
     return _mask_parser(p)
   p.add_argument("--config", default=None, help="path/to/config.py[:arg] (default: built-in)")
+  if command.startswith("distill "):
+    from refinedweb_jax import distill
+    return distill.add_arguments(p, command.split()[1])
   if command in ("train", "eval", "generate", "chat"):
     p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs)")
   if command == "prepare":
@@ -123,6 +128,11 @@ def parse(argv):
     raise UserError(f"unknown command {command!r}; allowed: {', '.join(COMMANDS)}")
   if command in STANDALONE:
     return command, _parser(command).parse_args(rest), None
+  if command == "distill":
+    if not rest or rest[0] not in ("dump", "train"):
+      raise UserError("'refinedweb distill' needs a subcommand: dump or train, got "
+                      f"{rest[0] if rest else 'none'!r}")
+    command, rest = f"distill {rest[0]}", rest[1:]
   args, extra = _parser(command).parse_known_args(rest)
   from refinedweb_jax import configs
   config = configs.load_config(args.config)
@@ -168,6 +178,9 @@ def main(argv=None):
       _generate(args, config)
     elif command == "chat":
       _chat(args)
+    elif command.startswith("distill "):
+      from refinedweb_jax import distill
+      distill.run(command.split()[1], args, config)
     elif command == "attention-mask":
       _attention_mask(args)
   except (UserError, ValueError, FileNotFoundError) as e:

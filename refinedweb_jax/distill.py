@@ -1,0 +1,320 @@
+"""Knowledge distillation: a student trained from a teacher's saved (or live) top-k logits.
+
+  refinedweb distill dump --teacher RUN --config STUDENT.py --out LOGITS
+  refinedweb distill train --logits LOGITS --config STUDENT.py --workdir W
+
+Loss per target token: alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)
+(losses.topk_distillation). The student's data pipeline is train.py's: the same
+mixture, shuffle and first-fit packing; each example carries its key (task, record)
+and a map looks its teacher record up, so packing moves the teacher arrays with the
+target tokens and a restored iterator meets the same logits. sequence_kd trains on
+the teacher's decoded outputs instead (cross-entropy, Kim & Rush 2016); online runs
+the teacher inside the step on the same batch instead of reading a dump.
+"""
+
+import dataclasses
+import functools
+import os
+import resource
+import time
+
+import flax.linen as nn
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+
+from refinedweb_jax import checkpoint, data, distill_dump, evaluation, logger, logit_store, losses
+from refinedweb_jax import sharding, train
+from refinedweb_jax.model import count_params
+
+TEACHER_FEATURES = ("teacher_logprobs", "teacher_ids")
+SUBCOMMANDS = ("dump", "train")
+
+
+class KeyedSource:
+  """A task's train source whose examples carry their global example number as 'key'."""
+
+  def __init__(self, source, offset: int):
+    self.source, self.offset = source, offset
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    return {**self.source[i], "key": self.offset + int(i)}
+
+
+@dataclasses.dataclass
+class AttachTeacher(grain.transforms.Map):
+  """Tokenizes an example and joins its teacher record: top-k arrays, or decoded targets."""
+  store: logit_store.LogitStore
+  tokenizer: object
+  input_length: int
+  target_length: int
+  sequence_kd: bool = False
+
+  def map(self, example):
+    out = data.Tokenize(self.tokenizer, self.input_length, self.target_length).map(example)
+    record = self.store[example["key"]]
+    if self.sequence_kd:
+      return {"inputs": out["inputs"], "targets": record["sequence"][: self.target_length]}
+    if len(record["lse"]) != len(out["targets"]):
+      raise ValueError(f"example {example['key']} ({example['task']}) has "
+                       f"{len(out['targets'])} target tokens but its teacher record "
+                       f"{len(record['lse'])}: the logits were dumped with other data settings")
+    return {**out, "teacher_logprobs": record["logprobs"], "teacher_ids": record["ids"]}
+
+
+@dataclasses.dataclass
+class PadTeacher(grain.transforms.Map):
+  """Unpacked example with teacher arrays -> fixed-length arrays (data.PadOne plus these)."""
+  input_length: int
+  target_length: int
+
+  def map(self, ex):
+    out = data.PadOne(self.input_length, self.target_length).map(ex)
+    for key in TEACHER_FEATURES:
+      padded = np.zeros((self.target_length,) + ex[key].shape[1:], ex[key].dtype)
+      padded[: len(ex[key])] = ex[key]
+      out[key] = padded
+    return out
+
+
+def _features(batch):
+  """A packed/padded batch -> model features plus the teacher arrays it carries."""
+  out = data.to_model_features(batch)
+  out.update({k: batch[k] for k in TEACHER_FEATURES if k in batch})
+  return out
+
+
+def train_dataset(exp, store, *, sequence_kd: bool):
+  """This host's infinite batched iterator, train.py's mixture with teacher records joined."""
+  d = exp.config.data
+  sources, rates = exp.mixture()
+  keyed = [KeyedSource(s, store.example_id(t.name, 0)) for t, s in zip(exp.tasks, sources)]
+  ds = data.mixed_examples(keyed, rates, seed=d.shuffle_seed, shard_index=jax.process_index(),
+                           shard_count=jax.process_count())
+  ds = ds.map(AttachTeacher(store, exp.tokenizer, d.input_length, d.target_length, sequence_kd))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
+  batch_size = d.batch_size // jax.process_count()
+  extra = () if sequence_kd else TEACHER_FEATURES
+  if d.pack:
+    # The teacher arrays have one row per target token, so they fit exactly where the
+    # targets do: packing decisions are the plain pipeline's, and the arrays move along.
+    it = grain.experimental.FirstFitPackIterDataset(
+        it, length_struct={"inputs": d.input_length, "targets": d.target_length,
+                           **{k: d.target_length for k in extra}},
+        meta_features=extra, num_packing_bins=batch_size, seed=d.shuffle_seed,
+        shuffle_bins=True)
+  elif extra:
+    it = it.map(PadTeacher(d.input_length, d.target_length))
+  else:
+    it = it.map(data.PadOne(d.input_length, d.target_length))
+  return iter(it.batch(batch_size, drop_remainder=True).map(_features))
+
+
+def kd_train_step(state, batch, rng, teacher_params=None, *, model, alpha: float,
+                  temperature: float, label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  teacher_model=None, top_k: int = 0):
+  """One optimizer step on alpha * CE + (1 - alpha) * T^2 * KL; returns (state, metrics).
+
+  The teacher's top-k come from the batch, or from teacher_model(teacher_params) run
+  here on the same batch (online); either way they are constants for the gradient.
+  """
+  dropout_rng = jax.random.fold_in(rng, state.step)
+  targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
+  if teacher_model is not None:
+    teacher_lp, teacher_ids, _ = distill_dump.teacher_topk(teacher_model, teacher_params, batch,
+                                                           top_k)
+  else:
+    teacher_lp, teacher_ids = batch["teacher_logprobs"], batch["teacher_ids"]
+  teacher_lp, teacher_ids = jax.lax.stop_gradient((teacher_lp, teacher_ids))
+
+  def loss_fn(params):
+    logits = evaluation.forward(model, params, batch, deterministic=False,
+                                rngs={"dropout": dropout_rng})
+    ce_sum, z_sum, weight = losses.cross_entropy(logits, targets, weights,
+                                                 label_smoothing=label_smoothing, z_loss=z_loss)
+    kl_sum, _ = losses.topk_distillation(logits, teacher_lp, teacher_ids, weights,
+                                         temperature=temperature)
+    weight = jnp.maximum(weight, 1.0)
+    ce, z, kl = (ce_sum - z_sum) / weight, z_sum / weight, kl_sum / weight
+    loss = alpha * ce + (1.0 - alpha) * temperature ** 2 * kl + z
+    return loss, (logits, ce, z, kl, weight)
+
+  (loss, (logits, ce, z, kl, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  correct, _ = losses.token_accuracy(logits, targets, weights)
+  new_state = state.apply_gradients(grads=grads)
+  metrics = {"train/loss": loss, "train/ce": ce, "train/kd_kl": kl, "train/z_loss": z,
+             "train/accuracy": correct / weight, "train/grad_norm": optax.tree.norm(grads),
+             "train/target_tokens": weight}
+  return new_state, metrics
+
+
+def jit_kd_step(exp, state_shardings, teacher=None):
+  """kd_train_step jitted once with explicit shardings (state donated); f(state, batch, rng)."""
+  kd, mesh = exp.config.distill, exp.mesh
+  step = functools.partial(
+      kd_train_step, model=exp.model, alpha=kd.alpha, temperature=kd.temperature,
+      label_smoothing=exp.config.loss.label_smoothing, z_loss=exp.config.loss.z_loss,
+      teacher_model=None if teacher is None else teacher.model, top_k=kd.top_k)
+  features = data.FEATURES + (() if teacher is not None else TEACHER_FEATURES)
+  batch_sh = {k: sharding.batch_sharding(mesh) for k in features}
+  repl = sharding.replicated(mesh)
+  teacher_params = None
+  if teacher is not None:
+    teacher_params = jax.device_put(teacher.params, repl)
+  jitted = jax.jit(step, in_shardings=(state_shardings, batch_sh, repl, repl),
+                   out_shardings=(state_shardings, repl), donate_argnums=0)
+
+  def run(state, batch, rng):
+    with nn.logical_axis_rules(sharding.LOGICAL_RULES), jax.set_mesh(mesh):
+      return jitted(state, batch, rng, teacher_params)
+  return run
+
+
+def _load_teacher_store(config, logits_dir: str, teacher_workdir: str | None):
+  """(store or None, teacher or None, tokenizer proto, where) for the configured mode."""
+  from refinedweb_jax import api
+  kd = config.distill
+  if kd.online:
+    if not teacher_workdir:
+      raise ValueError("config.distill.online=True needs --teacher WORKDIR (the teacher runs "
+                       "inside the step)")
+    teacher = api.RefinedWeb.load(teacher_workdir)
+    where = f"from --teacher {teacher_workdir}"
+    distill_dump.check_same_vocabulary(config, teacher.tokenizer, where)
+    return None, teacher, teacher.tokenizer.serialized_model_proto(), where
+  if not logits_dir:
+    raise ValueError("distill train needs --logits LOGITS_DIR (from refinedweb distill dump), "
+                     "or config.distill.online=True with --teacher WORKDIR")
+  if not os.path.isdir(logits_dir):
+    raise FileNotFoundError(f"logits directory {logits_dir!r} does not exist; write it with: "
+                            f"refinedweb distill dump --teacher WORKDIR --out {logits_dir}")
+  store = logit_store.LogitStore(logits_dir)
+  from refinedweb_jax import tokenizer as tok
+  where = f"from --logits {logits_dir}"
+  distill_dump.check_same_vocabulary(config, tok.Tokenizer(model_proto=store.tokenizer_proto()),
+                                     where)
+  index, d = store.index, config.data
+  if kd.sequence_kd and not index["sequence_kd"]:
+    raise ValueError(f"config.distill.sequence_kd=True but {logits_dir!r} holds no teacher "
+                     "outputs; dump with: refinedweb distill dump --sequence-kd ...")
+  for key in ("input_length", "target_length"):
+    if index[key] != d[key]:
+      raise ValueError(f"{logits_dir!r} was dumped with data.{key}={index[key]}, the student "
+                       f"config has {d[key]}; use the same lengths")
+  return store, None, store.tokenizer_proto(), where
+
+
+def train_student(config, workdir: str, *, logits_dir: str | None = None,
+                  teacher_workdir: str | None = None):
+  """Trains (resuming from workdir's newest checkpoint) and evaluates a distilled student."""
+  os.makedirs(workdir, exist_ok=True)
+  store, teacher, proto, where = _load_teacher_store(config, logits_dir, teacher_workdir)
+  exp = train.Experiment(config, workdir)
+  distill_dump.check_same_tokenizer(exp, proto, where)
+  kd, t = config.distill, config.train
+  if store is not None:
+    missing = sorted({t_.name for t_ in exp.tasks} - set(store.offsets))
+    if missing:
+      raise ValueError(f"tasks {', '.join(missing)} of config.mixture.tasks have no teacher "
+                       f"logits in {logits_dir!r}; it holds: {', '.join(store.offsets)}")
+  log = logger.MetricLogger(workdir, enabled=jax.process_index() == 0)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=t.checkpoint_every,
+                                 keep=t.keep_checkpoints, async_save=t.async_checkpointing)
+  rng = jax.random.key(config.seed)
+  d = config.data
+  state, shardings = train.create_train_state(exp.model, exp.tx, exp.mesh, rng,
+                                              input_length=d.input_length,
+                                              target_length=d.target_length)
+  mode = ("sequence-level KD (cross-entropy on teacher outputs)" if kd.sequence_kd else
+          f"{'online ' if kd.online else ''}KD alpha={kd.alpha} T={kd.temperature} top-k "
+          f"{store.index['top_k'] if store else kd.top_k}")
+  log.text(f"student {exp.model_cfg.d_model}d x {exp.model_cfg.num_encoder_layers}+"
+           f"{exp.model_cfg.num_decoder_layers} layers, {count_params(state.params):,} params; "
+           f"{mode}")
+  if kd.sequence_kd:
+    train_iter = train_dataset(exp, store, sequence_kd=True)
+    step_fn = train.jit_train_step(exp.model, config, exp.mesh, shardings)
+  elif store is not None:
+    train_iter = train_dataset(exp, store, sequence_kd=False)
+    step_fn = jit_kd_step(exp, shardings)
+  else:
+    train_iter = exp.train_iterator()
+    step_fn = jit_kd_step(exp, shardings, teacher)
+  start = ckpt.latest_step()
+  if start is not None:
+    state = ckpt.restore(start, checkpoint.abstract_like(state, shardings),
+                         data_iterator=train_iter)
+    log.text(f"resumed from step {start} in {ckpt.directory}")
+  start = int(start or 0)
+  evaluator = evaluation.Evaluator(exp, log)
+  config_json = checkpoint.config_to_json(config)
+  if start == 0:
+    evaluator.run(state.params, step=0, decode=False)
+  progress = logger.Progress(start, t.num_steps, enabled=t.progress_bar and log.enabled)
+  if start >= t.num_steps:
+    log.text(f"already trained to step {start} (train.num_steps={t.num_steps}); nothing to do")
+  last_step, last_time, tokens = start, time.time(), 0
+  for step in range(start + 1, t.num_steps + 1):
+    host_batch = next(train_iter)
+    tokens += int(np.sum(host_batch["encoder_segment_ids"] > 0)
+                  + np.sum(host_batch["decoder_loss_weights"]))
+    state, metrics = step_fn(state, sharding.to_global(host_batch, exp.mesh), rng)
+    if step % t.log_every == 0 or step == t.num_steps:
+      metrics = jax.device_get(metrics)
+      elapsed = max(time.time() - last_time, 1e-9)
+      metrics["train/learning_rate"] = float(exp.schedule(step - 1))
+      metrics["train/steps_per_second"] = (step - last_step) / elapsed
+      metrics["train/tokens_per_second"] = tokens * jax.process_count() / elapsed
+      metrics["train/host_peak_rss_gib"] = resource.getrusage(
+          resource.RUSAGE_SELF).ru_maxrss / 2**20
+      log.scalars(step, "train", metrics)
+      progress.update(step, metrics)
+      last_step, last_time, tokens = step, time.time(), 0
+    else:
+      progress.update(step, None)
+    if step % t.eval_every == 0 or step == t.num_steps:
+      evaluator.run(state.params, step=step, decode=True)
+      last_time = time.time()
+    ckpt.save(step, state, data_iterator=train_iter, config=config_json, tokenizer_proto=proto,
+              force=step == t.num_steps)
+  progress.close()
+  ckpt.close()
+  multihost_utils.sync_global_devices("distill train done")
+  log.close()
+  return state
+
+
+def add_arguments(parser, subcommand: str):
+  """The flags of `refinedweb distill dump|train` (besides --config and --config.*)."""
+  if subcommand == "dump":
+    parser.add_argument("--teacher", required=True, help="the teacher's run directory")
+    parser.add_argument("--out", required=True, help="directory for the logits (resumable)")
+    parser.add_argument("--sequence-kd", action="store_true",
+                        help="also store the teacher's decoded outputs (sequence-level KD)")
+  elif subcommand == "train":
+    parser.add_argument("--logits", default=None, help="directory from `distill dump`")
+    parser.add_argument("--workdir", required=True, help="the student's run directory")
+    parser.add_argument("--teacher", default=None,
+                        help="teacher run directory, for config.distill.online=True")
+  else:
+    raise ValueError(f"unknown distill subcommand {subcommand!r}; allowed: "
+                     f"{', '.join(SUBCOMMANDS)}")
+  return parser
+
+
+def run(subcommand: str, args, config):
+  """Dispatches `refinedweb distill dump|train` with parsed flags and config."""
+  if subcommand == "dump":
+    distill_dump.dump(config, args.teacher, args.out, sequence_kd=args.sequence_kd)
+  elif subcommand == "train":
+    train_student(config, args.workdir, logits_dir=args.logits, teacher_workdir=args.teacher)
+  else:
+    raise ValueError(f"unknown distill subcommand {subcommand!r}; allowed: "
+                     f"{', '.join(SUBCOMMANDS)}")
