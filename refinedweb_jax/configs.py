@@ -45,7 +45,14 @@ def default_config() -> ml_collections.ConfigDict:
       num_steps=200, log_every=10, eval_every=100, checkpoint_every=100, keep_checkpoints=3,
       eval_examples=32, eval_batch_size=32, decode_examples_per_task=8, max_decode_length=64,
       async_checkpointing=True, progress_bar=True))
+  # Device mesh: data and fsdp split the batch, fsdp also the parameters and optimizer
+  # state, tensor the heads, FFN and vocabulary; one size may be -1 (the remaining devices).
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  # Multi-process runs on CPU/GPU clusters (unset: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+  # JAX_PROCESS_ID, else one process; Cloud TPU VMs find each other by themselves).
+  c.distributed = ml_collections.ConfigDict(dict(
+      coordinator_address=config_dict.placeholder(str),
+      num_processes=config_dict.placeholder(int), process_id=config_dict.placeholder(int)))
   # Knowledge distillation (refinedweb distill, distill.py): loss alpha * CE(labels) +
   # (1 - alpha) * T^2 * KL(teacher_T || student_T) over the teacher's top_k tokens + tail.
   c.distill = ml_collections.ConfigDict(dict(
@@ -176,6 +183,10 @@ def validate(config):
   for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "eval_batch_size"):
     if config.train[key] <= 0:
       raise ValueError(f"config.train.{key} must be > 0, got {config.train[key]}")
+  from refinedweb_jax import sharding
+  m = config.mesh
+  sharding.check_mesh_sizes(m.data, m.fsdp, m.tensor)
+  sharding.check_model_fits(cfg, m.fsdp, m.tensor)
   _validate_distill(config.distill)
 
 

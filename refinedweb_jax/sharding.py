@@ -1,16 +1,24 @@
-"""Device mesh and the logical-axis rules: the only place that maps logical names to mesh axes."""
+"""Device mesh, logical-axis rules (the only logical -> mesh axis mapping) and multi-host setup."""
 
+import glob
+import importlib.util
 import math
+import os
 
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # Logical axis -> mesh axes. Batch splits over data and fsdp; parameters split
-# their embed dimension over fsdp (ZeRO-3 style) and heads/mlp/vocab over tensor.
+# their embed dimension over fsdp (ZeRO-3: parameters, gradients and optimizer
+# state) and heads/mlp/vocab over tensor (Megatron-style). A mesh axis is used
+# at most once per array, so activations (batch, length, embed) keep embed whole
+# while batch takes fsdp. Parameter names: vocab, embed, heads, kv, mlp; more
+# activation names: batch, length.
 LOGICAL_RULES = (
     ("batch", ("data", "fsdp")),
     ("length", None),
@@ -22,25 +30,49 @@ LOGICAL_RULES = (
 )
 
 
+def check_mesh_sizes(data: int, fsdp: int, tensor: int, where: str = "config.mesh"):
+  """Each size positive or -1 (the remaining devices), at most one -1."""
+  sizes = dict(zip(MESH_AXES, (data, fsdp, tensor)))
+  for name, size in sizes.items():
+    if not isinstance(size, int) or size == 0 or size < -1:
+      raise ValueError(f"{where}.{name} must be a positive size or -1 (the remaining devices), "
+                       f"got {size!r}")
+  if list(sizes.values()).count(-1) > 1:
+    raise ValueError(f"at most one of {where}.data/fsdp/tensor may be -1, got "
+                     + " ".join(f"{k}={v}" for k, v in sizes.items()))
+
+
+def check_model_fits(model_cfg, fsdp: int, tensor: int, where: str = "config.mesh"):
+  """Heads and FFN width split over `tensor`, d_model over `fsdp` (sizes -1 are not checked)."""
+  for dim, size, axis in (("num_heads", model_cfg.num_heads, ("tensor", tensor)),
+                          ("d_ff", model_cfg.d_ff, ("tensor", tensor)),
+                          ("d_model", model_cfg.d_model, ("fsdp", fsdp))):
+    if axis[1] > 0 and size % axis[1]:
+      raise ValueError(f"model.{dim}={size} is not divisible by {where}.{axis[0]}={axis[1]}; "
+                       f"use a {axis[0]} size that divides {size}")
+
+
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> Mesh:
   """Builds a (data, fsdp, tensor) mesh; one axis size may be -1 to take the rest."""
-  devices = jax.devices() if devices is None else devices
+  check_mesh_sizes(data, fsdp, tensor, where="mesh")
+  explicit = devices is not None
+  devices = list(jax.devices() if devices is None else devices)
   sizes = [data, fsdp, tensor]
-  if sizes.count(-1) > 1:
-    raise ValueError(f"at most one mesh axis may be -1, got mesh data={data} fsdp={fsdp} "
-                     f"tensor={tensor}")
-  for name, size in zip(MESH_AXES, sizes):
-    if size == 0 or size < -1:
-      raise ValueError(f"mesh.{name} must be a positive size or -1, got {size}")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if len(devices) % known:
-      raise ValueError(f"mesh fsdp*tensor*data={known} does not divide the {len(devices)} devices")
+      raise ValueError(f"mesh data={data} fsdp={fsdp} tensor={tensor}: the fixed sizes "
+                       f"multiply to {known}, which does not divide the {len(devices)} devices")
     sizes[sizes.index(-1)] = len(devices) // known
   if math.prod(sizes) != len(devices):
     raise ValueError(f"mesh data*fsdp*tensor = {'*'.join(map(str, sizes))} = {math.prod(sizes)} "
                      f"but there are {len(devices)} devices; the product must equal the count")
-  return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
+  if explicit:
+    grid = np.asarray(devices).reshape(sizes)
+  else:
+    # Orders devices by the physical topology on TPU (a plain reshape elsewhere).
+    grid = mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
+  return Mesh(grid, MESH_AXES)
 
 
 def logical_to_sharding(names, mesh: Mesh, rules=LOGICAL_RULES) -> NamedSharding:
@@ -48,17 +80,28 @@ def logical_to_sharding(names, mesh: Mesh, rules=LOGICAL_RULES) -> NamedSharding
   return NamedSharding(mesh, nn.logical_to_mesh_axes(names, rules))
 
 
+def _divisible_spec(spec: P, shape, mesh: Mesh) -> P:
+  """`spec` with every dimension that its mesh axes do not divide left whole."""
+  out = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    out.append(axes if dim % math.prod(mesh.shape[a] for a in names) == 0 else None)
+  return P(*out)
+
+
 def state_shardings(abstract_state, mesh: Mesh, rules=LOGICAL_RULES):
   """Shardings tree with the same structure as a (boxed) abstract state.
 
-  Leaves boxed with logical names are sharded by the rules; an optimizer leaf
-  whose rank differs from its parameter (Adafactor's factored moments) and
+  Leaves boxed with logical names are sharded by the rules (a dimension the
+  mesh axes do not divide, e.g. an odd vocabulary, stays whole); an optimizer
+  leaf whose rank differs from its parameter (Adafactor's factored moments) and
   every unboxed leaf are replicated.
   """
   def one(x):
     if isinstance(x, nn.Partitioned):
       if x.value.ndim == len(x.names):
-        return x.replace_boxed(logical_to_sharding(x.names, mesh, rules))
+        spec = _divisible_spec(nn.logical_to_mesh_axes(x.names, rules), x.value.shape, mesh)
+        return x.replace_boxed(NamedSharding(mesh, spec))
       return x.replace_boxed(NamedSharding(mesh, P()))
     return NamedSharding(mesh, P())
   return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nn.Partitioned))
@@ -77,3 +120,81 @@ def to_global(batch: dict, mesh: Mesh) -> dict:
   """Host-local NumPy [batch, ...] arrays -> global jax.Arrays split over (data, fsdp)."""
   sh = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sh, v) for k, v in batch.items()}
+
+
+def check_batch_split(mesh: Mesh, batch_size: int):
+  """Every process must feed its own batch_size / process_count rows (no cross-host replicas)."""
+  n = mesh.shape["data"] * mesh.shape["fsdp"]
+  if batch_size % n:
+    raise ValueError(f"batch size {batch_size} must be divisible by the data*fsdp mesh size {n}")
+  index_map = batch_sharding(mesh).addressable_devices_indices_map((batch_size,))
+  rows = {(s[0].start, s[0].stop) for s in index_map.values()}
+  local = sum(stop - start for start, stop in rows)
+  if local * jax.process_count() != batch_size:
+    raise ValueError(
+        f"mesh {dict(mesh.shape)} gives process {jax.process_index()} {local} of {batch_size} "
+        f"batch rows, not 1/{jax.process_count()}: the tensor axis spans processes; use a "
+        "tensor size that fits in one host's devices")
+
+
+def _on_cloud_tpu() -> bool:
+  """A Cloud TPU VM or GKE TPU node (libtpu and TPU chips present), without starting JAX."""
+  if os.environ.get("JAX_PLATFORMS", "") not in ("", "tpu"):
+    return False
+  if os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
+    return True
+  return (importlib.util.find_spec("libtpu") is not None
+          and bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")))
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None, process_id: int | None = None, *,
+                           timeout_s: int = 300) -> bool:
+  """Joins this process to a multi-process JAX job; call before any other JAX use.
+
+  Explicit (CPU / GPU clusters): coordinator_address "host:port" of process 0,
+  num_processes and this process_id; each falls back to the environment variables
+  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID. With none given,
+  Cloud TPU VMs call jax.distributed.initialize() and JAX reads the slice's
+  topology itself; a single CPU/GPU process does nothing. Returns whether this
+  process is (now) part of a distributed job.
+  """
+  if jax.distributed.is_initialized():
+    return True
+  env = os.environ.get
+  coordinator_address = coordinator_address or env("JAX_COORDINATOR_ADDRESS") or None
+  num_processes = _int_or_none(num_processes, "JAX_NUM_PROCESSES", "num_processes")
+  process_id = _int_or_none(process_id, "JAX_PROCESS_ID", "process_id")
+  given = {"coordinator_address": coordinator_address, "num_processes": num_processes,
+           "process_id": process_id}
+  if any(v is not None for v in given.values()):
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+      raise ValueError(f"multi-process run needs config.distributed.{', '.join(missing)} too "
+                       f"(or JAX_{', JAX_'.join(m.upper() for m in missing)}); got "
+                       + ", ".join(f"{k}={v!r}" for k, v in given.items()))
+    if num_processes < 1 or not 0 <= process_id < num_processes:
+      raise ValueError(f"config.distributed.process_id={process_id} must be in "
+                       f"[0, num_processes={num_processes})")
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               initialization_timeout=timeout_s)
+    return True
+  if _on_cloud_tpu():
+    try:
+      jax.distributed.initialize(initialization_timeout=timeout_s)
+    except ValueError:
+      return False  # no multi-host TPU environment detected (e.g. a Colab TPU): one process
+    return True
+  return False
+
+
+def _int_or_none(value, env_name: str, key: str):
+  if value is None or value == "":
+    value = os.environ.get(env_name) or None
+  if value is None:
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise ValueError(f"config.distributed.{key} (or {env_name}) must be an integer, got "
+                     f"{value!r}") from None

@@ -121,11 +121,13 @@ class Experiment:
     self.model_cfg = configs.model_config(config, vocab_size=self.tokenizer.vocab_size)
     self.model = EncoderDecoder(self.model_cfg)
     self.mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    sharding.check_model_fits(self.model_cfg, self.mesh.shape["fsdp"], self.mesh.shape["tensor"])
     self.tx, self.schedule = optim.make_optimizer(config.optimizer, config.train.num_steps)
     n = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
     if d.batch_size % n or d.batch_size % jax.process_count():
       raise ValueError(f"data.batch_size={d.batch_size} must be divisible by the data*fsdp mesh "
                        f"size {n} and the process count {jax.process_count()}")
+    sharding.check_batch_split(self.mesh, d.batch_size)
 
   def source(self, split):
     from refinedweb_jax.datasets import builtin
@@ -161,6 +163,9 @@ class Experiment:
 
 def train_and_evaluate(config, workdir: str):
   """Trains (resuming from the newest checkpoint in workdir), evaluating and saving on schedule."""
+  dist = config.get("distributed", {})
+  sharding.initialize_distributed(dist.get("coordinator_address"), dist.get("num_processes"),
+                                  dist.get("process_id"))
   os.makedirs(workdir, exist_ok=True)
   exp = Experiment(config, workdir)
   t = config.train
