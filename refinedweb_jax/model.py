@@ -336,12 +336,21 @@ class EncoderDecoder(nn.Module):
     if not cfg.tie_embeddings:
       self.logits_dense = _dense(cfg, cfg.vocab_size, -1, ("embed", "vocab"), "logits_dense")
 
+  def _embed(self, tokens_BxT):
+    """Embedding lookup from the table gathered whole over fsdp (vocab stays split).
+
+    A lookup in the fsdp-split table would come out split by d_model, which the
+    partitioner can only turn into batch-split activations by replicating them.
+    """
+    table_VxD = nn.with_logical_constraint(self.embedding.embedding, ("vocab", None))
+    return jnp.take(table_VxD.astype(self.cfg.compute_dtype), tokens_BxT, axis=0)
+
   def encode(self, inputs_BxS, inputs_segment_ids=None, inputs_positions=None, *,
              deterministic: bool = True):
     """Token ids -> encoder output enc_BxSxD."""
     segments, positions = _default_segments_and_positions(inputs_BxS, inputs_segment_ids,
                                                           inputs_positions)
-    x_BxSxD = self.dropout(self.embedding(inputs_BxS), deterministic=deterministic)
+    x_BxSxD = self.dropout(self._embed(inputs_BxS), deterministic=deterministic)
     x_BxSxD = nn.with_logical_constraint(x_BxSxD, ("batch", "length", "embed"))
     for layer in self.encoder_layers:
       x_BxSxD = layer(x_BxSxD, segments, positions, deterministic)
@@ -370,7 +379,7 @@ class EncoderDecoder(nn.Module):
       dec_segments, positions = _default_segments_and_positions(
           decoder_input_tokens_BxT, decoder_segment_ids, decoder_positions)
     cross_mask = attention.make_attention_mask(dec_segments, enc_segments, causal=False)
-    y_BxTxD = self.dropout(self.embedding(decoder_input_tokens_BxT), deterministic=deterministic)
+    y_BxTxD = self.dropout(self._embed(decoder_input_tokens_BxT), deterministic=deterministic)
     y_BxTxD = nn.with_logical_constraint(y_BxTxD, ("batch", "length", "embed"))
     for layer in self.decoder_layers:
       y_BxTxD = layer(y_BxTxD, enc_BxSxD, dec_segments, cross_mask, positions, deterministic,
