@@ -44,7 +44,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       num_steps=200, log_every=10, eval_every=100, checkpoint_every=100, keep_checkpoints=3,
       eval_examples=32, eval_batch_size=32, decode_examples_per_task=8, max_decode_length=64,
-      async_checkpointing=True, progress_bar=True))
+      async_checkpointing=True, progress_bar=True,
+      # Gradient accumulation: the batch is split into this many microbatches, run in a
+      # lax.scan; the loss stays the token-weighted mean over the whole batch.
+      microbatches=1))
   # Device mesh: data and fsdp split the batch, fsdp also the parameters and optimizer
   # state, tensor the heads, FFN and vocabulary; one size may be -1 (the remaining devices).
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
@@ -180,9 +183,13 @@ def validate(config):
               "vocab_size"):
     if config.data[key] <= 0:
       raise ValueError(f"config.data.{key} must be > 0, got {config.data[key]}")
-  for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "eval_batch_size"):
+  for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "eval_batch_size",
+              "microbatches"):
     if config.train[key] <= 0:
       raise ValueError(f"config.train.{key} must be > 0, got {config.train[key]}")
+  if config.data.batch_size % config.train.microbatches:
+    raise ValueError(f"config.data.batch_size={config.data.batch_size} must be divisible by "
+                     f"config.train.microbatches={config.train.microbatches}")
   from refinedweb_jax import sharding
   m = config.mesh
   sharding.check_mesh_sizes(m.data, m.fsdp, m.tensor)

@@ -27,6 +27,10 @@ PRESETS = {
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu, "silu": nn.silu}
+# Per-layer rematerialisation: "full" keeps only each layer's inputs for the backward
+# pass; "dots" also keeps the outputs of weight matmuls (not attention scores).
+REMAT_POLICIES = {"none": None, "full": None,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +70,7 @@ class ModelConfig:
   attention_random_blocks: int = 3
   attention_global_positions: str = "0-15"
   attention_seed: int = 0
+  remat: str = "none"
 
   def __post_init__(self):
     for name in ("vocab_size", "d_model", "num_heads", "head_dim", "d_ff",
@@ -74,6 +79,8 @@ class ModelConfig:
         raise ValueError(f"model.{name} must be > 0, got {getattr(self, name)}")
     if self.dtype not in DTYPES:
       raise ValueError(f"unknown model.dtype {self.dtype!r}; allowed: {', '.join(DTYPES)}")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"unknown model.remat {self.remat!r}; allowed: {', '.join(REMAT_POLICIES)}")
     if self.activation not in ACTIVATIONS:
       raise ValueError(
           f"unknown model.activation {self.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
@@ -264,12 +271,24 @@ class MLP(nn.Module):
     return _dense(cfg, cfg.d_model, -1, ("mlp", "embed"), "wo")(h_BxTxF)
 
 
+def _remat(block, cfg: ModelConfig, static_argnums: tuple):
+  """A layer's block under nn.remat with the model.remat policy (unchanged for "none")."""
+  if cfg.remat == "none":
+    return block
+  return nn.remat(block, policy=REMAT_POLICIES[cfg.remat], static_argnums=static_argnums)
+
+
 class EncoderLayer(nn.Module):
   cfg: ModelConfig
   index: int = 0
 
-  @nn.compact
   def __call__(self, x_BxSxD, segments_BxS, positions_BxS, deterministic: bool):
+    # Static argument numbers count self as 0.
+    return _remat(EncoderLayer.block, self.cfg, (4,))(self, x_BxSxD, segments_BxS,
+                                                      positions_BxS, deterministic)
+
+  @nn.compact
+  def block(self, x_BxSxD, segments_BxS, positions_BxS, deterministic: bool):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout_rate)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_attention_norm")(x_BxSxD)
@@ -286,9 +305,16 @@ class DecoderLayer(nn.Module):
   cfg: ModelConfig
   index: int = 0
 
-  @nn.compact
   def __call__(self, y_BxTxD, enc_BxSxD, segments_BxT, cross_mask, positions_BxT,
                deterministic: bool, decode: bool):
+    # Cached decoding has no backward pass to save memory for: no remat there.
+    block = DecoderLayer.block if decode else _remat(DecoderLayer.block, self.cfg, (6, 7))
+    return block(self, y_BxTxD, enc_BxSxD, segments_BxT, cross_mask, positions_BxT,
+                 deterministic, decode)
+
+  @nn.compact
+  def block(self, y_BxTxD, enc_BxSxD, segments_BxT, cross_mask, positions_BxT,
+            deterministic: bool, decode: bool):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout_rate)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_self_attention_norm")(y_BxTxD)

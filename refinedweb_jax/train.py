@@ -19,27 +19,84 @@ from refinedweb_jax import tasks as tasks_lib
 from refinedweb_jax.model import EncoderDecoder, count_params
 
 
-def train_step(state, batch, rng, *, model, label_smoothing=0.0, z_loss=0.0):
-  """One optimizer step on a global batch; returns (new state, scalar metrics)."""
-  dropout_rng = jax.random.fold_in(rng, state.step)
+def split_microbatches(x_BxN, microbatches: int):
+  """[B, ...] -> [M, B/M, ...], microbatch i holding rows i, i+M, i+2M, ..."""
+  # Strided, not contiguous: each device's rows then hold a share of every
+  # microbatch, so the split needs no communication.
+  batch = x_BxN.shape[0]
+  if batch % microbatches:
+    raise ValueError(f"batch of {batch} rows does not split into train.microbatches="
+                     f"{microbatches}; use a divisor of {batch}")
+  x = x_BxN.reshape((batch // microbatches, microbatches) + x_BxN.shape[1:]).swapaxes(0, 1)
+  return nn.with_logical_constraint(x, (None, "batch") + (None,) * (x.ndim - 2))
 
-  def loss_fn(params):
-    logits = evaluation.forward(model, params, batch, deterministic=False,
-                                rngs={"dropout": dropout_rng})
-    loss_sum, z_sum, weight = losses.cross_entropy(
-        logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"],
-        label_smoothing=label_smoothing, z_loss=z_loss)
-    weight = jnp.maximum(weight, 1.0)
-    return loss_sum / weight, (logits, z_sum / weight, weight)
 
-  (loss, (logits, z_mean, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
+def accumulate_gradients(sum_fn, params, batch: dict, microbatches: int = 1):
+  """Sum over microbatches of sum_fn's value, aux and gradient, in one lax.scan.
+
+  `sum_fn(params, microbatch, index) -> (value, aux)` must return sums (e.g. over
+  tokens), not means, so the totals equal those of the whole batch; divide by the
+  total weight afterwards. Returns ((value, aux), grads), each summed.
+  """
+  grad_fn = jax.value_and_grad(sum_fn, has_aux=True)
+  if microbatches == 1:
+    return grad_fn(params, batch, 0)
+  micro = jax.tree.map(lambda x: split_microbatches(x, microbatches), batch)
+
+  def body(total, xs):
+    index, microbatch = xs
+    return jax.tree.map(jnp.add, total, grad_fn(params, microbatch, index)), None
+
+  first = jax.tree.map(lambda x: x[0], micro)
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                       jax.eval_shape(grad_fn, params, first, 0))
+  # The gradient total lives where the parameters do (sharded under FSDP).
+  zeros = (zeros[0], _like_params(zeros[1]))
+  total, _ = jax.lax.scan(body, zeros, (jnp.arange(microbatches), micro))
+  return total
+
+
+def _like_params(tree):
+  """Logical-axis constraints on a tree of boxed (nn.Partitioned) parameter-shaped arrays."""
+  return jax.tree.map(
+      lambda x: x.replace_boxed(nn.with_logical_constraint(x.value, x.names))
+      if isinstance(x, nn.Partitioned) else x, tree,
+      is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
+def loss_sums(params, batch, rng, *, model, label_smoothing=0.0, z_loss=0.0):
+  """(loss sum, {z_loss, correct, weight} sums) over the batch's target tokens."""
+  logits = evaluation.forward(model, params, batch, deterministic=False, rngs={"dropout": rng})
+  loss_sum, z_sum, weight = losses.cross_entropy(
+      logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"],
+      label_smoothing=label_smoothing, z_loss=z_loss)
   correct, _ = losses.token_accuracy(logits, batch["decoder_target_tokens"],
                                      batch["decoder_loss_weights"])
-  new_state = state.apply_gradients(grads=grads)
-  metrics = {"train/loss": loss, "train/z_loss": z_mean, "train/accuracy": correct / weight,
-             "train/grad_norm": optax.tree.norm(grads), "train/target_tokens": weight}
-  return new_state, metrics
+  return loss_sum, {"z_loss": z_sum, "correct": correct, "weight": weight}
+
+
+def gradients(params, batch, rng, *, model, label_smoothing=0.0, z_loss=0.0, microbatches=1):
+  """Token-weighted mean loss over the whole batch and its gradient; (grads, metrics)."""
+  def sum_fn(p, microbatch, index):
+    dropout_rng = rng if microbatches == 1 else jax.random.fold_in(rng, index)
+    return loss_sums(p, microbatch, dropout_rng, model=model, label_smoothing=label_smoothing,
+                     z_loss=z_loss)
+
+  (loss_sum, sums), grads = accumulate_gradients(sum_fn, params, batch, microbatches)
+  weight = jnp.maximum(sums["weight"], 1.0)
+  grads = jax.tree.map(lambda g: g / weight, grads)
+  metrics = {"train/loss": loss_sum / weight, "train/z_loss": sums["z_loss"] / weight,
+             "train/accuracy": sums["correct"] / weight,
+             "train/grad_norm": optax.tree.norm(grads), "train/target_tokens": sums["weight"]}
+  return grads, metrics
+
+
+def train_step(state, batch, rng, *, model, label_smoothing=0.0, z_loss=0.0, microbatches=1):
+  """One optimizer step on a global batch; returns (new state, scalar metrics)."""
+  grads, metrics = gradients(state.params, batch, jax.random.fold_in(rng, state.step),
+                             model=model, label_smoothing=label_smoothing, z_loss=z_loss,
+                             microbatches=microbatches)
+  return state.apply_gradients(grads=grads), metrics
 
 
 def _state_init_fn(model, tx, input_length: int, target_length: int):
@@ -72,7 +129,8 @@ def create_train_state(model, tx, mesh, rng, *, input_length: int, target_length
 def jit_train_step(model, config, mesh, state_shardings):
   """train_step jitted once with explicit shardings; the state buffer is donated."""
   step = functools.partial(train_step, model=model, label_smoothing=config.loss.label_smoothing,
-                           z_loss=config.loss.z_loss)
+                           z_loss=config.loss.z_loss,
+                           microbatches=config.train.get("microbatches", 1))
   batch_sh = {k: sharding.batch_sharding(mesh) for k in data.FEATURES}
   repl = sharding.replicated(mesh)
   jitted = jax.jit(step, in_shardings=(state_shardings, batch_sh, repl),
@@ -124,9 +182,11 @@ class Experiment:
     sharding.check_model_fits(self.model_cfg, self.mesh.shape["fsdp"], self.mesh.shape["tensor"])
     self.tx, self.schedule = optim.make_optimizer(config.optimizer, config.train.num_steps)
     n = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-    if d.batch_size % n or d.batch_size % jax.process_count():
+    m = config.train.get("microbatches", 1)
+    if d.batch_size % (n * m) or d.batch_size % jax.process_count():
       raise ValueError(f"data.batch_size={d.batch_size} must be divisible by the data*fsdp mesh "
-                       f"size {n} and the process count {jax.process_count()}")
+                       f"size {n} times train.microbatches={m}, and by the process count "
+                       f"{jax.process_count()}")
     sharding.check_batch_split(self.mesh, d.batch_size)
 
   def source(self, split):
