@@ -68,8 +68,9 @@ class Evaluator:
     """Computes, logs and prints eval metrics; returns them."""
     totals = collections.defaultdict(lambda: np.zeros(3))
     for features, examples in self.batches:
-      loss_B, correct_B, weight_B = jax.device_get(
-          self._run(self._eval_step, params, sharding.to_global(features, self.exp.mesh)))
+      # Every process holds the whole eval batch and gets all results back.
+      loss_B, correct_B, weight_B = sharding.to_host(
+          self._run(self._eval_step, params, sharding.from_full_batch(features, self.exp.mesh)))
       for i, ex in enumerate(examples):
         for key in (ex["task"], "all"):
           totals[key] += (loss_B[i], correct_B[i], weight_B[i])
@@ -95,9 +96,8 @@ class Evaluator:
       for i, text in enumerate(chunk):
         ids = tok.encode(text)[: d.input_length - 1] + [tok.eos_id]
         inputs[i, : len(ids)] = ids
-      inputs = jax.make_array_from_process_local_data(sharding.batch_sharding(self.exp.mesh),
-                                                      inputs)
-      tokens = np.asarray(jax.device_get(self._run(self._greedy, params, inputs)))
+      inputs = sharding.from_full_batch({"inputs": inputs}, self.exp.mesh)["inputs"]
+      tokens = np.asarray(sharding.to_host(self._run(self._greedy, params, inputs)))
       out += [tok.decode(row.tolist()) for row in tokens[: len(chunk)]]
     return out
 

@@ -8,7 +8,7 @@ import os
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.experimental import mesh_utils
+from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -122,13 +122,26 @@ def to_global(batch: dict, mesh: Mesh) -> dict:
   return {k: jax.make_array_from_process_local_data(sh, v) for k, v in batch.items()}
 
 
+def from_full_batch(batch: dict, mesh: Mesh) -> dict:
+  """The same whole NumPy [batch, ...] arrays on every process -> global arrays split by batch."""
+  sh = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sh, v, v.shape) for k, v in batch.items()}
+
+
+def to_host(tree):
+  """Global jax.Arrays -> whole NumPy arrays on every process (gathered across processes)."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def check_batch_split(mesh: Mesh, batch_size: int):
   """Every process must feed its own batch_size / process_count rows (no cross-host replicas)."""
   n = mesh.shape["data"] * mesh.shape["fsdp"]
   if batch_size % n:
     raise ValueError(f"batch size {batch_size} must be divisible by the data*fsdp mesh size {n}")
   index_map = batch_sharding(mesh).addressable_devices_indices_map((batch_size,))
-  rows = {(s[0].start, s[0].stop) for s in index_map.values()}
+  rows = {index[0].indices(batch_size)[:2] for index in index_map.values()}
   local = sum(stop - start for start, stop in rows)
   if local * jax.process_count() != batch_size:
     raise ValueError(

@@ -152,7 +152,12 @@ def _worker(process_id: int, port: int, workdir: str):
   full = multihost_utils.process_allgather(state.params, tiled=True)
   diff = max(float(np.max(np.abs(np.asarray(r.addressable_data(0)) - f)))
              for r, f in zip(jax.tree.leaves(restored.params), jax.tree.leaves(full)))
-  print(json.dumps({"process": jax.process_index(), "losses": losses, "restore": diff}))
+  # Evaluation: every process holds the whole batch and gets whole results back.
+  batch = random_batch(20)
+  round_trip = sharding.to_host(sharding.from_full_batch(batch, mesh))
+  whole = all(np.array_equal(round_trip[k], v) for k, v in batch.items())
+  print(json.dumps({"process": jax.process_index(), "losses": losses, "restore": diff,
+                    "whole_batch": whole}))
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +211,7 @@ def test_two_processes_match_one_process_with_eight_devices(sharded_report, tmp_
     assert p.returncode == 0, stderr[-3000:]
     r = json.loads(stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(r["losses"], sharded_report["multihost_reference"], atol=1e-5)
-    assert r["restore"] == 0.0, r
+    assert r["restore"] == 0.0 and r["whole_batch"], r
 
 
 def test_remat_microbatches_and_bf16_give_the_same_step():
@@ -279,6 +284,8 @@ def test_scale_config_errors_name_the_values():
     sharding.make_mesh(2, 1, 1, devices=jax.devices()[:1])
   with pytest.raises(ValueError, match="needs config.distributed.num_processes, process_id"):
     sharding.initialize_distributed("localhost:1234")
+  one = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  sharding.check_batch_split(one, 8)  # one process owns every row
 
 
 def test_initialize_distributed_does_nothing_for_one_cpu_process(monkeypatch):
