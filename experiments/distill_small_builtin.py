@@ -14,7 +14,7 @@ so the rows differ only in where the student's targets come from. Roles (the arg
 Append ",smoke" for a tiny teacher and student on a small corpus (about 3 minutes
 for the whole table). The runner does all of it and prints the table:
 
-  python experiments/distill_table.py            # the full table, about 75 minutes on 2 CPU cores
+  python experiments/distill_table.py            # the full table, about 80 minutes on 2 CPU cores
   python experiments/distill_table.py --smoke    # the pipeline end to end, about 3 minutes
 
 Single steps by hand:

@@ -24,7 +24,7 @@ from refinedweb_jax import data, decode, evaluation, logit_store, sharding
 def check_same_vocabulary(config, tokenizer, where: str):
   """The student config must describe the teacher's vocabulary (one tokenizer for both)."""
   vocab = tokenizer.vocab_size
-  if config.data.tokenizer == "builtin" and config.data.vocab_size != vocab:
+  if config.data.vocab_size != vocab:
     raise ValueError(f"tokenizer mismatch: the student config has data.vocab_size="
                      f"{config.data.vocab_size} but the teacher's tokenizer ({where}) has {vocab} "
                      f"pieces; distillation needs one vocabulary: set "
@@ -177,6 +177,9 @@ def dump(config, teacher_workdir: str, out_dir: str, *, sequence_kd: bool = Fals
          max_shards: int | None = None, log=print) -> dict:
   """Writes (or finishes) the dump in out_dir; returns size and throughput statistics."""
   from refinedweb_jax import api, train
+  if jax.process_count() > 1:
+    raise ValueError(f"distill dump runs in one process, got {jax.process_count()}; run it on "
+                     "one host (each shard is a separate file, so hosts could split them later)")
   teacher = api.RefinedWeb.load(teacher_workdir)
   where = f"from --teacher {teacher_workdir}"
   check_same_vocabulary(config, teacher.tokenizer, where)
@@ -315,8 +318,8 @@ def eval_throughput(teacher, examples, *, batch_size: int, input_length: int,
 
 
 def dump_throughput(teacher, examples, *, batch_size: int, input_length: int,
-                    target_length: int, top_k: int, value_dtype: str = "bfloat16") -> float:
-  """Real tokens/s of the dump's packed top-k pass (records encoded, not written)."""
+                    target_length: int, top_k: int, value_dtype: str = "bfloat16"):
+  """(real tokens/s, records) of the dump's packed top-k pass (records encoded, not written)."""
   tokenize = data.Tokenize(teacher.tokenizer, input_length, target_length)
   tokenized = [tokenize.map(ex) for ex in examples]
   index = {"input_length": input_length, "target_length": target_length,
@@ -325,6 +328,6 @@ def dump_throughput(teacher, examples, *, batch_size: int, input_length: int,
   warm = row_features(tokenized, [[(0, 0, 0)]], batch_size, input_length, target_length)
   jax.block_until_ready(topk(teacher.params, warm))  # compile outside the timing
   start = time.time()
-  shard_records(index, 0, tokenized, topk, teacher.params, batch_size)
+  records = shard_records(index, 0, tokenized, topk, teacher.params, batch_size)
   tokens = sum(len(t["inputs"]) + len(t["targets"]) for t in tokenized)
-  return tokens / max(time.time() - start, 1e-9)
+  return tokens / max(time.time() - start, 1e-9), records
