@@ -118,41 +118,45 @@ def train_dataset(exp, store, *, sequence_kd: bool):
 
 def kd_train_step(state, batch, rng, teacher_params=None, *, model, alpha: float,
                   temperature: float, label_smoothing: float = 0.0, z_loss: float = 0.0,
-                  teacher_model=None, top_k: int = 0):
+                  teacher_model=None, top_k: int = 0, microbatches: int = 1):
   """One optimizer step on alpha * CE + (1 - alpha) * T^2 * KL; returns (state, metrics).
 
   The teacher's top-k come from the batch, or from teacher_model(teacher_params) run
   here on the same batch (online); either way they are constants for the gradient.
+  Token sums are accumulated over `microbatches` as in train.train_step.
   """
-  dropout_rng = jax.random.fold_in(rng, state.step)
-  targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
-  if teacher_model is not None:
-    teacher_lp, teacher_ids, _ = distill_dump.teacher_topk(teacher_model, teacher_params, batch,
-                                                           top_k)
-  else:
-    teacher_lp, teacher_ids = batch["teacher_logprobs"], batch["teacher_ids"]
-  teacher_lp, teacher_ids = jax.lax.stop_gradient((teacher_lp, teacher_ids))
+  rng = jax.random.fold_in(rng, state.step)
 
-  def loss_fn(params):
-    logits = evaluation.forward(model, params, batch, deterministic=False,
+  def sum_fn(params, mb, index):
+    dropout_rng = rng if microbatches == 1 else jax.random.fold_in(rng, index)
+    logits = evaluation.forward(model, params, mb, deterministic=False,
                                 rngs={"dropout": dropout_rng})
+    if teacher_model is not None:
+      teacher_lp, teacher_ids, _ = distill_dump.teacher_topk(teacher_model, teacher_params, mb,
+                                                             top_k)
+    else:
+      teacher_lp, teacher_ids = mb["teacher_logprobs"], mb["teacher_ids"]
+    teacher_lp, teacher_ids = jax.lax.stop_gradient((teacher_lp, teacher_ids))
+    targets, weights = mb["decoder_target_tokens"], mb["decoder_loss_weights"]
     ce_sum, z_sum, weight = losses.cross_entropy(logits, targets, weights,
                                                  label_smoothing=label_smoothing, z_loss=z_loss)
     kl_sum, _ = losses.topk_distillation(logits, teacher_lp, teacher_ids, weights,
                                          temperature=temperature)
-    weight = jnp.maximum(weight, 1.0)
-    ce, z, kl = (ce_sum - z_sum) / weight, z_sum / weight, kl_sum / weight
-    loss = alpha * ce + (1.0 - alpha) * temperature ** 2 * kl + z
-    return loss, (logits, ce, z, kl, weight)
+    ce_sum = ce_sum - z_sum  # z-loss stays whatever alpha is
+    loss_sum = alpha * ce_sum + (1.0 - alpha) * temperature ** 2 * kl_sum + z_sum
+    correct, _ = losses.token_accuracy(logits, targets, weights)
+    return loss_sum, {"ce": ce_sum, "kd_kl": kl_sum, "z_loss": z_sum, "correct": correct,
+                      "weight": weight}
 
-  (loss, (logits, ce, z, kl, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
-  correct, _ = losses.token_accuracy(logits, targets, weights)
-  new_state = state.apply_gradients(grads=grads)
-  metrics = {"train/loss": loss, "train/ce": ce, "train/kd_kl": kl, "train/z_loss": z,
-             "train/accuracy": correct / weight, "train/grad_norm": optax.tree.norm(grads),
-             "train/target_tokens": weight}
-  return new_state, metrics
+  (loss_sum, sums), grads = train.accumulate_gradients(sum_fn, state.params, batch,
+                                                       microbatches)
+  weight = jnp.maximum(sums["weight"], 1.0)
+  grads = jax.tree.map(lambda g: g / weight, grads)
+  metrics = {"train/loss": loss_sum / weight, "train/ce": sums["ce"] / weight,
+             "train/kd_kl": sums["kd_kl"] / weight, "train/z_loss": sums["z_loss"] / weight,
+             "train/accuracy": sums["correct"] / weight,
+             "train/grad_norm": optax.tree.norm(grads), "train/target_tokens": sums["weight"]}
+  return state.apply_gradients(grads=grads), metrics
 
 
 def jit_kd_step(exp, state_shardings, teacher=None):
@@ -161,7 +165,8 @@ def jit_kd_step(exp, state_shardings, teacher=None):
   step = functools.partial(
       kd_train_step, model=exp.model, alpha=kd.alpha, temperature=kd.temperature,
       label_smoothing=exp.config.loss.label_smoothing, z_loss=exp.config.loss.z_loss,
-      teacher_model=None if teacher is None else teacher.model, top_k=kd.top_k)
+      teacher_model=None if teacher is None else teacher.model, top_k=kd.top_k,
+      microbatches=exp.config.train.get("microbatches", 1))
   features = data.FEATURES + (() if teacher is not None else TEACHER_FEATURES)
   batch_sh = {k: sharding.batch_sharding(mesh) for k in features}
   repl = sharding.replicated(mesh)
