@@ -259,6 +259,11 @@ def test_remat_wraps_every_layer_with_its_policy():
     text = str(jax.make_jaxpr(grads)(params, batch, jax.random.key(0)))
     assert text.count("remat2[") == count, remat  # one per encoder / decoder layer
     assert policy is None or policy in text, remat
+  # Cached decoding (no backward pass) runs the decoder layers without remat.
+  enc, inputs = jnp.zeros((8, 16, 32)), jnp.ones((8, 16), jnp.int32)
+  decode = lambda p: model.apply({"params": p}, enc, inputs, jnp.zeros((8, 8), jnp.int32),
+                                 decode=True, method="decode", mutable=["cache"])
+  assert "remat2[" not in str(jax.make_jaxpr(decode)(params))
 
 
 def test_scale_config_errors_name_the_values():
