@@ -18,7 +18,7 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, save_every: int = 1000, keep: int = 3,
                async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+    self.directory = absolute(directory)
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=max(int(save_every), 1), max_to_keep=keep,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
@@ -61,6 +61,11 @@ class Checkpointer:
   def close(self):
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def absolute(directory: str) -> str:
+  """A local path made absolute; a URL such as gs://bucket/run (read by Orbax) unchanged."""
+  return directory if "://" in directory else os.path.abspath(directory)
 
 
 def abstract_like(state, shardings):

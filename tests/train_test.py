@@ -77,3 +77,8 @@ def test_mesh_errors_name_the_sizes():
     sharding.make_mesh(2, 2, 1, devices=jax.devices()[:1])
   with pytest.raises(ValueError, match="mesh.tensor must be a positive size"):
     sharding.make_mesh(1, 1, 0)
+
+
+def test_checkpoint_directory_keeps_urls():
+  assert checkpoint.absolute("gs://bucket/run/checkpoints") == "gs://bucket/run/checkpoints"
+  assert checkpoint.absolute("run/checkpoints").startswith("/")
