@@ -77,14 +77,15 @@ def measure(args, remat: str, microbatches: int) -> dict:
           "temp": mem.temp_size_in_bytes,
           "peak": (mem.argument_size_in_bytes + mem.output_size_in_bytes
                    + mem.temp_size_in_bytes - mem.alias_size_in_bytes),
-          "gflop": cost.get("flops", float("nan")) / 1e9, "compile_s": compile_s, "seconds": seconds,
+          "gflop": cost.get("flops", float("nan")) / 1e9, "compile_s": compile_s,
+          "seconds": seconds,
           "tokens_s": args.batch_size * (args.input_length + args.target_length) / seconds}
 
 
 def render(rows, markdown: bool) -> str:
   cells = [[r["remat"], str(r["microbatches"]), f"{r['temp'] / 2**20:,.0f}",
-            f"{r['peak'] / 2**20:,.0f}", f"{r['gflop']:,.0f}", f"{r['compile_s']:.1f}", f"{r['seconds']:.2f}",
-            f"{r['tokens_s']:,.0f}"] for r in rows]
+            f"{r['peak'] / 2**20:,.0f}", f"{r['gflop']:,.0f}", f"{r['compile_s']:.1f}",
+            f"{r['seconds']:.2f}", f"{r['tokens_s']:,.0f}"] for r in rows]
   if markdown:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
