@@ -5,18 +5,38 @@ import os
 
 import numpy as np
 import tqdm
+from etils import epath
+
+
+def is_remote(path: str) -> bool:
+  """Whether a path is a URL (gs://bucket/run) rather than a local folder."""
+  return "://" in str(path)
+
+
+def append_text(path: str, text: str):
+  """Appends to a local file, or rewrites a remote object (GCS objects cannot be appended to)."""
+  if not is_remote(path):
+    with open(path, "a", encoding="utf-8") as f:
+      f.write(text)
+    return
+  target = epath.Path(path)
+  old = target.read_text(encoding="utf-8") if target.exists() else ""
+  target.write_text(old + text, encoding="utf-8")
 
 
 class MetricLogger:
-  """Writes scalars to <workdir>/metrics.jsonl and TensorBoard; text to the console."""
+  """Writes scalars to <workdir>/metrics.jsonl and TensorBoard; text to the console.
+
+  The workdir may be local or a gs:// URL (TensorBoard then needs google-cloud-storage).
+  """
 
   def __init__(self, workdir: str, *, enabled: bool = True):
     self.enabled = enabled
     self.workdir = workdir
     if enabled:
       from tensorboardX import SummaryWriter  # imported lazily: only the logging host needs it
+      epath.Path(workdir).mkdir(parents=True, exist_ok=True)
       self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
-      self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
 
   def scalars(self, step: int, split: str, metrics: dict):
     if not self.enabled:
@@ -24,17 +44,16 @@ class MetricLogger:
     values = {k: float(np.asarray(v)) for k, v in metrics.items()}
     for name, value in values.items():
       self.writer.add_scalar(name, value, step)
-    self.jsonl.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
-    self.jsonl.flush()
+    append_text(os.path.join(self.workdir, "metrics.jsonl"),
+                json.dumps({"step": int(step), "split": split, **values}) + "\n")
     self.writer.flush()
 
   def samples(self, step: int, rows: list[dict]):
     """Decoded samples: TensorBoard text and <workdir>/samples.jsonl."""
     if not self.enabled:
       return
-    with open(os.path.join(self.workdir, "samples.jsonl"), "a", encoding="utf-8") as f:
-      for row in rows:
-        f.write(json.dumps({"step": int(step), **row}, ensure_ascii=False) + "\n")
+    append_text(os.path.join(self.workdir, "samples.jsonl"), "".join(
+        json.dumps({"step": int(step), **row}, ensure_ascii=False) + "\n" for row in rows))
     table = "\n".join(f"| {r['task']} | {r['inputs'][:200]} | {r['targets']} | {r['prediction']} |"
                       for r in rows)
     self.writer.add_text("eval/samples", "| task | input | target | prediction |\n|-|-|-|-|\n"
@@ -47,7 +66,6 @@ class MetricLogger:
   def close(self):
     if self.enabled:
       self.writer.close()
-      self.jsonl.close()
 
 
 class Progress:

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from flax.training import train_state
 from jax.experimental import multihost_utils
 
@@ -226,7 +227,7 @@ def train_and_evaluate(config, workdir: str):
   dist = config.get("distributed", {})
   sharding.initialize_distributed(dist.get("coordinator_address"), dist.get("num_processes"),
                                   dist.get("process_id"))
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local folder or gs://bucket/run
   exp = Experiment(config, workdir)
   t = config.train
   log = logger.MetricLogger(workdir, enabled=jax.process_index() == 0)

@@ -130,7 +130,7 @@ install_project() {
  python3 -m pip install --quiet --user --upgrade uv;\
  $uv venv --quiet --allow-existing --python 3.11 $REMOTE_VENV;\
  $uv pip install --quiet --python $REMOTE_VENV/bin/python\
- -r $REMOTE_DIR/requirements.txt \"jax[tpu]\";\
+ -r $REMOTE_DIR/requirements.txt \"jax[tpu]\" gcsfs google-cloud-storage;\
  $uv pip install --quiet --python $REMOTE_VENV/bin/python --no-deps -e $REMOTE_DIR"
 }
 
