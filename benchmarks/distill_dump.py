@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from refinedweb_jax import api, data, distill_dump, evaluation, logit_store  # noqa: E402
-from refinedweb_jax import sharding, train  # noqa: E402
+from refinedweb_jax import sharding, trainer  # noqa: E402
 
 
 def packed_eval_throughput(teacher, examples, *, batch_size, input_length, target_length):
@@ -54,7 +54,7 @@ def main():
   args = p.parse_args()
   teacher = api.RefinedWeb.load(args.teacher)
   d = teacher.config.data
-  exp = train.Experiment(teacher.config, args.teacher)
+  exp = trainer.Experiment(teacher.config, args.teacher)
   keys = [(task.source("train"), i) for task in exp.tasks
           for i in range(len(task.source("train")))]
   picks = np.linspace(0, len(keys) - 1, min(args.examples, len(keys))).astype(int)

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from refinedweb_jax import configs, optim, sharding, train
+from refinedweb_jax import configs, optim, sharding, trainer
 from refinedweb_jax.model import EncoderDecoder, count_params
 from train_step_memory import random_batch
 
@@ -55,10 +55,10 @@ def measure(args, remat: str, microbatches: int) -> dict:
   tx, _ = optim.make_optimizer(config.optimizer, config.train.num_steps)
   mesh = sharding.make_mesh(-1, 1, 1)
   lengths = dict(input_length=args.input_length, target_length=args.target_length)
-  state, shardings = train.create_train_state(model, tx, mesh, jax.random.key(0), **lengths)
+  state, shardings = trainer.create_train_state(model, tx, mesh, jax.random.key(0), **lengths)
   batch = sharding.to_global(random_batch(np.random.default_rng(0), args.batch_size,
                                           args.input_length, args.target_length, vocab), mesh)
-  step = train.jit_train_step(model, config, mesh, shardings)
+  step = trainer.jit_train_step(model, config, mesh, shardings)
   start = time.time()
   compiled = step.lower(state, batch, jax.random.key(0)).compile()
   compile_s = time.time() - start

@@ -67,8 +67,8 @@ def evaluate(workdir: str, examples: int, speed_inputs: int) -> dict:
   from refinedweb_jax.model import count_params
   model = api.RefinedWeb.load(workdir)
   metrics = model.evaluate("validation", decode_examples=examples)
-  from refinedweb_jax import train
-  source = train.Experiment(model.config, workdir).source("validation")
+  from refinedweb_jax import trainer
+  source = trainer.Experiment(model.config, workdir).source("validation")
   inputs = [source[i]["inputs"] for i in range(min(speed_inputs, len(source)))]
   return {"metrics": metrics, "params": count_params(model.params),
           "decode_tokens_per_second": decode_speed(model, inputs)}

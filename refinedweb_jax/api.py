@@ -18,7 +18,7 @@ import numpy as np
 from refinedweb_jax import checkpoint, configs, corpus, decode, evaluation, logger, optim
 from refinedweb_jax import sharding
 from refinedweb_jax import tokenizer as tok
-from refinedweb_jax import train as trainer
+from refinedweb_jax import trainer as trainer
 from refinedweb_jax.model import EncoderDecoder
 
 LONG_INPUT = ("truncate", "error")

@@ -4,7 +4,7 @@
   refinedweb distill train --logits LOGITS --config STUDENT.py --workdir W
 
 Loss per target token: alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)
-(losses.topk_distillation). The student's data pipeline is train.py's: the same
+(losses.topk_distillation). The student's data pipeline is trainer.py's: the same
 mixture, shuffle and first-fit packing; each example carries its key (task, record)
 and a map looks its teacher record up, so packing moves the teacher arrays with the
 target tokens and a restored iterator meets the same logits. sequence_kd trains on
@@ -27,7 +27,7 @@ import optax
 from jax.experimental import multihost_utils
 
 from refinedweb_jax import checkpoint, data, distill_dump, evaluation, logger, logit_store, losses
-from refinedweb_jax import sharding, train
+from refinedweb_jax import sharding, trainer
 from refinedweb_jax.model import count_params
 
 TEACHER_FEATURES = ("teacher_logprobs", "teacher_ids")
@@ -91,7 +91,7 @@ def _features(batch):
 
 
 def train_dataset(exp, store, *, sequence_kd: bool):
-  """This host's infinite batched iterator, train.py's mixture with teacher records joined."""
+  """This host's infinite batched iterator, trainer.py's mixture with teacher records joined."""
   d = exp.config.data
   sources, rates = exp.mixture()
   keyed = [KeyedSource(s, store.example_id(t.name, 0)) for t, s in zip(exp.tasks, sources)]
@@ -123,7 +123,7 @@ def kd_train_step(state, batch, rng, teacher_params=None, *, model, alpha: float
 
   The teacher's top-k come from the batch, or from teacher_model(teacher_params) run
   here on the same batch (online); either way they are constants for the gradient.
-  Token sums are accumulated over `microbatches` as in train.train_step.
+  Token sums are accumulated over `microbatches` as in trainer.train_step.
   """
   rng = jax.random.fold_in(rng, state.step)
 
@@ -148,7 +148,7 @@ def kd_train_step(state, batch, rng, teacher_params=None, *, model, alpha: float
     return loss_sum, {"ce": ce_sum, "kd_kl": kl_sum, "z_loss": z_sum, "correct": correct,
                       "weight": weight}
 
-  (loss_sum, sums), grads = train.accumulate_gradients(sum_fn, state.params, batch,
+  (loss_sum, sums), grads = trainer.accumulate_gradients(sum_fn, state.params, batch,
                                                        microbatches)
   weight = jnp.maximum(sums["weight"], 1.0)
   grads = jax.tree.map(lambda g: g / weight, grads)
@@ -221,7 +221,7 @@ def train_student(config, workdir: str, *, logits_dir: str | None = None,
   """Trains (resuming from workdir's newest checkpoint) and evaluates a distilled student."""
   os.makedirs(workdir, exist_ok=True)
   store, teacher, proto, where = _load_teacher_store(config, logits_dir, teacher_workdir)
-  exp = train.Experiment(config, workdir)
+  exp = trainer.Experiment(config, workdir)
   distill_dump.check_same_tokenizer(exp, proto, where)
   kd, t = config.distill, config.train
   if store is not None:
@@ -234,7 +234,7 @@ def train_student(config, workdir: str, *, logits_dir: str | None = None,
                                  keep=t.keep_checkpoints, async_save=t.async_checkpointing)
   rng = jax.random.key(config.seed)
   d = config.data
-  state, shardings = train.create_train_state(exp.model, exp.tx, exp.mesh, rng,
+  state, shardings = trainer.create_train_state(exp.model, exp.tx, exp.mesh, rng,
                                               input_length=d.input_length,
                                               target_length=d.target_length)
   mode = ("sequence-level KD (cross-entropy on teacher outputs)" if kd.sequence_kd else
@@ -245,7 +245,7 @@ def train_student(config, workdir: str, *, logits_dir: str | None = None,
            f"{mode}")
   if kd.sequence_kd:
     train_iter = train_dataset(exp, store, sequence_kd=True)
-    step_fn = train.jit_train_step(exp.model, config, exp.mesh, shardings)
+    step_fn = trainer.jit_train_step(exp.model, config, exp.mesh, shardings)
   elif store is not None:
     train_iter = train_dataset(exp, store, sequence_kd=False)
     step_fn = jit_kd_step(exp, shardings)

@@ -176,7 +176,7 @@ def _check_same_plan(out_dir: str, old: dict, new: dict):
 def dump(config, teacher_workdir: str, out_dir: str, *, sequence_kd: bool = False,
          max_shards: int | None = None, log=print) -> dict:
   """Writes (or finishes) the dump in out_dir; returns size and throughput statistics."""
-  from refinedweb_jax import api, train
+  from refinedweb_jax import api, trainer
   if jax.process_count() > 1:
     raise ValueError(f"distill dump runs in one process, got {jax.process_count()}; run it on "
                      "one host (each shard is a separate file, so hosts could split them later)")
@@ -184,7 +184,7 @@ def dump(config, teacher_workdir: str, out_dir: str, *, sequence_kd: bool = Fals
   where = f"from --teacher {teacher_workdir}"
   check_same_vocabulary(config, teacher.tokenizer, where)
   os.makedirs(out_dir, exist_ok=True)
-  exp = train.Experiment(config, out_dir)
+  exp = trainer.Experiment(config, out_dir)
   proto = teacher.tokenizer.serialized_model_proto()
   check_same_tokenizer(exp, proto, where)
   index = plan(config, exp, teacher, sequence_kd=sequence_kd)

@@ -165,8 +165,8 @@ def main(argv=None):
           vocab_size=d.vocab_size)
       print(f"corpus: {builder.data_dir}\ntokenizer: {path}")
     elif command == "train":
-      from refinedweb_jax import train
-      train.train_and_evaluate(config, args.workdir)
+      from refinedweb_jax import trainer
+      trainer.train_and_evaluate(config, args.workdir)
     elif command == "eval":
       from refinedweb_jax import api
       metrics = api.RefinedWeb.load(args.workdir).evaluate(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from refinedweb_jax import checkpoint, data, distill, distill_dump, evaluation, logit_store
-from refinedweb_jax import losses, main, train
+from refinedweb_jax import losses, main, trainer
 from conftest import tiny_config
 
 
@@ -103,7 +103,7 @@ def teacher_run(tiny_data_dir, tmp_path_factory):
   """(workdir, logits dir): a tiny trained teacher and its complete dump (with outputs)."""
   workdir = str(tmp_path_factory.mktemp("teacher"))
   config = _teacher_config(tiny_data_dir)
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   out = str(tmp_path_factory.mktemp("logits"))
   stats = distill_dump.dump(config, workdir, out, sequence_kd=True)
   assert stats["examples"] == 400
@@ -115,7 +115,7 @@ def test_stored_logits_equal_the_teachers_recomputed(teacher_run, tiny_data_dir)
   workdir, out = teacher_run
   teacher = api.RefinedWeb.load(workdir)
   store = logit_store.LogitStore(out)
-  exp = train.Experiment(_teacher_config(tiny_data_dir), workdir)
+  exp = trainer.Experiment(_teacher_config(tiny_data_dir), workdir)
   forward = jax.jit(lambda params, batch: evaluation.forward(teacher.model, params, batch))
   for task_index, record in ((0, 0), (3, 5), (len(exp.tasks) - 1, 1)):
     task = exp.tasks[task_index]

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from refinedweb_jax import checkpoint, configs, optim, sharding, train
+from refinedweb_jax import checkpoint, configs, optim, sharding, trainer
 from refinedweb_jax.model import EncoderDecoder
 from train_test import random_batch
 
@@ -40,7 +40,7 @@ def tiny(**model):
 
 
 def init(model, tx, mesh):
-  return train.create_train_state(model, tx, mesh, jax.random.key(0), input_length=16,
+  return trainer.create_train_state(model, tx, mesh, jax.random.key(0), input_length=16,
                                   target_length=8)
 
 
@@ -70,7 +70,7 @@ def _sharded_report(workdir):
   mesh1 = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
   state, shardings = init(model, tx, mesh1)
   host_state = jax.device_get(state)
-  step = train.jit_train_step(model, config, mesh1, shardings)
+  step = trainer.jit_train_step(model, config, mesh1, shardings)
   ref_losses = []
   for b in batches:
     state, m = step(state, sharding.to_global(b, mesh1), rng)
@@ -80,9 +80,9 @@ def _sharded_report(workdir):
   report, runs = {"layouts": {}}, {}
   for layout in LAYOUTS:
     mesh = sharding.make_mesh(*layout)
-    _, shardings = train.abstract_train_state(model, tx, mesh, input_length=16, target_length=8)
+    _, shardings = trainer.abstract_train_state(model, tx, mesh, input_length=16, target_length=8)
     state = jax.device_put(host_state, shardings)
-    step = train.jit_train_step(model, config, mesh, shardings)
+    step = trainer.jit_train_step(model, config, mesh, shardings)
     losses = []
     for b in batches:
       state, m = step(state, sharding.to_global(b, mesh), rng)
@@ -101,7 +101,7 @@ def _sharded_report(workdir):
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "ckpt"), save_every=1)
   ckpt.save(2, state_a, force=True)
   ckpt.wait()
-  abstract_b, _ = train.abstract_train_state(model, tx, mesh_b, input_length=16, target_length=8)
+  abstract_b, _ = trainer.abstract_train_state(model, tx, mesh_b, input_length=16, target_length=8)
   restored = ckpt.restore(2, abstract_b)
   ckpt.close()
   same_sharding = all(x.sharding == s for x, s in zip(jax.tree.leaves(restored),
@@ -133,7 +133,7 @@ def _worker(process_id: int, port: int, workdir: str):
   mesh = sharding.make_mesh(2, 2, 2)
   sharding.check_batch_split(mesh, 8)
   state, shardings = init(model, tx, mesh)
-  step = train.jit_train_step(model, config, mesh, shardings)
+  step = trainer.jit_train_step(model, config, mesh, shardings)
   losses = []
   for seed in MULTIHOST_SEEDS:
     # Each process feeds only its half of the global batch.
@@ -145,7 +145,7 @@ def _worker(process_id: int, port: int, workdir: str):
   ckpt.save(3, state, force=True)
   ckpt.wait()
   mesh8 = sharding.make_mesh(8, 1, 1)
-  abstract, _ = train.abstract_train_state(model, tx, mesh8, input_length=16, target_length=8)
+  abstract, _ = trainer.abstract_train_state(model, tx, mesh8, input_length=16, target_length=8)
   restored = ckpt.restore(3, abstract)
   ckpt.close()
   from jax.experimental import multihost_utils
@@ -225,7 +225,7 @@ def test_remat_microbatches_and_bf16_give_the_same_step():
 
   # All variants in one jitted function: one compilation.
   steps = jax.jit(lambda states, batch: {
-      k: train.train_step(states[k], batch, jax.random.key(3), model=m, microbatches=n)
+      k: trainer.train_step(states[k], batch, jax.random.key(3), model=m, microbatches=n)
       for k, (m, n) in variants.items()})
   states = {k: state for k in variants}
   losses = {k: [] for k in variants}
@@ -251,11 +251,11 @@ def test_remat_wraps_every_layer_with_its_policy():
                                ("dots", 2, "policy=DotsSaveable(only_if_no_batch_dims=True)")):
     _, model, tx = tiny(remat=remat)
     if params is None:
-      abstract, _ = train.abstract_train_state(
+      abstract, _ = trainer.abstract_train_state(
           model, tx, sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1]), input_length=16,
           target_length=8)
       params = abstract.params
-    grads = functools.partial(train.gradients, model=model)
+    grads = functools.partial(trainer.gradients, model=model)
     text = str(jax.make_jaxpr(grads)(params, batch, jax.random.key(0)))
     assert text.count("remat2[") == count, remat  # one per encoder / decoder layer
     assert policy is None or policy in text, remat

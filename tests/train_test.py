@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from refinedweb_jax import checkpoint, configs, data, optim, sharding, train
+from refinedweb_jax import checkpoint, configs, data, optim, sharding, trainer
 from refinedweb_jax.model import EncoderDecoder
 
 
@@ -17,9 +17,9 @@ def tiny_setup(mesh_devices=None, data_axis=-1, fsdp=1, tensor=1, optimizer="ada
   model = EncoderDecoder(configs.model_config(config))
   tx, _ = optim.make_optimizer(config.optimizer, config.train.num_steps)
   mesh = sharding.make_mesh(data_axis, fsdp, tensor, devices=mesh_devices)
-  state, shardings = train.create_train_state(model, tx, mesh, jax.random.key(0),
+  state, shardings = trainer.create_train_state(model, tx, mesh, jax.random.key(0),
                                               input_length=16, target_length=8)
-  step = train.jit_train_step(model, config, mesh, shardings)
+  step = trainer.jit_train_step(model, config, mesh, shardings)
   return config, model, tx, mesh, state, shardings, step
 
 
@@ -52,7 +52,7 @@ def test_save_restore_gives_identical_params_and_next_loss(tmp_path):
   ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), save_every=1)
   ckpt.save(1, state, config={"a": 1}, tokenizer_proto=b"\x00spm", force=True)
   ckpt.wait()
-  abstract, _ = train.abstract_train_state(model, tx, mesh, input_length=16, target_length=8)
+  abstract, _ = trainer.abstract_train_state(model, tx, mesh, input_length=16, target_length=8)
   restored = ckpt.restore(1, abstract)
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
