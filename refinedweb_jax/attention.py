@@ -63,6 +63,16 @@ def einsum_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS=None):
   return jnp.einsum("bhts,bshk->bthk", probs_BxHxTxS, v_BxSxHxK)
 
 
+def cached_attention(q_BxTxHxK, k_BxHxSxK, v_BxHxSxK, mask_Bx1xTxS):
+  """einsum_attention over a head-major key/value cache: no per-step transpose of the cache."""
+  scale = q_BxTxHxK.shape[-1] ** -0.5
+  scores_BxHxTxS = jnp.einsum("bthk,bhsk->bhts", q_BxTxHxK, k_BxHxSxK,
+                              preferred_element_type=jnp.float32) * scale
+  scores_BxHxTxS = jnp.where(mask_Bx1xTxS, scores_BxHxTxS, jnp.finfo(jnp.float32).min)
+  probs_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1).astype(v_BxHxSxK.dtype)
+  return jnp.einsum("bhts,bhsk->bthk", probs_BxHxTxS, v_BxHxSxK)
+
+
 def dense_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS=None, *,
                     implementation: str = "xla"):
   """Dense attention through jax.nn.dot_product_attention (cuDNN on GPU if asked) or einsum."""

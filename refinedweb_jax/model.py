@@ -205,12 +205,14 @@ class MultiHeadAttention(nn.Module):
     hk = (cfg.num_heads, cfg.head_dim)
     q = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "query")(x_BxTxD)
     if decode and cross:
-      # Encoder keys/values are projected once, when the cache is created.
-      key = self.variable("cache", "cross_key", lambda: _dense(
-          cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD))
-      value = self.variable("cache", "cross_value", lambda: _dense(
-          cfg, hk, -1, ("embed", "heads", "kv"), "value")(kv_BxSxD))
-      k, v = key.value, value.value
+      # Encoder keys/values are projected once, when the cache is created, and kept
+      # head-major (BxHxSxK) so that no decoding step has to transpose them.
+      key = self.variable("cache", "cross_key", lambda: _heads_major(_dense(
+          cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD)))
+      value = self.variable("cache", "cross_value", lambda: _heads_major(_dense(
+          cfg, hk, -1, ("embed", "heads", "kv"), "value")(kv_BxSxD)))
+      out = attention.cached_attention(q, key.value, value.value, cross_mask_Bx1xTxS)
+      return _dense(cfg, cfg.d_model, (-2, -1), ("heads", "kv", "embed"), "out")(out)
     else:
       k = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD)
       v = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "value")(kv_BxSxD)
@@ -221,9 +223,12 @@ class MultiHeadAttention(nn.Module):
     if cross:
       out = attention.dense_attention(q, k, v, cross_mask_Bx1xTxS,
                                       implementation=cfg.dense_implementation)
-    elif decode:
+    elif decode and self.has_variable("cache", "cached_key"):
       k, v, mask = self._update_cache(k, v, positions_BxT)
-      out = attention.dense_attention(q, k, v, mask, implementation=cfg.dense_implementation)
+      out = attention.cached_attention(q, k, v, mask)
+    elif decode:  # creating the cache: the output is not used
+      self._update_cache(k, v, positions_BxT)
+      out = attention.dense_attention(q, k, v, None, implementation=cfg.dense_implementation)
     else:
       out = attention.self_attention(q, k, v, segment_ids_BxT, kind=self.kind,
                                      causal=self.causal, spec=self.spec,
@@ -231,21 +236,25 @@ class MultiHeadAttention(nn.Module):
     return _dense(cfg, cfg.d_model, (-2, -1), ("heads", "kv", "embed"), "out")(out)
 
   def _update_cache(self, k_Bx1xHxK, v_Bx1xHxK, positions_Bx1):
-    """Writes this step's key/value at its position; the mask admits positions <= it."""
+    """Writes this step's key/value at its position; the mask admits positions <= it.
+
+    The cache is head-major, BxHxLxK, the layout the per-step attention reads.
+    """
     is_initialized = self.has_variable("cache", "cached_key")
     # On creation the input spans the whole target length L, which sizes the cache.
-    cached_key = self.variable("cache", "cached_key", jnp.zeros, k_Bx1xHxK.shape, k_Bx1xHxK.dtype)
-    cached_value = self.variable("cache", "cached_value", jnp.zeros, v_Bx1xHxK.shape,
-                                 v_Bx1xHxK.dtype)
+    shape = _heads_major(k_Bx1xHxK).shape
+    cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, k_Bx1xHxK.dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, v_Bx1xHxK.dtype)
     if not is_initialized:
-      return k_Bx1xHxK, v_Bx1xHxK, None
-    batch, length = cached_key.value.shape[:2]
+      return None
+    batch, length = cached_key.value.shape[0], cached_key.value.shape[2]
     if k_Bx1xHxK.shape[1] != 1:
       raise ValueError(f"cached decoding takes one token per step, got {k_Bx1xHxK.shape[1]}")
     index = positions_Bx1[0, 0]
-    cached_key.value = jax.lax.dynamic_update_slice_in_dim(cached_key.value, k_Bx1xHxK, index, 1)
-    cached_value.value = jax.lax.dynamic_update_slice_in_dim(cached_value.value, v_Bx1xHxK,
-                                                             index, 1)
+    cached_key.value = jax.lax.dynamic_update_slice_in_dim(
+        cached_key.value, _heads_major(k_Bx1xHxK), index, 2)
+    cached_value.value = jax.lax.dynamic_update_slice_in_dim(
+        cached_value.value, _heads_major(v_Bx1xHxK), index, 2)
     j = jnp.arange(length)
     mask = j <= index
     if self.spec is not None:
@@ -253,6 +262,10 @@ class MultiHeadAttention(nn.Module):
       mask &= sparse_attention.allowed(self.spec, index, j, length, causal=True)
     return (cached_key.value, cached_value.value,
             jnp.broadcast_to(mask[None, None, None, :], (batch, 1, 1, length)))
+
+
+def _heads_major(x_BxTxHxK):
+  return jnp.transpose(x_BxTxHxK, (0, 2, 1, 3))
 
 
 class MLP(nn.Module):
