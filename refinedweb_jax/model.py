@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from refinedweb_jax import attention, sparse_attention
+from refinedweb_jax.layers import ACTIVATIONS, MLP, RMSNorm, dense as _dense
 
 PRESETS = {
     "tiny": dict(vocab_size=512, d_model=32, num_heads=4, head_dim=8, d_ff=64,
@@ -26,7 +27,6 @@ PRESETS = {
                   num_encoder_layers=24, num_decoder_layers=24),
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu, "silu": nn.silu}
 # Per-layer rematerialisation: "full" keeps only each layer's inputs for the backward
 # pass; "dots" also keeps the outputs of weight matmuls (not attention scores).
 REMAT_POLICIES = {"none": None, "full": None,
@@ -132,30 +132,6 @@ class ModelConfig:
     return DTYPES[self.dtype]
 
 
-class Projection(nn.Module):
-  """x @ W contracting the last `num_contract` axes; fp32 W with logical axis names.
-
-  (nn.DenseGeneral initialises a flattened kernel, which breaks logical-axis
-  constraints on multi-axis kernels such as embed x heads x kv.)
-  """
-  features: tuple
-  num_contract: int
-  names: tuple
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    nc, nf = self.num_contract, len(self.features)
-    init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
-                                            in_axis=tuple(range(nc)),
-                                            out_axis=tuple(range(nc, nc + nf)))
-    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.names),
-                        x.shape[x.ndim - nc:] + tuple(self.features), jnp.float32)
-    contract = (tuple(range(x.ndim - nc, x.ndim)), tuple(range(nc)))
-    return jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
-                               (contract, ((), ())))
-
-
 def parse_positions(text: str) -> tuple:
   """'0-15,40' -> (0, 1, ..., 15, 40); the flag model.attention_global_positions."""
   positions = []
@@ -167,27 +143,6 @@ def parse_positions(text: str) -> tuple:
       raise ValueError(f"bad model.attention_global_positions {text!r}: use comma-separated "
                        f"ints or ranges like '0-15,40'") from None
   return tuple(sorted(set(positions)))
-
-
-def _dense(cfg, features, axes, names, name):
-  """A Projection in the model's compute dtype; `axes` are the contracted input axes."""
-  features = features if isinstance(features, tuple) else (features,)
-  num_contract = len(axes) if isinstance(axes, tuple) else 1
-  return Projection(features, num_contract, names, cfg.compute_dtype, name=name)
-
-
-class RMSNorm(nn.Module):
-  """T5-style root-mean-square layer norm (no mean subtraction, no bias)."""
-  epsilon: float = 1e-6
-  dtype: jnp.dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x_BxTxD):
-    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-                       (x_BxTxD.shape[-1],), jnp.float32)
-    x = x_BxTxD.astype(jnp.float32)
-    x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.epsilon)
-    return (x * scale).astype(self.dtype)
 
 
 class MultiHeadAttention(nn.Module):
@@ -266,22 +221,6 @@ class MultiHeadAttention(nn.Module):
 
 def _heads_major(x_BxTxHxK):
   return jnp.transpose(x_BxTxHxK, (0, 2, 1, 3))
-
-
-class MLP(nn.Module):
-  """Feed-forward block, gated (GeGLU/SwiGLU style) or plain."""
-  cfg: ModelConfig
-
-  @nn.compact
-  def __call__(self, x_BxTxD, deterministic: bool):
-    cfg = self.cfg
-    act = ACTIVATIONS[cfg.activation]
-    h_BxTxF = act(_dense(cfg, cfg.d_ff, -1, ("embed", "mlp"), "wi_0")(x_BxTxD))
-    if cfg.gated_mlp:
-      h_BxTxF = h_BxTxF * _dense(cfg, cfg.d_ff, -1, ("embed", "mlp"), "wi_1")(x_BxTxD)
-    h_BxTxF = nn.with_logical_constraint(h_BxTxF, ("batch", "length", "mlp"))
-    h_BxTxF = nn.Dropout(cfg.dropout_rate)(h_BxTxF, deterministic=deterministic)
-    return _dense(cfg, cfg.d_model, -1, ("mlp", "embed"), "wo")(h_BxTxF)
 
 
 def _remat(block, cfg: ModelConfig, static_argnums: tuple):
