@@ -15,8 +15,6 @@ the teacher inside the step on the same batch instead of reading a dump.
 import dataclasses
 import functools
 import os
-import resource
-import time
 
 import flax.linen as nn
 import grain
@@ -24,7 +22,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
 
 from refinedweb_jax import checkpoint, data, distill_dump, evaluation, logger, logit_store, losses
 from refinedweb_jax import sharding, trainer
@@ -252,48 +249,8 @@ def train_student(config, workdir: str, *, logits_dir: str | None = None,
   else:
     train_iter = exp.train_iterator()
     step_fn = jit_kd_step(exp, shardings, teacher)
-  start = ckpt.latest_step()
-  if start is not None:
-    state = ckpt.restore(start, checkpoint.abstract_like(state, shardings),
-                         data_iterator=train_iter)
-    log.text(f"resumed from step {start} in {ckpt.directory}")
-  start = int(start or 0)
-  evaluator = evaluation.Evaluator(exp, log)
-  config_json = checkpoint.config_to_json(config)
-  if start == 0:
-    evaluator.run(state.params, step=0, decode=False)
-  progress = logger.Progress(start, t.num_steps, enabled=t.progress_bar and log.enabled)
-  if start >= t.num_steps:
-    log.text(f"already trained to step {start} (train.num_steps={t.num_steps}); nothing to do")
-  last_step, last_time, tokens = start, time.time(), 0
-  for step in range(start + 1, t.num_steps + 1):
-    host_batch = next(train_iter)
-    tokens += int(np.sum(host_batch["encoder_segment_ids"] > 0)
-                  + np.sum(host_batch["decoder_loss_weights"]))
-    state, metrics = step_fn(state, sharding.to_global(host_batch, exp.mesh), rng)
-    if step % t.log_every == 0 or step == t.num_steps:
-      metrics = jax.device_get(metrics)
-      elapsed = max(time.time() - last_time, 1e-9)
-      metrics["train/learning_rate"] = float(exp.schedule(step - 1))
-      metrics["train/steps_per_second"] = (step - last_step) / elapsed
-      metrics["train/tokens_per_second"] = tokens * jax.process_count() / elapsed
-      metrics["train/host_peak_rss_gib"] = resource.getrusage(
-          resource.RUSAGE_SELF).ru_maxrss / 2**20
-      log.scalars(step, "train", metrics)
-      progress.update(step, metrics)
-      last_step, last_time, tokens = step, time.time(), 0
-    else:
-      progress.update(step, None)
-    if step % t.eval_every == 0 or step == t.num_steps:
-      evaluator.run(state.params, step=step, decode=True)
-      last_time = time.time()
-    ckpt.save(step, state, data_iterator=train_iter, config=config_json, tokenizer_proto=proto,
-              force=step == t.num_steps)
-  progress.close()
-  ckpt.close()
-  multihost_utils.sync_global_devices("distill train done")
-  log.close()
-  return state
+  return trainer.run_loop(exp, state, shardings, step_fn, train_iter, log=log, ckpt=ckpt,
+                          rng=rng, tokenizer_proto=proto)
 
 
 def add_arguments(parser, subcommand: str):

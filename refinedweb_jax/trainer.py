@@ -241,7 +241,16 @@ def train_and_evaluate(config, workdir: str):
   log.text(f"model {exp.model_cfg.d_model}d x {exp.model_cfg.num_encoder_layers}+"
            f"{exp.model_cfg.num_decoder_layers} layers, {count_params(state.params):,} params, "
            f"mesh {dict(exp.mesh.shape)}")
-  train_iter = exp.train_iterator()
+  step_fn = jit_train_step(exp.model, config, exp.mesh, shardings)
+  return run_loop(exp, state, shardings, step_fn, exp.train_iterator(), log=log, ckpt=ckpt,
+                  rng=rng, tokenizer_proto=exp.tokenizer.serialized_model_proto())
+
+
+def run_loop(exp, state, shardings, step_fn, train_iter, *, log, ckpt, rng,
+             tokenizer_proto: bytes):
+  """The loop every trainer shares: resume (state and data iterator), evaluate at step 0,
+  then step, log, evaluate and checkpoint on the config's schedule; returns the final state."""
+  config, t = exp.config, exp.config.train
   start = ckpt.latest_step()
   if start is not None:
     state = ckpt.restore(start, checkpoint.abstract_like(state, shardings),
@@ -249,9 +258,7 @@ def train_and_evaluate(config, workdir: str):
     log.text(f"resumed from step {start} in {ckpt.directory}")
   start = int(start or 0)
   evaluator = evaluation.Evaluator(exp, log)
-  step_fn = jit_train_step(exp.model, config, exp.mesh, shardings)
   config_json = checkpoint.config_to_json(config)
-  proto = exp.tokenizer.serialized_model_proto()
   if start == 0:
     evaluator.run(state.params, step=0, decode=False)
 
@@ -282,10 +289,10 @@ def train_and_evaluate(config, workdir: str):
     if step % t.eval_every == 0 or step == t.num_steps:
       evaluator.run(state.params, step=step, decode=True)
       last_time = time.time()  # eval time is not training throughput
-    ckpt.save(step, state, data_iterator=train_iter, config=config_json, tokenizer_proto=proto,
-              force=step == t.num_steps)
+    ckpt.save(step, state, data_iterator=train_iter, config=config_json,
+              tokenizer_proto=tokenizer_proto, force=step == t.num_steps)
   progress.close()
   ckpt.close()
-  multihost_utils.sync_global_devices("train_and_evaluate done")
+  multihost_utils.sync_global_devices("training done")
   log.close()
   return state
