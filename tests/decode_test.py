@@ -123,6 +123,20 @@ def test_filter_logits_keeps_top_k_and_the_top_p_nucleus():
   assert kept(top_k=3, top_p=1.0) == [True, False, True, True]
 
 
+def test_filter_logits_matches_a_sorting_reference_with_ties():
+  rng = np.random.default_rng(0)
+  for trial in range(6):
+    x = np.asarray(rng.normal(size=(3, 300)) * rng.uniform(0.1, 5), np.float32)
+    x[:, :20] = x[:, :1]  # ties
+    k, p = int(rng.integers(1, 40)), float(rng.uniform(0.05, 0.95))
+    kept_k = np.isfinite(np.asarray(decode.filter_logits(jnp.asarray(x), top_k=k)))
+    np.testing.assert_array_equal(kept_k, x >= np.sort(x, -1)[:, -k][:, None])
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(x), -1), np.float64)
+    mass_above = np.array([[probs[r][x[r] > v].sum() for v in x[r]] for r in range(3)])
+    kept_p = np.isfinite(np.asarray(decode.filter_logits(jnp.asarray(x), top_p=p)))
+    np.testing.assert_array_equal(kept_p, mass_above < p)
+
+
 @pytest.mark.parametrize("settings, flag", [
     (dict(temperature=-1.0), "--temperature"), (dict(top_p=0.0), "--top-p"),
     (dict(top_p=1.5), "--top-p"), (dict(beam_size=0), "--beam"),
