@@ -7,6 +7,7 @@
 Each method takes one string (returns one string) or a list (returns a list).
 """
 
+import json
 import math
 import os
 import warnings
@@ -18,7 +19,7 @@ import numpy as np
 from refinedweb_jax import checkpoint, configs, corpus, decode, evaluation, logger, optim
 from refinedweb_jax import sharding
 from refinedweb_jax import tokenizer as tok
-from refinedweb_jax import trainer as trainer
+from refinedweb_jax import trainer
 from refinedweb_jax.model import EncoderDecoder
 
 LONG_INPUT = ("truncate", "error")
@@ -30,7 +31,7 @@ def task_prefix(task: str, config=None) -> str:
          (config.get("own_tasks", []) or [] if config is not None else [])}
   if task in own:
     return own[task]
-  if config is not None and task in configs.task_names(config) and task not in corpus.TASKS:
+  if config is not None and task in configs.known_tasks(config) and task not in corpus.TASKS:
     from refinedweb_jax.datasets import public
     return public.PUBLIC[task].prefix
   if task not in corpus.TASKS:
@@ -137,10 +138,9 @@ class RefinedWeb:
     if isinstance(question, str) != isinstance(context, str) or (
         not isinstance(question, str) and len(question) != len(context)):
       raise ValueError("answer takes a question and a context, or two lists of equal length")
-    if isinstance(question, str):
-      return self.generate(f"question: {question} context: {context}", **decoding)
-    return self.generate([f"question: {q} context: {c}" for q, c in zip(question, context)],
-                         **decoding)
+    prompt = lambda q, c: f"question: {q} context: {c}"
+    return self.generate(prompt(question, context) if isinstance(question, str) else
+                         [prompt(q, c) for q, c in zip(question, context)], **decoding)
 
   def generate_code(self, description, **decoding):
     """A Python function for an English or Chinese description."""
@@ -265,7 +265,7 @@ def train(config=None, workdir: str = "runs/notebook", overrides: dict | None = 
   """
   config = configs.load_config(config) if config is None or isinstance(config, str) else config
   for dotted, value in (overrides or {}).items():
-    _set(config, dotted, value)
+    configs.set_value(config, dotted, value)
   configs.validate(config)
   trainer.train_and_evaluate(config, workdir)
   return read_history(workdir)
@@ -286,7 +286,6 @@ def predict(workdir: str, inputs, *, task: str | None = None, **decoding):
 
 def read_history(workdir: str) -> dict:
   """metrics.jsonl -> {"step", "history": {metric: [[step, value], ...]}, "eval": {...}}."""
-  import json
   history, last_eval, step = {}, {}, 0
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     for line in f:
@@ -298,14 +297,3 @@ def read_history(workdir: str) -> dict:
       if split != "train":
         last_eval.update(row)
   return {"step": step, "history": history, "eval": last_eval}
-
-
-def _set(config, dotted: str, value):
-  node, parts = config, dotted.split(".")
-  for i, part in enumerate(parts):
-    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      where = ".".join(parts[:i]) or "config"
-      raise ValueError(f"unknown config key {dotted!r}: {where} has no {part!r}")
-    if i < len(parts) - 1:
-      node = node[part]
-  node[parts[-1]] = value

@@ -99,8 +99,8 @@ def load_config(spec: str | None) -> ml_collections.ConfigDict:
   return module.get_config(arg) if arg else module.get_config()
 
 
-def apply_override(config, dotted: str, raw: str):
-  """Sets config.<dotted> from a command-line string, keeping the field's type."""
+def _field(config, dotted: str):
+  """(parent ConfigDict, key) of config.<dotted>; an unknown part is an error naming it."""
   parts = dotted.split(".")
   node = config
   for i, part in enumerate(parts):
@@ -111,7 +111,18 @@ def apply_override(config, dotted: str, raw: str):
                        f"allowed: {', '.join(allowed)}")
     if i < len(parts) - 1:
       node = node[part]
-  key = parts[-1]
+  return node, parts[-1]
+
+
+def set_value(config, dotted: str, value):
+  """Sets config.<dotted> to a Python value (ConfigDict checks its type)."""
+  node, key = _field(config, dotted)
+  node[key] = value
+
+
+def apply_override(config, dotted: str, raw: str):
+  """Sets config.<dotted> from a command-line string, keeping the field's type."""
+  node, key = _field(config, dotted)
   current = node.get_ref(key) if hasattr(node, "get_ref") else None
   kind = current.get_type() if current is not None else type(node[key])
   try:
@@ -137,13 +148,19 @@ def _parse_value(raw: str, kind):
   raise TypeError(f"cannot set a {kind.__name__} from the command line")
 
 
+def known_tasks(config) -> tuple[str, ...]:
+  """Every task a config can name: built-in corpus tasks, its own_tasks and public_tasks."""
+  from refinedweb_jax import corpus
+  own = [t["task"] for t in config.get("own_tasks", []) or []]
+  public = [n.strip() for n in config.get("public_tasks", "").split(",") if n.strip()]
+  return tuple(corpus.TASKS) + tuple(own) + tuple(public)
+
+
 def task_names(config) -> tuple[str, ...]:
   """config.mixture.tasks ("" = all built-in corpus tasks), each a known task name."""
   from refinedweb_jax import corpus
   names = tuple(t.strip() for t in config.mixture.tasks.split(",") if t.strip())
-  own = [t["task"] for t in config.get("own_tasks", []) or []]
-  public = [n.strip() for n in config.get("public_tasks", "").split(",") if n.strip()]
-  known = tuple(corpus.TASKS) + tuple(own) + tuple(public)
+  known = known_tasks(config)
   for name in names:
     if name not in known:
       raise ValueError(f"unknown task {name!r} in config.mixture.tasks; allowed: "

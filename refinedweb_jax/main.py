@@ -242,10 +242,8 @@ def _prepare_own(args, config):
 
 
 def _generate(args, config):
-  from refinedweb_jax import api, corpus
-  # Own and public tasks are known from the experiment's --config.
-  known = list(corpus.TASKS) + [t["task"] for t in config.own_tasks] + [
-      n.strip() for n in config.public_tasks.split(",") if n.strip()]
+  from refinedweb_jax import api, configs
+  known = configs.known_tasks(config)  # own and public tasks come from the experiment's --config
   if args.task is not None and args.task not in known:
     raise UserError(f"unknown task {args.task!r}; allowed: {', '.join(known)}")
   settings = decoding_settings(args)
