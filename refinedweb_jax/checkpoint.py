@@ -12,6 +12,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from refinedweb_jax.logger import is_remote
+
 
 class Checkpointer:
   """Thin wrapper around ocp.CheckpointManager with this project's items."""
@@ -65,7 +67,7 @@ class Checkpointer:
 
 def absolute(directory: str) -> str:
   """A local path made absolute; a URL such as gs://bucket/run (read by Orbax) unchanged."""
-  return directory if "://" in directory else os.path.abspath(directory)
+  return directory if is_remote(directory) else os.path.abspath(directory)
 
 
 def abstract_like(state, shardings):
