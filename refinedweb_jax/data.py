@@ -7,6 +7,7 @@ decoder_segment_ids, decoder_positions (B x T).
 """
 
 import dataclasses
+import functools
 
 import grain
 import numpy as np
@@ -38,9 +39,13 @@ def _pad(ids, length):
 
 @dataclasses.dataclass
 class PadOne(grain.transforms.Map):
-  """Unpacked example -> fixed-length arrays with segment ids (1 = real, 0 = padding)."""
+  """Unpacked example -> fixed-length arrays with segment ids (1 = real, 0 = padding).
+
+  `target_features` are arrays with one row per target token, padded like the targets.
+  """
   input_length: int
   target_length: int
+  target_features: tuple = ()
 
   def map(self, ex):
     out = {}
@@ -49,11 +54,18 @@ class PadOne(grain.transforms.Map):
       out[key] = _pad(ex[key], length)
       out[f"{key}_segment_ids"] = _pad(np.ones((n,), np.int32), length)
       out[f"{key}_positions"] = _pad(np.arange(n, dtype=np.int32), length)
+    for key in self.target_features:
+      padded = np.zeros((self.target_length,) + ex[key].shape[1:], ex[key].dtype)
+      padded[: len(ex[key])] = ex[key]
+      out[key] = padded
     return out
 
 
-def to_model_features(batch):
-  """Packed/padded {inputs,targets,*_segment_ids,*_positions} -> model feature dict."""
+def to_model_features(batch, target_features: tuple = ()):
+  """Packed/padded {inputs,targets,*_segment_ids,*_positions} -> model feature dict.
+
+  `target_features` (arrays aligned with the targets) are passed through unchanged.
+  """
   targets = batch["targets"]
   segments = batch["targets_segment_ids"]
   # Shift right within each segment: every example's decoder starts from 0.
@@ -72,6 +84,7 @@ def to_model_features(batch):
       # Padding positions of the decoder get segment 0 so they attend nowhere.
       "decoder_segment_ids": segments,
       "decoder_positions": batch["targets_positions"],
+      **{key: batch[key] for key in target_features},
   }
 
 
@@ -89,28 +102,36 @@ def mixed_examples(sources, rates, *, seed: int, shard_index: int = 0, shard_cou
 
 def train_dataset(sources, rates, tokenizer, *, batch_size: int, input_length: int,
                   target_length: int, pack: bool, seed: int, shard_index: int = 0,
-                  shard_count: int = 1):
+                  shard_count: int = 1, tokenize=None, target_features: tuple = ()):
   """Infinite, batched IterDataset for one host, mixing `sources` at `rates`.
 
   Each source is sliced per host (hosts never share an example in an epoch),
   reshuffled every epoch with its own seed and repeated; Grain's index-based mix
   then interleaves them in proportion to `rates`, deterministically, so a
   restored iterator continues the exact same example sequence. `batch_size` is
-  this host's share.
+  this host's share. `tokenize` (default: Tokenize) may add `target_features`,
+  arrays with one row per target token that are packed or padded with the targets
+  and kept in the batch (a teacher's top-k log-probabilities, say).
   """
   if batch_size <= 0:
     raise ValueError(f"per-host batch size must be > 0, got {batch_size}")
   ds = mixed_examples(sources, rates, seed=seed, shard_index=shard_index,
                       shard_count=shard_count)
-  ds = ds.map(Tokenize(tokenizer, input_length, target_length))
+  ds = ds.map(tokenize or Tokenize(tokenizer, input_length, target_length))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
+  target_features = tuple(target_features)
   if pack:
+    # Target-aligned arrays fit exactly where the targets do, so packing decisions stay
+    # those of the plain pipeline and the arrays move along.
     it = grain.experimental.FirstFitPackIterDataset(
-        it, length_struct={"inputs": input_length, "targets": target_length},
-        num_packing_bins=batch_size, seed=seed, shuffle_bins=True)
+        it, length_struct={"inputs": input_length, "targets": target_length,
+                           **{key: target_length for key in target_features}},
+        meta_features=target_features, num_packing_bins=batch_size, seed=seed,
+        shuffle_bins=True)
   else:
-    it = it.map(PadOne(input_length, target_length))
-  return it.batch(batch_size, drop_remainder=True).map(to_model_features)
+    it = it.map(PadOne(input_length, target_length, target_features))
+  return it.batch(batch_size, drop_remainder=True).map(
+      functools.partial(to_model_features, target_features=target_features))
 
 
 def eval_batches(source, tokenizer, *, batch_size: int, input_length: int, target_length: int,

@@ -20,7 +20,6 @@ import flax.linen as nn
 import grain
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from refinedweb_jax import checkpoint, data, distill_dump, evaluation, logger, logit_store, losses
@@ -65,52 +64,18 @@ class AttachTeacher(grain.transforms.Map):
     return {**out, "teacher_logprobs": record["logprobs"], "teacher_ids": record["ids"]}
 
 
-@dataclasses.dataclass
-class PadTeacher(grain.transforms.Map):
-  """Unpacked example with teacher arrays -> fixed-length arrays (data.PadOne plus these)."""
-  input_length: int
-  target_length: int
-
-  def map(self, ex):
-    out = data.PadOne(self.input_length, self.target_length).map(ex)
-    for key in TEACHER_FEATURES:
-      padded = np.zeros((self.target_length,) + ex[key].shape[1:], ex[key].dtype)
-      padded[: len(ex[key])] = ex[key]
-      out[key] = padded
-    return out
-
-
-def _features(batch):
-  """A packed/padded batch -> model features plus the teacher arrays it carries."""
-  out = data.to_model_features(batch)
-  out.update({k: batch[k] for k in TEACHER_FEATURES if k in batch})
-  return out
-
-
 def train_dataset(exp, store, *, sequence_kd: bool):
-  """This host's infinite batched iterator, trainer.py's mixture with teacher records joined."""
+  """This host's infinite batched iterator: trainer.py's pipeline with teacher records joined."""
   d = exp.config.data
   sources, rates = exp.mixture()
   keyed = [KeyedSource(s, store.example_id(t.name, 0)) for t, s in zip(exp.tasks, sources)]
-  ds = data.mixed_examples(keyed, rates, seed=d.shuffle_seed, shard_index=jax.process_index(),
-                           shard_count=jax.process_count())
-  ds = ds.map(AttachTeacher(store, exp.tokenizer, d.input_length, d.target_length, sequence_kd))
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
-  batch_size = d.batch_size // jax.process_count()
-  extra = () if sequence_kd else TEACHER_FEATURES
-  if d.pack:
-    # The teacher arrays have one row per target token, so they fit exactly where the
-    # targets do: packing decisions are the plain pipeline's, and the arrays move along.
-    it = grain.experimental.FirstFitPackIterDataset(
-        it, length_struct={"inputs": d.input_length, "targets": d.target_length,
-                           **{k: d.target_length for k in extra}},
-        meta_features=extra, num_packing_bins=batch_size, seed=d.shuffle_seed,
-        shuffle_bins=True)
-  elif extra:
-    it = it.map(PadTeacher(d.input_length, d.target_length))
-  else:
-    it = it.map(data.PadOne(d.input_length, d.target_length))
-  return iter(it.batch(batch_size, drop_remainder=True).map(_features))
+  ds = data.train_dataset(
+      keyed, rates, exp.tokenizer, batch_size=d.batch_size // jax.process_count(),
+      input_length=d.input_length, target_length=d.target_length, pack=d.pack,
+      seed=d.shuffle_seed, shard_index=jax.process_index(), shard_count=jax.process_count(),
+      tokenize=AttachTeacher(store, exp.tokenizer, d.input_length, d.target_length, sequence_kd),
+      target_features=() if sequence_kd else TEACHER_FEATURES)
+  return iter(ds)
 
 
 def kd_train_step(state, batch, rng, teacher_params=None, *, model, alpha: float,
