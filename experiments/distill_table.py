@@ -1,6 +1,7 @@
 """Teacher vs distilled students on the built-in corpus: trains, dumps, distills, prints a table.
 
   python experiments/distill_table.py [--smoke] [--root runs/distill] [--examples 32] [--online]
+                                      [--steps N]
 
 Runs (each step is the printed `refinedweb` command; re-running resumes or skips
 finished steps): the teacher, its logit dump (with teacher outputs), the student from
@@ -114,23 +115,27 @@ def main():
   p.add_argument("--examples", type=int, default=None,
                  help="decoded validation examples per task (default 32; smoke 4)")
   p.add_argument("--online", action="store_true", help="add the online-teacher student")
+  p.add_argument("--steps", type=int, default=None,
+                 help="train.num_steps for the teacher and every student (default: the config's)")
   args = p.parse_args()
   suffix = ",smoke" if args.smoke else ""
   root = args.root or ("runs/distill_smoke" if args.smoke else "runs/distill")
   examples = args.examples or (4 if args.smoke else 32)
+  steps = [f"--config.train.num_steps={args.steps}"] if args.steps else []
   cfg = lambda role: f"--config={CONFIG}:{role}{suffix}"
   w = lambda role: os.path.join(root, role)
   start = time.time()
-  refinedweb("train", "--workdir", w("teacher"), cfg("teacher"))
+  refinedweb("train", "--workdir", w("teacher"), cfg("teacher"), *steps)
   refinedweb("distill", "dump", "--teacher", w("teacher"), "--out", w("logits"),
              "--sequence-kd", cfg("kd_a05_t1"))
-  refinedweb("train", "--workdir", w("scratch"), cfg("scratch"))
+  refinedweb("train", "--workdir", w("scratch"), cfg("scratch"), *steps)
   for role in KD_ROLES + ("seqkd",):
-    refinedweb("distill", "train", "--logits", w("logits"), "--workdir", w(role), cfg(role))
+    refinedweb("distill", "train", "--logits", w("logits"), "--workdir", w(role), cfg(role),
+               *steps)
   students = ["scratch", *KD_ROLES, "seqkd"]
   if args.online:
     refinedweb("distill", "train", "--teacher", w("teacher"), "--workdir", w("online_a05_t1"),
-               cfg("online_a05_t1"))
+               cfg("online_a05_t1"), *steps)
     students.append("online_a05_t1")
   results = {}
   for role in ["teacher"] + students:
