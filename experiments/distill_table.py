@@ -1,15 +1,15 @@
 """Teacher vs distilled students on the built-in corpus: trains, dumps, distills, prints a table.
 
-  python experiments/distill_table.py [--smoke] [--root runs/distill] [--examples 32] [--online]
-                                      [--steps N]
+  python experiments/distill_table.py [--smoke] [--root runs/distill] [--examples N] [--online]
+                                      [--steps N] [--eval-only]
 
 Runs (each step is the printed `refinedweb` command; re-running resumes or skips
 finished steps): the teacher, its logit dump (with teacher outputs), the student from
 scratch, the KD students (alpha 0 / 0.5 x T 1 / 2), the sequence-level KD student and,
 with --online, the online-teacher student; then evaluates each on the validation split
-(`--examples` decoded examples per task) and prints markdown tables: score = mean over
-tasks of each task's main metric (translation chrF, summarization ROUGE-L, QA F1, code
-pass@1, chat chrF), retention = student score / teacher score. See
+(the whole split, or `--examples` decoded examples per task) and prints markdown tables:
+score = mean over tasks of each task's main metric (translation chrF, summarization
+ROUGE-L, QA F1, code pass@1, chat chrF), retention = student score / teacher score. See
 experiments/distill_small_builtin.py for the configs and run times.
 """
 
@@ -63,11 +63,13 @@ def decode_speed(model, inputs, batch_size: int = 32) -> float:
 
 
 def evaluate(workdir: str, examples: int, speed_inputs: int) -> dict:
-  """Validation metrics, parameter count and greedy decoding speed of a run's checkpoint."""
+  """Validation metrics, parameter count and greedy decoding speed of a run's checkpoint
+  (examples -1: the whole split, for the loss as well as the decoded metrics)."""
   from refinedweb_jax import api
   from refinedweb_jax.model import count_params
   model = api.RefinedWeb.load(workdir)
-  metrics = model.evaluate("validation", decode_examples=examples)
+  metrics = model.evaluate("validation", decode_examples=examples,
+                           eval_examples=-1 if examples == -1 else None)
   from refinedweb_jax import trainer
   source = trainer.Experiment(model.config, workdir).source("validation")
   inputs = [source[i]["inputs"] for i in range(min(speed_inputs, len(source)))]
@@ -113,35 +115,40 @@ def main():
   p.add_argument("--smoke", action="store_true", help="tiny models on a small corpus")
   p.add_argument("--root", default=None, help="runs directory (default runs/distill[_smoke])")
   p.add_argument("--examples", type=int, default=None,
-                 help="decoded validation examples per task (default 32; smoke 4)")
+                 help="decoded validation examples per task, -1 = the whole split (default -1; "
+                 "smoke 4)")
   p.add_argument("--online", action="store_true", help="add the online-teacher student")
   p.add_argument("--steps", type=int, default=None,
                  help="train.num_steps for the teacher and every student (default: the config's)")
+  p.add_argument("--eval-only", action="store_true",
+                 help="only evaluate the finished runs under --root (e.g. with more --examples)")
   args = p.parse_args()
   suffix = ",smoke" if args.smoke else ""
   root = args.root or ("runs/distill_smoke" if args.smoke else "runs/distill")
-  examples = args.examples or (4 if args.smoke else 32)
+  examples = args.examples or (4 if args.smoke else -1)
   steps = [f"--config.train.num_steps={args.steps}"] if args.steps else []
   cfg = lambda role: f"--config={CONFIG}:{role}{suffix}"
   w = lambda role: os.path.join(root, role)
   start = time.time()
-  refinedweb("train", "--workdir", w("teacher"), cfg("teacher"), *steps)
-  refinedweb("distill", "dump", "--teacher", w("teacher"), "--out", w("logits"),
-             "--sequence-kd", cfg("kd_a05_t1"))
-  refinedweb("train", "--workdir", w("scratch"), cfg("scratch"), *steps)
-  for role in KD_ROLES + ("seqkd",):
-    refinedweb("distill", "train", "--logits", w("logits"), "--workdir", w(role), cfg(role),
-               *steps)
-  students = ["scratch", *KD_ROLES, "seqkd"]
-  if args.online:
-    refinedweb("distill", "train", "--teacher", w("teacher"), "--workdir", w("online_a05_t1"),
-               cfg("online_a05_t1"), *steps)
-    students.append("online_a05_t1")
+  students = ["scratch", *KD_ROLES, "seqkd"] + (["online_a05_t1"] if args.online else [])
+  if not args.eval_only:
+    refinedweb("train", "--workdir", w("teacher"), cfg("teacher"), *steps)
+    refinedweb("distill", "dump", "--teacher", w("teacher"), "--out", w("logits"),
+               "--sequence-kd", cfg("kd_a05_t1"))
+    refinedweb("train", "--workdir", w("scratch"), cfg("scratch"), *steps)
+    for role in KD_ROLES + ("seqkd",):
+      refinedweb("distill", "train", "--logits", w("logits"), "--workdir", w(role), cfg(role),
+                 *steps)
+    if args.online:
+      refinedweb("distill", "train", "--teacher", w("teacher"), "--workdir",
+                 w("online_a05_t1"), cfg("online_a05_t1"), *steps)
   results = {}
   for role in ["teacher"] + students:
     print(f"evaluating {role} ...", flush=True)
     results[role] = evaluate(w(role), examples, speed_inputs=64 if args.smoke else 256)
-  with open(os.path.join(root, "results.json"), "w") as f:
+  name = ("results.json" if args.examples is None else
+          f"results_{'all' if examples == -1 else examples}.json")
+  with open(os.path.join(root, name), "w") as f:
     json.dump(results, f, indent=1)
   print(f"\n{tables(results)}\n\nall steps: {(time.time() - start) / 60:.1f} min")
 
