@@ -41,10 +41,15 @@ def _median_seconds(fn, repeats):
   return float(np.median(times))
 
 
+def t5_small(inputs):
+  """Our model at the T5-small shape with random float32 weights: (model, params)."""
+  model = EncoderDecoder(ModelConfig(**T5_SMALL))
+  return model, model.init(jax.random.key(0), inputs[:1, :8], inputs[:1, :4])["params"]
+
+
 def ours(inputs, method, new_tokens, repeats):
   """(tokens/s, compile seconds) of our cached decoder."""
-  model = EncoderDecoder(ModelConfig(**T5_SMALL))
-  params = model.init(jax.random.key(0), inputs[:1, :8], inputs[:1, :4])["params"]
+  model, params = t5_small(inputs)
   settings = decode.Decoding(max_new_tokens=new_tokens, **SETTINGS[method])
   fn = decode.make_decode_fn(model, settings, eos_id=-1)
   inputs = jax.numpy.asarray(inputs)
@@ -138,8 +143,7 @@ def matmul_floor(batch, new_tokens, repeats):
 def encoder_seconds(inputs, repeats):
   """Seconds of our encoder plus the cross-attention key/value projections for one batch,
   the part of a decode call that does not repeat per step."""
-  model = EncoderDecoder(ModelConfig(**T5_SMALL))
-  params = model.init(jax.random.key(0), inputs[:1, :8], inputs[:1, :4])["params"]
+  model, params = t5_small(inputs)
 
   def start(params, inputs):
     enc = model.apply({"params": params}, inputs, method="encode")

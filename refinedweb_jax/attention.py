@@ -51,26 +51,26 @@ def rotary_embedding(x_BxTxHxK, positions_BxT, max_wavelength: float = 10_000.0)
   return out.astype(x_BxTxHxK.dtype)
 
 
-def einsum_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS=None):
-  """Plain softmax(QK^T/sqrt(K) + mask) V; the reference every other kernel is tested against."""
+def _softmax_attention(q_BxTxHxK, k, v, mask_Bx1xTxS, kv_layout: str):
+  """softmax(QK^T/sqrt(K) + mask) V with keys/values laid out as `kv_layout` (einsum letters)."""
   scale = q_BxTxHxK.shape[-1] ** -0.5
-  scores_BxHxTxS = jnp.einsum("bthk,bshk->bhts", q_BxTxHxK, k_BxSxHxK,
+  scores_BxHxTxS = jnp.einsum(f"bthk,{kv_layout}->bhts", q_BxTxHxK, k,
                               preferred_element_type=jnp.float32) * scale
   if mask_Bx1xTxS is not None:
     # A finite minimum (not -inf) keeps fully masked padding rows finite.
     scores_BxHxTxS = jnp.where(mask_Bx1xTxS, scores_BxHxTxS, jnp.finfo(jnp.float32).min)
-  probs_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1).astype(v_BxSxHxK.dtype)
-  return jnp.einsum("bhts,bshk->bthk", probs_BxHxTxS, v_BxSxHxK)
+  probs_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1).astype(v.dtype)
+  return jnp.einsum(f"bhts,{kv_layout}->bthk", probs_BxHxTxS, v)
+
+
+def einsum_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS=None):
+  """Plain softmax(QK^T/sqrt(K) + mask) V; the reference every other kernel is tested against."""
+  return _softmax_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS, "bshk")
 
 
 def cached_attention(q_BxTxHxK, k_BxHxSxK, v_BxHxSxK, mask_Bx1xTxS):
   """einsum_attention over a head-major key/value cache: no per-step transpose of the cache."""
-  scale = q_BxTxHxK.shape[-1] ** -0.5
-  scores_BxHxTxS = jnp.einsum("bthk,bhsk->bhts", q_BxTxHxK, k_BxHxSxK,
-                              preferred_element_type=jnp.float32) * scale
-  scores_BxHxTxS = jnp.where(mask_Bx1xTxS, scores_BxHxTxS, jnp.finfo(jnp.float32).min)
-  probs_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1).astype(v_BxHxSxK.dtype)
-  return jnp.einsum("bhts,bhsk->bthk", probs_BxHxTxS, v_BxHxSxK)
+  return _softmax_attention(q_BxTxHxK, k_BxHxSxK, v_BxHxSxK, mask_Bx1xTxS, "bhsk")
 
 
 def dense_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS=None, *,
