@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from refinedweb_jax import attention, sparse_attention
+from refinedweb_jax.model import attention
+from refinedweb_jax.model.attention import sparse as sparse_attention
 
 KINDS = ("dense", "local", "strided/fixed", "strided/strided", "bigbird", "global_local")
 GIB, MIB = 2 ** 30, 2 ** 20

@@ -22,8 +22,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from refinedweb_jax import api, data, distill_dump, evaluation, logit_store  # noqa: E402
-from refinedweb_jax import sharding, trainer  # noqa: E402
+from refinedweb_jax import api
+from refinedweb_jax.data import pipeline as data
+from refinedweb_jax.distill import dump as distill_dump
+from refinedweb_jax.evaluate import evaluator as evaluation
+from refinedweb_jax.distill import store as logit_store
+from refinedweb_jax import sharding
+from refinedweb_jax.train import loop as trainer
 
 
 def packed_eval_throughput(teacher, examples, *, batch_size, input_length, target_length):

@@ -23,8 +23,11 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from refinedweb_jax import configs, optim, sharding, trainer
-from refinedweb_jax.model import EncoderDecoder, count_params
+from refinedweb_jax import configs
+from refinedweb_jax.train import optim
+from refinedweb_jax import sharding
+from refinedweb_jax.train import loop as trainer
+from refinedweb_jax.model.transformer import EncoderDecoder, count_params
 from train_step_memory import random_batch
 
 HEADER = ["remat", "microbatches", "temp MiB", "peak MiB", "GFLOP", "compile s", "s/step",

@@ -18,8 +18,11 @@ import time
 import jax
 import numpy as np
 
-from refinedweb_jax import configs, optim, sharding, trainer
-from refinedweb_jax.model import EncoderDecoder, count_params
+from refinedweb_jax import configs
+from refinedweb_jax.train import optim
+from refinedweb_jax import sharding
+from refinedweb_jax.train import loop as trainer
+from refinedweb_jax.model.transformer import EncoderDecoder, count_params
 
 
 def random_batch(rng, batch, input_length, target_length, vocab):

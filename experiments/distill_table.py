@@ -31,7 +31,7 @@ def refinedweb(*args):
   """Runs one `refinedweb` command, echoing it; fails the table if the command fails."""
   print("$ refinedweb " + " ".join(args), flush=True)
   start = time.time()
-  subprocess.run([sys.executable, "-m", "refinedweb_jax.main", *args], check=True)
+  subprocess.run([sys.executable, "-m", "refinedweb_jax.cli", *args], check=True)
   print(f"  ({time.time() - start:.0f} s)", flush=True)
 
 
@@ -42,7 +42,7 @@ def main_metric(task: str) -> str:
 def decode_speed(model, inputs, batch_size: int = 32) -> float:
   """Greedy-decoded tokens (up to EOS) per second over these inputs, after one warm-up batch."""
   import jax
-  from refinedweb_jax import decode
+  from refinedweb_jax.model import decode
   tok, d = model.tokenizer, model.config.data
   greedy = decode.make_greedy_fn(model.model, max_length=model.config.train.max_decode_length,
                                  eos_id=tok.eos_id)
@@ -66,11 +66,11 @@ def evaluate(workdir: str, examples: int, speed_inputs: int) -> dict:
   """Validation metrics, parameter count and greedy decoding speed of a run's checkpoint
   (examples -1: the whole split, for the loss as well as the decoded metrics)."""
   from refinedweb_jax import api
-  from refinedweb_jax.model import count_params
+  from refinedweb_jax.model.transformer import count_params
   model = api.RefinedWeb.load(workdir)
   metrics = model.evaluate("validation", decode_examples=examples,
                            eval_examples=-1 if examples == -1 else None)
-  from refinedweb_jax import trainer
+  from refinedweb_jax.train import loop as trainer
   source = trainer.Experiment(model.config, workdir).source("validation")
   inputs = [source[i]["inputs"] for i in range(min(speed_inputs, len(source)))]
   return {"metrics": metrics, "params": count_params(model.params),

@@ -16,11 +16,17 @@ import jax
 import ml_collections
 import numpy as np
 
-from refinedweb_jax import checkpoint, configs, corpus, decode, evaluation, logger, optim
+from refinedweb_jax.train import checkpoint
+from refinedweb_jax import configs
+from refinedweb_jax.data import corpus
+from refinedweb_jax.model import decode
+from refinedweb_jax.evaluate import evaluator as evaluation
+from refinedweb_jax.train import logger
+from refinedweb_jax.train import optim
 from refinedweb_jax import sharding
-from refinedweb_jax import tokenizer as tok
-from refinedweb_jax import trainer
-from refinedweb_jax.model import EncoderDecoder
+from refinedweb_jax.data import tokenizer as tok
+from refinedweb_jax.train import loop as trainer
+from refinedweb_jax.model.transformer import EncoderDecoder
 
 LONG_INPUT = ("truncate", "error")
 
@@ -32,7 +38,7 @@ def task_prefix(task: str, config=None) -> str:
   if task in own:
     return own[task]
   if config is not None and task in configs.known_tasks(config) and task not in corpus.TASKS:
-    from refinedweb_jax.datasets import public
+    from refinedweb_jax.data.datasets import public
     return public.PUBLIC[task].prefix
   if task not in corpus.TASKS:
     raise ValueError(f"unknown task {task!r}; allowed: {', '.join(list(corpus.TASKS) + list(own))}")

@@ -7,7 +7,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
-from refinedweb_jax.model import ModelConfig
+from refinedweb_jax.model.transformer import ModelConfig
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -150,7 +150,7 @@ def _parse_value(raw: str, kind):
 
 def known_tasks(config) -> tuple[str, ...]:
   """Every task a config can name: built-in corpus tasks, its own_tasks and public_tasks."""
-  from refinedweb_jax import corpus
+  from refinedweb_jax.data import corpus
   own = [t["task"] for t in config.get("own_tasks", []) or []]
   public = [n.strip() for n in config.get("public_tasks", "").split(",") if n.strip()]
   return tuple(corpus.TASKS) + tuple(own) + tuple(public)
@@ -158,7 +158,7 @@ def known_tasks(config) -> tuple[str, ...]:
 
 def task_names(config) -> tuple[str, ...]:
   """config.mixture.tasks ("" = all built-in corpus tasks), each a known task name."""
-  from refinedweb_jax import corpus
+  from refinedweb_jax.data import corpus
   names = tuple(t.strip() for t in config.mixture.tasks.split(",") if t.strip())
   known = known_tasks(config)
   for name in names:
@@ -170,7 +170,7 @@ def task_names(config) -> tuple[str, ...]:
 
 def validate(config):
   """Fails early, naming the bad value, before any data or checkpoint is touched."""
-  from refinedweb_jax import optim
+  from refinedweb_jax.train import optim
   cfg = model_config(config)
   for stack, length in (("encoder", config.data.input_length),
                         ("decoder", config.data.target_length)):
@@ -179,9 +179,9 @@ def validate(config):
       if spec is not None:
         spec.check_length(length)
   task_names(config)
-  from refinedweb_jax import tasks
+  from refinedweb_jax.data import tasks
   if config.public_tasks.strip():
-    from refinedweb_jax.datasets import public
+    from refinedweb_jax.data.datasets import public
     for name in filter(None, (n.strip() for n in config.public_tasks.split(","))):
       if name not in public.PUBLIC:
         raise ValueError(f"unknown public task {name!r} in config.public_tasks; allowed: "
@@ -215,7 +215,7 @@ def validate(config):
 
 
 def _validate_distill(kd):
-  from refinedweb_jax import logit_store
+  from refinedweb_jax.distill import store as logit_store
   for key in ("top_k", "shard_examples", "dump_batch_size", "sequence_kd_beam"):
     if kd[key] <= 0:
       raise ValueError(f"config.distill.{key} must be > 0, got {kd[key]}")

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from refinedweb_jax.sparse_attention import SPARSE_KINDS, SparseSpec, pattern
+from refinedweb_jax.model.attention.sparse import SPARSE_KINDS, SparseSpec, pattern
 
 KINDS = ("dense",) + SPARSE_KINDS
 MAX_LENGTH = 16384  # pattern() holds n x n bools (plus temporaries): ~16k is the sane limit

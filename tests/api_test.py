@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from refinedweb_jax import api, main
+from refinedweb_jax import api
+from refinedweb_jax import cli as main
 from conftest import tiny_config
 
 

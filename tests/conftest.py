@@ -21,7 +21,7 @@ def tiny_config(data_dir: str):
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory):
   """A built-in corpus + tokenizer prepared once per test session."""
-  from refinedweb_jax import tokenizer
+  from refinedweb_jax.data import tokenizer
   data_dir = str(tmp_path_factory.mktemp("data"))
   d = tiny_config(data_dir).data
   tokenizer.prepare_builtin(data_dir, num_train=d.num_train, num_validation=d.num_validation,

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from refinedweb_jax import corpus
-from refinedweb_jax import verbalize
+from refinedweb_jax.data import corpus
+from refinedweb_jax.data.corpus import verbalize
 
 NUMBERS = {
     "en": {0: "zero", 7: "seven", 13: "thirteen", 42: "forty-two", 80: "eighty", 100: "one hundred",

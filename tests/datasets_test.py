@@ -5,8 +5,8 @@ import os
 import grain
 import pytest
 
-from refinedweb_jax import corpus
-from refinedweb_jax.datasets import builtin
+from refinedweb_jax.data import corpus
+from refinedweb_jax.data.datasets import builtin
 
 SIZES = dict(num_train=200, num_validation=50, num_test=50, seed=3)
 LENGTHS = {"train": 200, "validation": 50, "test": 50}

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from refinedweb_jax import decode
-from refinedweb_jax.model import EncoderDecoder, ModelConfig
+from refinedweb_jax.model import decode
+from refinedweb_jax.model.transformer import EncoderDecoder, ModelConfig
 
 EOS = 1
 

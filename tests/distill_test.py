@@ -8,8 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from refinedweb_jax import checkpoint, data, distill, distill_dump, evaluation, logit_store
-from refinedweb_jax import losses, main, trainer
+from refinedweb_jax.train import checkpoint
+from refinedweb_jax.data import pipeline as data
+from refinedweb_jax.distill import student as distill
+from refinedweb_jax.distill import dump as distill_dump
+from refinedweb_jax.evaluate import evaluator as evaluation
+from refinedweb_jax.distill import store as logit_store
+from refinedweb_jax.train import losses
+from refinedweb_jax import cli as main
+from refinedweb_jax.train import loop as trainer
 from conftest import tiny_config
 
 

@@ -9,7 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from refinedweb_jax import checkpoint, main, trainer
+from refinedweb_jax.train import checkpoint
+from refinedweb_jax import cli as main
+from refinedweb_jax.train import loop as trainer
 from conftest import tiny_config
 
 
@@ -49,7 +51,7 @@ def test_resume_after_crash_equals_uninterrupted(tiny_data_dir, tmp_path, monkey
 
 def test_cli_train_generate_eval(tiny_data_dir, tmp_path):
   workdir = str(tmp_path / "run")
-  cli = [sys.executable, "-m", "refinedweb_jax.main"]
+  cli = [sys.executable, "-m", "refinedweb_jax.cli"]
   flags = _overrides(tiny_config(tiny_data_dir))
   out = subprocess.run(cli + ["train", "--workdir", workdir] + flags, capture_output=True,
                        text=True, timeout=600)
@@ -115,7 +117,7 @@ def test_generate_without_checkpoint_is_one_line_error(tmp_path, capsys):
 
 
 def test_invalid_utf8_on_stdin_is_one_line_error(tmp_path):
-  out = subprocess.run([sys.executable, "-m", "refinedweb_jax.main", "generate", "--workdir",
+  out = subprocess.run([sys.executable, "-m", "refinedweb_jax.cli", "generate", "--workdir",
                         str(tmp_path)], input=b"\xff\xfe bad\n", capture_output=True, timeout=120)
   assert out.returncode == 2
   assert b"not valid UTF-8" in out.stderr and b"Traceback" not in out.stderr

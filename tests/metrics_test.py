@@ -9,8 +9,8 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from refinedweb_jax import metrics
-from refinedweb_jax import sandbox
+from refinedweb_jax.evaluate import metrics
+from refinedweb_jax.evaluate import sandbox
 
 DATA = os.environ.get("REFINEDWEB_SHARED_DATA",
                       os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))

@@ -7,8 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from refinedweb_jax import decode, losses
-from refinedweb_jax.model import EncoderDecoder, ModelConfig, count_params
+from refinedweb_jax.model import decode
+from refinedweb_jax.train import losses
+from refinedweb_jax.model.transformer import EncoderDecoder, ModelConfig, count_params
 
 CFG = ModelConfig.from_preset("tiny")
 

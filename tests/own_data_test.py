@@ -10,8 +10,8 @@ import pytest
 from etils import epath
 import tensorflow_datasets as tfds
 
-from refinedweb_jax.datasets import own_data
-from refinedweb_jax.datasets import public
+from refinedweb_jax.data.datasets import own_data
+from refinedweb_jax.data.datasets import public
 
 SHARED = os.environ.get("REFINEDWEB_SHARED_DATA") or os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "data")

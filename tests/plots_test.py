@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from refinedweb_jax import main, plots
+from refinedweb_jax import cli as main
+from refinedweb_jax import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Small sizes, so that at length 256 each pattern is sparse enough to show its shape.
@@ -94,5 +95,5 @@ def test_bad_input_is_one_line(flags, bad, tmp_path, monkeypatch, capsys):
 
 
 def test_main_imports_no_jax():
-  code = "import sys, refinedweb_jax.main; sys.exit('jax' in sys.modules)"
+  code = "import sys, refinedweb_jax.cli; sys.exit('jax' in sys.modules)"
   assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -18,8 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from refinedweb_jax import checkpoint, configs, optim, sharding, trainer
-from refinedweb_jax.model import EncoderDecoder
+from refinedweb_jax.train import checkpoint
+from refinedweb_jax import configs
+from refinedweb_jax.train import optim
+from refinedweb_jax import sharding
+from refinedweb_jax.train import loop as trainer
+from refinedweb_jax.model.transformer import EncoderDecoder
 from train_test import random_batch
 
 LAYOUTS = [(8, 1, 1), (2, 4, 1), (2, 2, 2), (1, 4, 2)]

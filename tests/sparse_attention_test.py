@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from refinedweb_jax import attention
-from refinedweb_jax.sparse_attention import SparseSpec, pattern, sparse_attention
+from refinedweb_jax.model import attention
+from refinedweb_jax.model.attention.sparse import SparseSpec, pattern, sparse_attention
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

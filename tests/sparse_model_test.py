@@ -4,8 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from refinedweb_jax import decode
-from refinedweb_jax.model import EncoderDecoder, ModelConfig
+from refinedweb_jax.model import decode
+from refinedweb_jax.model.transformer import EncoderDecoder, ModelConfig
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

@@ -4,8 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from refinedweb_jax import attention, splash
-from refinedweb_jax.sparse_attention import SparseSpec, sparse_attention
+from refinedweb_jax.model import attention
+from refinedweb_jax.model.attention import splash
+from refinedweb_jax.model.attention.sparse import SparseSpec, sparse_attention
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

@@ -5,8 +5,9 @@ import collections
 import numpy as np
 import pytest
 
-from refinedweb_jax import data, tasks
-from refinedweb_jax.tokenizer import Tokenizer
+from refinedweb_jax.data import pipeline as data
+from refinedweb_jax.data import tasks
+from refinedweb_jax.data.tokenizer import Tokenizer
 
 
 def test_proportional_rates_follow_sizes_and_cap():

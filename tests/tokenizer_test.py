@@ -6,8 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
-from refinedweb_jax import corpus
-from refinedweb_jax import tokenizer as tokenizer_lib
+from refinedweb_jax.data import corpus
+from refinedweb_jax.data import tokenizer as tokenizer_lib
 
 SAMPLES = {
     "chinese": "今天是2021年3月5日，天气很好。",

@@ -4,8 +4,13 @@ import jax
 import numpy as np
 import pytest
 
-from refinedweb_jax import checkpoint, configs, data, optim, sharding, trainer
-from refinedweb_jax.model import EncoderDecoder
+from refinedweb_jax.train import checkpoint
+from refinedweb_jax import configs
+from refinedweb_jax.data import pipeline as data
+from refinedweb_jax.train import optim
+from refinedweb_jax import sharding
+from refinedweb_jax.train import loop as trainer
+from refinedweb_jax.model.transformer import EncoderDecoder
 
 
 def tiny_setup(mesh_devices=None, data_axis=-1, fsdp=1, tensor=1, optimizer="adamw"):

@@ -17,7 +17,7 @@ from rouge_score import rouge_scorer
 from rouge_score import tokenize as rouge_tokenize
 from rouge_score import tokenizers
 
-from refinedweb_jax import sandbox
+from refinedweb_jax.evaluate import sandbox
 
 # Ideographs (CJK unified, extension A, compatibility) and Japanese kana: scripts written without
 # spaces between words, so each character is a token.

@@ -8,7 +8,7 @@ from typing import Any, Iterator, SupportsIndex
 from etils import epath
 import tensorflow_datasets as tfds
 
-from refinedweb_jax import corpus
+from refinedweb_jax.data import corpus
 
 FIELDS = ("inputs", "targets", "task", "tests", "id")
 SPLITS = ("train", "validation", "test")

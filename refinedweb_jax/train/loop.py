@@ -14,10 +14,16 @@ from etils import epath
 from flax.training import train_state
 from jax.experimental import multihost_utils
 
-from refinedweb_jax import checkpoint, configs, data, losses, optim, sharding
-from refinedweb_jax import evaluation, logger
-from refinedweb_jax import tasks as tasks_lib
-from refinedweb_jax.model import EncoderDecoder, count_params
+from refinedweb_jax.train import checkpoint
+from refinedweb_jax import configs
+from refinedweb_jax.data import pipeline as data
+from refinedweb_jax.train import losses
+from refinedweb_jax.train import optim
+from refinedweb_jax import sharding
+from refinedweb_jax.evaluate import evaluator as evaluation
+from refinedweb_jax.train import logger
+from refinedweb_jax.data import tasks as tasks_lib
+from refinedweb_jax.model.transformer import EncoderDecoder, count_params
 
 
 def split_microbatches(x_BxN, microbatches: int):
@@ -154,7 +160,7 @@ class Experiment:
 
   def __init__(self, config, workdir: str):
     # Imported here: TFDS is slow to import and train_step does not need it.
-    from refinedweb_jax import tokenizer as tok
+    from refinedweb_jax.data import tokenizer as tok
     self.config, self.workdir = config, workdir
     d = config.data
     available = {**tasks_lib.builtin_tasks(self.source), **tasks_lib.own_tasks(config),
@@ -191,7 +197,7 @@ class Experiment:
     sharding.check_batch_split(self.mesh, d.batch_size)
 
   def source(self, split):
-    from refinedweb_jax.datasets import builtin
+    from refinedweb_jax.data.datasets import builtin
     d = self.config.data
     return builtin.data_source(d.data_dir, split, num_train=d.num_train,
                                num_validation=d.num_validation, num_test=d.num_test,

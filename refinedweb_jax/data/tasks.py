@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from refinedweb_jax import corpus
+from refinedweb_jax.data import corpus
 
 RATES = ("proportional", "temperature", "explicit")
 METRICS = ("bleu", "chrf", "rouge", "squad", "pass@1", "exact_match")
@@ -74,7 +74,7 @@ def builtin_tasks(source_fn) -> dict:
 
 def own_tasks(config) -> dict:
   """Tasks from the user's files, declared in config.own_tasks (a list of dicts)."""
-  from refinedweb_jax.datasets import own_data
+  from refinedweb_jax.data.datasets import own_data
   out = {}
   for spec in config.get("own_tasks", []) or []:
     spec = dict(spec)
@@ -101,7 +101,7 @@ def public_metrics(name: str) -> tuple:
 
 def public_tasks(config) -> dict:
   """Public TFDS datasets named in config.public_tasks, read from config.data.public_data_dir."""
-  from refinedweb_jax.datasets import public
+  from refinedweb_jax.data.datasets import public
   out = {}
   for name in filter(None, (n.strip() for n in config.public_tasks.split(","))):
     if name not in public.PUBLIC:

@@ -42,7 +42,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
     return _mask_parser(p)
   p.add_argument("--config", default=None, help="path/to/config.py[:arg] (default: built-in)")
   if command.startswith("distill "):
-    from refinedweb_jax import distill
+    from refinedweb_jax.distill import student as distill
     return distill.add_arguments(p, command.split()[1])
   if command in ("train", "eval", "generate", "chat"):
     p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs)")
@@ -90,7 +90,7 @@ def _decoding_flags(p):
 
 def decoding_settings(args) -> dict:
   """The decoding flags, checked (decode.Decoding) before any checkpoint is loaded."""
-  from refinedweb_jax import decode
+  from refinedweb_jax.model import decode
   settings = dict(beam_size=args.beam, length_penalty=args.length_penalty,
                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                   seed=args.seed)
@@ -101,7 +101,8 @@ def decoding_settings(args) -> dict:
 
 
 def _mask_parser(p):
-  from refinedweb_jax import plots, sparse_attention
+  from refinedweb_jax import plots
+  from refinedweb_jax.model.attention import sparse as sparse_attention
   p.add_argument("--kind", required=True, help=f"one of: {', '.join(plots.KINDS)}")
   p.add_argument("--length", type=int, required=True, help="sequence length")
   p.add_argument("--out", required=True, help="image path, e.g. mask.png")
@@ -157,7 +158,7 @@ def main(argv=None):
     if command == "prepare" and args.task:
       _prepare_own(args, config)
     elif command == "prepare":
-      from refinedweb_jax import tokenizer
+      from refinedweb_jax.data import tokenizer
       d = config.data
       builder, path = tokenizer.prepare_builtin(
           d.data_dir, num_train=d.num_train, num_validation=d.num_validation,
@@ -165,7 +166,7 @@ def main(argv=None):
           vocab_size=d.vocab_size)
       print(f"corpus: {builder.data_dir}\ntokenizer: {path}")
     elif command == "train":
-      from refinedweb_jax import trainer
+      from refinedweb_jax.train import loop as trainer
       trainer.train_and_evaluate(config, args.workdir)
     elif command == "eval":
       from refinedweb_jax import api
@@ -179,7 +180,7 @@ def main(argv=None):
     elif command == "chat":
       _chat(args)
     elif command.startswith("distill "):
-      from refinedweb_jax import distill
+      from refinedweb_jax.distill import student as distill
       distill.run(command.split()[1], args, config)
     elif command == "attention-mask":
       _attention_mask(args)
@@ -233,7 +234,7 @@ def _guess_format(path: str) -> str:
 
 
 def _prepare_own(args, config):
-  from refinedweb_jax.datasets import own_data
+  from refinedweb_jax.data.datasets import own_data
   spec = _own_task_spec(args)
   builder = own_data.build(config.data.data_dir, **spec)
   print(f"task {args.task}: {builder.data_dir}")
@@ -242,7 +243,8 @@ def _prepare_own(args, config):
 
 
 def _generate(args, config):
-  from refinedweb_jax import api, configs
+  from refinedweb_jax import api
+  from refinedweb_jax import configs
   known = configs.known_tasks(config)  # own and public tasks come from the experiment's --config
   if args.task is not None and args.task not in known:
     raise UserError(f"unknown task {args.task!r}; allowed: {', '.join(known)}")

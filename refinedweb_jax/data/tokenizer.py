@@ -157,7 +157,7 @@ def prepare_builtin(data_dir: str, *, num_train: int, num_validation: int, num_t
   Returns (builder, tokenizer_path); the model lives in the dataset's own
   directory, so each corpus size/seed gets its own tokenizer.
   """
-  from refinedweb_jax.datasets import builtin  # TFDS import is slow; only pay it here.
+  from refinedweb_jax.data.datasets import builtin  # TFDS import is slow; only pay it here.
 
   settings = dict(num_train=num_train, num_validation=num_validation, num_test=num_test,
                   seed=seed, long_fraction=long_fraction)

@@ -11,8 +11,10 @@ import hashlib
 import random
 from typing import Iterable, Iterator
 
-from refinedweb_jax import corpus_code, corpus_long, verbalize
-from refinedweb_jax.verbalize import LANGUAGES
+from refinedweb_jax.data.corpus import code as corpus_code
+from refinedweb_jax.data.corpus import long as corpus_long
+from refinedweb_jax.data.corpus import verbalize
+from refinedweb_jax.data.corpus.verbalize import LANGUAGES
 
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "zh": "Chinese"}
 TRANSLATION_TASKS = tuple(f"translate_{src}_{tgt}" for src in LANGUAGES for tgt in LANGUAGES

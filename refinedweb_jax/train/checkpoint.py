@@ -12,7 +12,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from refinedweb_jax.logger import is_remote
+from refinedweb_jax.train.logger import is_remote
 
 
 class Checkpointer:

@@ -22,9 +22,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from refinedweb_jax import checkpoint, data, distill_dump, evaluation, logger, logit_store, losses
-from refinedweb_jax import sharding, trainer
-from refinedweb_jax.model import count_params
+from refinedweb_jax.train import checkpoint
+from refinedweb_jax.data import pipeline as data
+from refinedweb_jax.distill import dump as distill_dump
+from refinedweb_jax.evaluate import evaluator as evaluation
+from refinedweb_jax.train import logger
+from refinedweb_jax.distill import store as logit_store
+from refinedweb_jax.train import losses
+from refinedweb_jax import sharding
+from refinedweb_jax.train import loop as trainer
+from refinedweb_jax.model.transformer import count_params
 
 TEACHER_FEATURES = ("teacher_logprobs", "teacher_ids")
 SUBCOMMANDS = ("dump", "train")
@@ -163,7 +170,7 @@ def _load_teacher_store(config, logits_dir: str, teacher_workdir: str | None):
     raise FileNotFoundError(f"logits directory {logits_dir!r} does not exist; write it with: "
                             f"refinedweb distill dump --teacher WORKDIR --out {logits_dir}")
   store = logit_store.LogitStore(logits_dir)
-  from refinedweb_jax import tokenizer as tok
+  from refinedweb_jax.data import tokenizer as tok
   where = f"from --logits {logits_dir}"
   distill_dump.check_same_vocabulary(config, tok.Tokenizer(model_proto=store.tokenizer_proto()),
                                      where)

@@ -10,7 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from refinedweb_jax import data, decode, sharding
+from refinedweb_jax.data import pipeline as data
+from refinedweb_jax.model import decode
+from refinedweb_jax import sharding
 
 
 def forward(model, params, batch, *, deterministic=True, rngs=None):
@@ -124,7 +126,7 @@ class Evaluator:
 
 def score(task, examples, predictions) -> dict:
   """The task's metrics on decoded predictions (0-100 scale)."""
-  from refinedweb_jax import metrics as m
+  from refinedweb_jax.evaluate import metrics as m
   targets = [ex["targets"] for ex in examples]
   out = {}
   for name in task.metrics:

@@ -21,7 +21,7 @@ from typing import Any, Iterator, NamedTuple
 from etils import epath
 import tensorflow_datasets as tfds
 
-from refinedweb_jax.datasets.builtin import LocalBuilder, StrDataSource
+from refinedweb_jax.data.datasets.builtin import LocalBuilder, StrDataSource
 
 FORMATS = ("tsv", "text", "jsonl", "squad")
 SPLITS = ("train", "validation", "test")

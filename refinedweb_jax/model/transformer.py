@@ -13,8 +13,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from refinedweb_jax import attention, sparse_attention
-from refinedweb_jax.layers import ACTIVATIONS, MLP, RMSNorm, dense as _dense
+from refinedweb_jax.model import attention
+from refinedweb_jax.model.attention import sparse as sparse_attention
+from refinedweb_jax.model.layers import ACTIVATIONS, MLP, RMSNorm, dense as _dense
 
 PRESETS = {
     "tiny": dict(vocab_size=512, d_model=32, num_heads=4, head_dim=8, d_ff=64,

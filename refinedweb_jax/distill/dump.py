@@ -18,7 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from refinedweb_jax import data, decode, evaluation, logit_store, sharding
+from refinedweb_jax.data import pipeline as data
+from refinedweb_jax.model import decode
+from refinedweb_jax.evaluate import evaluator as evaluation
+from refinedweb_jax.distill import store as logit_store
+from refinedweb_jax import sharding
 
 
 def check_same_vocabulary(config, tokenizer, where: str):
@@ -176,7 +180,8 @@ def _check_same_plan(out_dir: str, old: dict, new: dict):
 def dump(config, teacher_workdir: str, out_dir: str, *, sequence_kd: bool = False,
          max_shards: int | None = None, log=print) -> dict:
   """Writes (or finishes) the dump in out_dir; returns size and throughput statistics."""
-  from refinedweb_jax import api, trainer
+  from refinedweb_jax import api
+  from refinedweb_jax.train import loop as trainer
   if jax.process_count() > 1:
     raise ValueError(f"distill dump runs in one process, got {jax.process_count()}; run it on "
                      "one host (each shard is a separate file, so hosts could split them later)")

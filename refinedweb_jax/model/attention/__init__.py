@@ -7,7 +7,8 @@ Segment ids follow the packing convention: 0 is padding, 1.. are examples.
 import jax
 import jax.numpy as jnp
 
-from refinedweb_jax import sparse_attention, splash
+from refinedweb_jax.model.attention import sparse as sparse_attention
+from refinedweb_jax.model.attention import splash
 
 ATTENTION_KINDS = ("dense",) + sparse_attention.SPARSE_KINDS
 DENSE_IMPLEMENTATIONS = ("xla", "cudnn", "einsum")

@@ -1,0 +1,1 @@
+"""Knowledge distillation: teacher logits to a store, students trained from it."""

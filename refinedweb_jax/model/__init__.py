@@ -1,0 +1,1 @@
+"""The model: its config, layers, attention kinds, the encoder-decoder and decoding."""

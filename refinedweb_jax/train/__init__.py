@@ -1,0 +1,1 @@
+"""Training: losses, optimizers, the train step, the loop, checkpoints and logs."""
