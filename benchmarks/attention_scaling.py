@@ -25,8 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from refinedweb_jax.model import attention
-from refinedweb_jax.model.attention import sparse as sparse_attention
+from refinedweb_jax.model.attention import blocked, dense, kinds
 
 KINDS = ("dense", "local", "strided/fixed", "strided/strided", "bigbird", "global_local")
 GIB, MIB = 2 ** 30, 2 ** 20
@@ -44,7 +43,7 @@ def parse_args(argv=None):
   p.add_argument("--head-dim", type=int, default=64)
   p.add_argument("--repeats", type=int, default=3, help="timed calls per row (median reported)")
   p.add_argument("--causal", action="store_true", help="causal patterns (default: bidirectional)")
-  p.add_argument("--dense-implementation", default="xla", choices=attention.DENSE_IMPLEMENTATIONS)
+  p.add_argument("--dense-implementation", default="xla", choices=dense.DENSE_IMPLEMENTATIONS)
   p.add_argument("--memory-budget-gib", type=float, default=16.0,
                  help="skip dense when its compiled memory exceeds this")
   p.add_argument("--window", type=int, default=256)
@@ -60,7 +59,7 @@ def parse_args(argv=None):
   p.add_argument("--num-random-blocks", type=int, default=3)
   p.add_argument("--num-global-positions", type=int, default=16,
                  help="global_local attends globally from/to positions 0..this-1")
-  p.add_argument("--query-chunk", type=int, default=sparse_attention.SparseSpec.query_chunk)
+  p.add_argument("--query-chunk", type=int, default=blocked.QUERY_CHUNK.default)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--scaling-target", type=float, default=2.3,
                  help="max time(2n)/time(n) at the largest doubling for PASS")
@@ -76,16 +75,16 @@ def parse_args(argv=None):
 
 
 def make_spec(kind, args):
-  """The SparseSpec of a sparse row label (None for dense)."""
+  """(kind, AttentionConfig) of a sparse row label (None for dense)."""
   if kind == "dense":
     return None
   base, _, variant = kind.partition("/")
-  return sparse_attention.SparseSpec(
-      kind=base, window=args.window, block_size=args.block_size,
+  return base, kinds.AttentionConfig(
+      window=args.window, block_size=args.block_size,
       stride=args.fixed_stride if kind == "strided/fixed" else args.stride,
-      summary=args.summary, variant=variant or "fixed", num_global_blocks=args.num_global_blocks,
-      num_window_blocks=args.num_window_blocks, num_random_blocks=args.num_random_blocks,
-      global_positions=tuple(range(args.num_global_positions)), seed=args.seed,
+      summary=args.summary, variant=variant or "fixed", global_blocks=args.num_global_blocks,
+      window_blocks=args.num_window_blocks, random_blocks=args.num_random_blocks,
+      global_positions=f"0-{args.num_global_positions - 1}", seed=args.seed,
       query_chunk=args.query_chunk)
 
 
@@ -93,7 +92,7 @@ def density(spec, length, causal, rows_per_chunk=128):
   """Fraction of allowed (query, key) pairs: `allowed` (as in `pattern`) a few rows at a time."""
   if spec is None:
     return (length + 1) / (2 * length) if causal else 1.0
-  spec.check_length(length)
+  kind, cfg = spec
   chunk = min(rows_per_chunk, length)
   starts = jnp.arange(0, length, chunk)
   j = jnp.arange(length)[None, :]
@@ -103,7 +102,7 @@ def density(spec, length, causal, rows_per_chunk=128):
     def one(start):
       i = start + jnp.arange(chunk)[:, None]
       # Rows past the end (last chunk) are masked out rather than padded into the pattern.
-      m = sparse_attention.allowed(spec, i, j, length, causal) & (i < length)
+      m = kinds.allowed(kind, cfg, i, j, length, causal) & (i < length)
       return jnp.sum(m, dtype=jnp.int32)  # <= chunk * length, far below 2**31
     return jax.lax.map(one, starts)
 
@@ -114,11 +113,10 @@ def make_step(kind, spec, causal, implementation):
   """Jitted value_and_grad of sum(attention * cotangent) w.r.t. q, k, v."""
   def loss(q, k, v, segment_ids, cotangent):
     if spec is None:
-      mask = attention.make_attention_mask(segment_ids, segment_ids, causal=causal)
-      out = attention.dense_attention(q, k, v, mask, implementation=implementation)
+      mask = dense.make_attention_mask(segment_ids, segment_ids, causal=causal)
+      out = dense.dense_attention(q, k, v, mask, implementation=implementation)
     else:
-      out = sparse_attention.sparse_attention(spec, q, k, v, segment_ids, segment_ids,
-                                              causal=causal)
+      out = kinds.attend(spec[0], spec[1], q, k, v, segment_ids, causal=causal)
     return jnp.sum(out * cotangent)
   return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
 

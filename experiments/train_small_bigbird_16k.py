@@ -18,10 +18,8 @@ from refinedweb_jax import configs
 def get_config(arg: str = ""):
   config = configs.default_config()
   config.model.encoder_attention = "bigbird"
-  config.model.attention_block_size = 64
-  config.model.attention_window_blocks = 3
-  config.model.attention_global_blocks = 1
-  config.model.attention_random_blocks = 3
+  config.model.attention.update(dict(block_size=64, window_blocks=3, global_blocks=1,
+                                     random_blocks=3))
   config.data.update(dict(num_train=400, num_validation=20, num_test=20, long_fraction=1.0,
                           input_length=16384, target_length=64,
                           batch_size=1, vocab_size=2000))

@@ -20,11 +20,6 @@ commands:
 """
 COMMANDS = ("prepare", "train", "eval", "generate", "chat", "distill", "attention-mask")
 STANDALONE = ("attention-mask",)  # commands that take no --config
-# attention-mask flag -> SparseSpec field it sets.
-_SIZE_FLAGS = {"window": "window", "block-size": "block_size", "stride": "stride",
-               "summary": "summary", "variant": "variant", "global-blocks": "num_global_blocks",
-               "window-blocks": "num_window_blocks", "random-blocks": "num_random_blocks",
-               "global-positions": "global_positions", "seed": "seed"}
 
 
 class UserError(Exception):
@@ -102,20 +97,18 @@ def decoding_settings(args) -> dict:
 
 def _mask_parser(p):
   from refinedweb_jax import plots
-  from refinedweb_jax.model.attention import sparse as sparse_attention
-  p.add_argument("--kind", required=True, help=f"one of: {', '.join(plots.KINDS)}")
+  from refinedweb_jax.model.attention import kinds
+  p.add_argument("--kind", required=True, help=f"one of: {', '.join(kinds.ATTENTION_KINDS)}")
   p.add_argument("--length", type=int, required=True, help="sequence length")
   p.add_argument("--out", required=True, help="image path, e.g. mask.png")
   p.add_argument("--causal", action="store_true", help="keep only keys <= query")
-  defaults = plots.spec_defaults()
-  for flag, field in _SIZE_FLAGS.items():
-    default, metavar = defaults[field], "N"
-    if field == "global_positions":  # parsed later, so a bad value gets its own message
-      default, metavar = plots.format_positions(default), "0-15,37"
-    choices = sparse_attention.STRIDED_VARIANTS if field == "variant" else None
-    p.add_argument(f"--{flag}", type=type(default), default=default, dest=field,
-                   choices=choices, metavar=None if choices else metavar,
-                   help=f"SparseSpec.{field} (default: %(default)s)")
+  # One flag per size option of the kinds (kinds.SIZES), with its default and help.
+  for name, size in plots.pattern_sizes().items():
+    p.add_argument(f"--{name.replace('_', '-')}", type=type(size.default), default=size.default,
+                   dest=name, choices=size.choices or None,
+                   metavar=None if size.choices else "N" if isinstance(size.default, int)
+                   else "TEXT",
+                   help=f"{size.help} (default: %(default)s)")
   return p
 
 
@@ -305,8 +298,7 @@ def _chat(args):
 
 def _attention_mask(args):
   from refinedweb_jax import plots
-  sizes = {field: getattr(args, field) for field in _SIZE_FLAGS.values()}
-  sizes["global_positions"] = plots.parse_positions(sizes["global_positions"])
+  sizes = {name: getattr(args, name) for name in plots.pattern_sizes()}
   density = plots.plot_pattern(args.out, args.kind, args.length, args.causal, sizes)
   print(f"{args.out} density {density:.4f}")
 

@@ -7,7 +7,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
-from refinedweb_jax.model.transformer import ModelConfig
+from refinedweb_jax.model.config import AttentionConfig, ModelConfig
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -16,8 +16,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.model = ml_collections.ConfigDict({"preset": "small"})
   # Every ModelConfig field may be overridden; unset (None) fields come from the preset.
+  # model.attention holds the sparse kinds' sizes (model/attention/kinds.py).
   for field in dataclasses.fields(ModelConfig):
-    c.model[field.name] = config_dict.placeholder(_field_type(field))
+    if field.name == "attention":
+      c.model.attention = ml_collections.ConfigDict({
+          f.name: config_dict.placeholder(_field_type(f))
+          for f in dataclasses.fields(AttentionConfig)})
+    else:
+      c.model[field.name] = config_dict.placeholder(_field_type(field))
   c.data = ml_collections.ConfigDict(dict(
       data_dir=os.environ.get("REFINEDWEB_DATA", os.path.expanduser("~/.cache/refinedweb_jax")),
       num_train=20_000, num_validation=1_000, num_test=1_000, corpus_seed=0,
@@ -75,7 +81,10 @@ def model_config(config, vocab_size: int | None = None) -> ModelConfig:
   `vocab_size` (the tokenizer's) replaces the preset's unless config.model sets
   one, which must then be at least the tokenizer's.
   """
-  overrides = {k: v for k, v in config.model.items() if k != "preset" and v is not None}
+  overrides = {k: v for k, v in config.model.items()
+               if k not in ("preset", "attention") and v is not None}
+  overrides["attention"] = {k: v for k, v in config.model.get("attention", {}).items()
+                            if v is not None}
   if vocab_size is not None:
     if overrides.get("vocab_size", vocab_size) < vocab_size:
       raise ValueError(f"config.model.vocab_size={overrides['vocab_size']} is smaller than the "
@@ -172,12 +181,7 @@ def validate(config):
   """Fails early, naming the bad value, before any data or checkpoint is touched."""
   from refinedweb_jax.train import optim
   cfg = model_config(config)
-  for stack, length in (("encoder", config.data.input_length),
-                        ("decoder", config.data.target_length)):
-    for layer in range(getattr(cfg, f"num_{stack}_layers")):
-      spec = cfg.attention_spec(stack, layer)
-      if spec is not None:
-        spec.check_length(length)
+  cfg.check_lengths(config.data.input_length, config.data.target_length)
   task_names(config)
   from refinedweb_jax.data import tasks
   if config.public_tasks.strip():

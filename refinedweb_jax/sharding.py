@@ -75,9 +75,9 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> M
   return Mesh(grid, MESH_AXES)
 
 
-def logical_to_sharding(names, mesh: Mesh, rules=LOGICAL_RULES) -> NamedSharding:
-  """A NamedSharding for an array whose axes carry these logical names."""
-  return NamedSharding(mesh, nn.logical_to_mesh_axes(names, rules))
+def spec(names) -> P:
+  """The PartitionSpec of an array whose axes carry these logical names (the rules above)."""
+  return nn.logical_to_mesh_axes(names, LOGICAL_RULES)
 
 
 def _divisible_spec(spec: P, shape, mesh: Mesh) -> P:
@@ -108,8 +108,8 @@ def state_shardings(abstract_state, mesh: Mesh, rules=LOGICAL_RULES):
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Sharding of a [batch, ...] input array: batch split over data and fsdp."""
-  return NamedSharding(mesh, P(("data", "fsdp")))
+  """Sharding of a [batch, ...] input array: batch split as the rules split "batch"."""
+  return NamedSharding(mesh, spec(("batch",)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -8,6 +8,7 @@ import pytest
 
 from refinedweb_jax import cli as main
 from refinedweb_jax import plots
+from refinedweb_jax.model.attention import spec
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Small sizes, so that at length 256 each pattern is sparse enough to show its shape.
@@ -67,14 +68,14 @@ def test_downsample_max_pools():
 
 
 def test_positions_round_trip():
-  assert plots.parse_positions("0-3, 9,11-12") == (0, 1, 2, 3, 9, 11, 12)
-  assert plots.format_positions((0, 1, 2, 3, 9, 11, 12)) == "0-3,9,11-12"
+  assert spec.parse_positions("0-3, 9,11-12") == (0, 1, 2, 3, 9, 11, 12)
+  assert spec.format_positions((0, 1, 2, 3, 9, 11, 12)) == "0-3,9,11-12"
 
 
 @pytest.mark.parametrize("flags, bad", [
     (["--kind", "sparse"], "'sparse'"),
-    (["--kind", "local", "--window", "0"], "window must be > 0, got 0"),
-    (["--kind", "strided", "--stride", "100", "--block-size", "64"], "stride 100"),
+    (["--kind", "local", "--window", "0"], "--window must be >= 1, got 0"),
+    (["--kind", "strided", "--stride", "100", "--block-size", "64"], "--stride=100"),
     (["--kind", "global_local", "--global-positions", "0,300-310"], "300-310"),
     (["--kind", "global_local", "--global-positions", "3-1"], "'3-1'"),
     (["--kind", "global_local", "--global-positions", "a,b"], "'a,b'"),

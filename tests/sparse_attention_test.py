@@ -1,23 +1,25 @@
-"""Every sparse kind equals dense attention restricted to its explicit pattern M."""
+"""Every sparse kind equals dense attention restricted to its pattern, example by example."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from refinedweb_jax.model import attention
-from refinedweb_jax.model.attention.sparse import SparseSpec, pattern, sparse_attention
+from refinedweb_jax.model.attention import dense, kinds
+from refinedweb_jax.model.attention.kinds import AttentionConfig
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
-SPECS = {
-    "local": SparseSpec("local", window=20, block_size=8),
-    "strided_fixed": SparseSpec("strided", stride=16, summary=3, block_size=8),
-    "strided_strided": SparseSpec("strided", stride=16, variant="strided", block_size=8),
-    "bigbird": SparseSpec("bigbird", block_size=8, num_global_blocks=1, num_window_blocks=3,
-                          num_random_blocks=2, seed=3),
-    "global_local": SparseSpec("global_local", window=12, block_size=8,
-                               global_positions=(0, 1, 37)),
+CONFIGS = {
+    "local": ("local", AttentionConfig(window=20, block_size=8)),
+    "strided_fixed": ("strided", AttentionConfig(stride=16, summary=3, block_size=8)),
+    "strided_strided": ("strided", AttentionConfig(stride=16, variant="strided", block_size=8)),
+    "bigbird": ("bigbird", AttentionConfig(block_size=8, global_blocks=1, window_blocks=3,
+                                           random_blocks=2, seed=3)),
+    "global_local": ("global_local", AttentionConfig(window=12, block_size=8,
+                                                     global_positions="0,1,37")),
 }
 
 
@@ -26,43 +28,46 @@ def _qkv(length, batch=2, heads=2, dim=8, seed=0):
   return [jax.random.normal(k, (batch, length, heads, dim)) for k in keys]
 
 
-def _segments(length, kind):
-  """Padding only, or two packed segments plus padding, per batch row."""
-  seg = np.ones((2, length), np.int32)
-  seg[0, length - 7:] = 0
-  if kind == "packed":
-    seg[1, length // 3:] = 2
-    seg[1, length - 5:] = 0
-  return jnp.asarray(seg)
+def _segments(length, block=8):
+  """Row 0: one example and padding; row 1: three examples packed on block boundaries."""
+  seg = np.zeros((2, length), np.int32)
+  seg[0, : length - 7] = 1
+  at = 0
+  for number, n in enumerate((length // 3 - 2, 9, length // 2 - 3), start=1):
+    seg[1, at: at + n] = number
+    at += -(-n // block) * block
+  return seg
 
 
-def _dense_reference(spec, q, k, v, seg, causal):
-  m = pattern(spec, q.shape[1], causal)
-  mask = (jnp.asarray(m)[None] & (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0))
-  return attention.einsum_attention(q, k, v, mask[:, None]), mask
+def _reference_mask(kind, cfg, seg, causal):
+  """The block-diagonal mask of each example's own pattern, [B, 1, N, N]."""
+  mask = np.zeros(seg.shape + seg.shape[1:], bool)
+  for row in range(seg.shape[0]):
+    for number in set(seg[row].tolist()) - {0}:
+      where = np.flatnonzero(seg[row] == number)
+      mask[row][np.ix_(where, where)] = kinds.pattern(kind, cfg, len(where), causal)
+  return mask[:, None]
 
 
-@pytest.mark.parametrize("name", sorted(SPECS))
+@pytest.mark.parametrize("name", sorted(CONFIGS))
 @pytest.mark.parametrize("length", [64, 77])  # a multiple of the block size and not
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("segments", ["padding", "packed"])
-def test_sparse_equals_dense_with_pattern(name, length, causal, segments):
-  spec = SPECS[name]
+def test_sparse_equals_dense_with_each_examples_pattern(name, length, causal):
+  kind, cfg = CONFIGS[name]
   q, k, v = _qkv(length)
-  seg = _segments(length, segments)
-  cotangent = jax.random.normal(jax.random.key(9), q.shape)
+  seg = _segments(length)
+  real = seg != 0
+  cotangent = jax.random.normal(jax.random.key(9), q.shape) * real[:, :, None, None]
+  sparse_fn = lambda q, k, v: kinds.attend(kind, cfg, q, k, v, jnp.asarray(seg), causal=causal)
+  mask = _reference_mask(kind, cfg, seg, causal)
+  dense_fn = lambda q, k, v: dense.einsum_attention(q, k, v, mask)
 
-  def loss(fn, q, k, v):
-    out = fn(q, k, v)
-    return jnp.sum(out * cotangent * (seg != 0)[:, :, None, None]), out
+  @jax.jit
+  def outputs_and_grads(q, k, v):
+    return [(fn(q, k, v), jax.grad(lambda *a: jnp.sum(fn(*a) * cotangent), (0, 1, 2))(q, k, v))
+            for fn in (sparse_fn, dense_fn)]
 
-  sparse_fn = lambda q, k, v: sparse_attention(spec, q, k, v, seg, seg, causal=causal)
-  dense_fn = lambda q, k, v: _dense_reference(spec, q, k, v, seg, causal)[0]
-  (_, out_s), grads_s = jax.value_and_grad(lambda *a: loss(sparse_fn, *a), (0, 1, 2),
-                                           has_aux=True)(q, k, v)
-  (_, out_d), grads_d = jax.value_and_grad(lambda *a: loss(dense_fn, *a), (0, 1, 2),
-                                           has_aux=True)(q, k, v)
-  real = np.asarray(seg != 0)
+  (out_s, grads_s), (out_d, grads_d) = outputs_and_grads(q, k, v)
   np.testing.assert_allclose(np.asarray(out_s)[real], np.asarray(out_d)[real], atol=1e-5)
   for gs, gd in zip(grads_s, grads_d):
     np.testing.assert_allclose(np.asarray(gs), np.asarray(gd), atol=1e-5)
@@ -71,43 +76,55 @@ def test_sparse_equals_dense_with_pattern(name, length, causal, segments):
 def test_local_with_window_covering_everything_equals_dense():
   length = 50
   q, k, v = _qkv(length)
-  seg = _segments(length, "packed")
-  spec = SparseSpec("local", window=length, block_size=16)
+  seg = jnp.asarray(_segments(length, block=16))
+  cfg = AttentionConfig(window=length, block_size=16)
   for causal in (False, True):
-    mask = attention.make_attention_mask(seg, seg, causal=causal)
-    dense = attention.dense_attention(q, k, v, mask)
-    sparse = sparse_attention(spec, q, k, v, seg, seg, causal=causal)
+    mask = dense.make_attention_mask(seg, seg, causal=causal)
+    want = dense.dense_attention(q, k, v, mask)
+    got = kinds.attend("local", cfg, q, k, v, seg, causal=causal)
     real = np.asarray(seg != 0)
-    np.testing.assert_allclose(np.asarray(sparse)[real], np.asarray(dense)[real], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], atol=1e-5)
 
 
 def test_local_window_bound_is_exclusive():
-  m = pattern(SparseSpec("local", window=4, block_size=4), 12)
+  m = kinds.pattern("local", AttentionConfig(window=4, block_size=4), 12)
   assert m[5, 2] and m[5, 8] and not m[5, 1] and not m[5, 9]
   assert m.sum(1).max() == 7
 
 
+def test_bigbird_picks_distinct_random_blocks_outside_window_and_globals():
+  cfg = AttentionConfig(block_size=1, global_blocks=2, window_blocks=3, random_blocks=4)
+  m = kinds.pattern("bigbird", cfg, 40)
+  for i in range(2, 40):
+    far = [j for j in np.flatnonzero(m[i]) if abs(j - i) > 1 and j >= 2]
+    assert len(far) == 4, (i, far)
+  causal = kinds.pattern("bigbird", cfg, 40, causal=True)
+  longer = kinds.pattern("bigbird", cfg, 64, causal=True)
+  assert (causal == longer[:40, :40]).all()  # a causal row does not depend on the length
+
+
 def test_patterns_are_sparse_at_8k():
-  sizes = dict(window=256, block_size=64, stride=256, summary=8, num_global_blocks=1,
-               num_window_blocks=3, num_random_blocks=3, global_positions=tuple(range(16)))
-  for kind, extra in [("local", {}), ("strided", {}), ("strided", {"variant": "strided"}),
-                      ("bigbird", {}), ("global_local", {})]:
-    m = pattern(SparseSpec(kind, **{**sizes, **extra}), 8192)
-    assert m.mean() <= 0.10, (kind, extra, m.mean())
+  cfg = AttentionConfig(window=256, block_size=64, stride=256, summary=8, global_blocks=1,
+                        window_blocks=3, random_blocks=3, global_positions="0-15")
+  for kind, variant in [("local", "fixed"), ("strided", "fixed"), ("strided", "strided"),
+                        ("bigbird", "fixed"), ("global_local", "fixed")]:
+    m = kinds.pattern(kind, dataclasses.replace(cfg, variant=variant), 8192)
+    assert m.mean() <= 0.10, (kind, variant, m.mean())
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(kind="sliding"), "unknown sparse attention kind 'sliding'"),
-    (dict(kind="local", window=0), "attention window must be > 0, got 0"),
-    (dict(kind="strided", stride=100, block_size=64), "stride 100 must be a multiple"),
-    (dict(kind="bigbird", num_window_blocks=2), "num_window_blocks must be odd"),
+@pytest.mark.parametrize("kind, sizes, message", [
+    ("local", dict(window=0), "model.attention.window must be >= 1, got 0"),
+    ("strided", dict(stride=100, block_size=64), "stride=100 must be a multiple"),
+    ("strided", dict(variant="odd"), "unknown model.attention.variant 'odd'"),
+    ("bigbird", dict(window_blocks=2), "window_blocks must be odd"),
+    ("global_local", dict(global_positions="0-x"), "bad model.attention.global_positions"),
 ])
-def test_bad_spec_names_the_value(kwargs, message):
+def test_bad_sizes_name_the_value(kind, sizes, message):
   with pytest.raises(ValueError, match=message):
-    SparseSpec(**kwargs)
+    kinds.check(kind, AttentionConfig(**sizes))
 
 
-def test_global_positions_out_of_range():
-  spec = SparseSpec("global_local", global_positions=(0, 99))
-  with pytest.raises(ValueError, match=r"global positions \[99\] out of range for length 64"):
-    pattern(spec, 64)
+def test_global_positions_a_length_cannot_hold():
+  cfg = AttentionConfig(global_positions="0,99-120")
+  with pytest.raises(ValueError, match=r"global_positions 99-120 never occur in sequences of 64"):
+    kinds.check_length("global_local", cfg, 64)

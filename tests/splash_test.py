@@ -4,9 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from refinedweb_jax.model import attention
-from refinedweb_jax.model.attention import splash
-from refinedweb_jax.model.attention.sparse import SparseSpec, sparse_attention
+from refinedweb_jax.model.attention import dense, kinds, local, splash
+from refinedweb_jax.model.attention.kinds import AttentionConfig
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -22,16 +21,16 @@ def _inputs(length=256, batch=2, heads=2, dim=64):
 @pytest.mark.parametrize("causal", [False, True])
 def test_splash_local_equals_blocked_local(causal):
   q, k, v, seg = _inputs()
-  spec = SparseSpec("local", window=40, block_size=64)
-  got = splash.attention(q, k, v, seg, window=40, causal=causal, interpret=True)
-  want = sparse_attention(spec, q, k, v, seg, seg, causal=causal)
+  cfg = AttentionConfig(window=40, block_size=64)
+  got = splash.attention(q, k, v, seg, local.splash_mask(cfg, 256, causal), interpret=True)
+  want = kinds.attend("local", cfg, q, k, v, seg, causal=causal)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 
 def test_splash_causal_equals_dense_causal():
   q, k, v, seg = _inputs()
-  got = splash.attention(q, k, v, seg, causal=True, interpret=True)
-  want = attention.dense_attention(q, k, v, attention.make_attention_mask(seg, seg, causal=True))
+  got = splash.attention(q, k, v, seg, splash.causal_mask(256), interpret=True)
+  want = dense.dense_attention(q, k, v, dense.make_attention_mask(seg, seg, causal=True))
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 

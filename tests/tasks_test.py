@@ -79,3 +79,26 @@ def test_resuming_mid_mixture_reproduces_the_example_sequence(tiny_data_dir):
     got = next(resumed)
     for key in want:
       np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_packing_aligns_example_starts_for_sparse_kinds(tiny_data_dir):
+  import glob
+  tokenizer = Tokenizer(glob.glob(f"{tiny_data_dir}/**/spm_600.model", recursive=True)[0])
+  sizes = {"a": 40, "b": 40}
+  rates = tasks.mixture_rates(sizes)
+  it = iter(data.train_dataset(_sources(sizes), [rates[n] for n in sizes], tokenizer,
+                               batch_size=4, input_length=32, target_length=16, pack=True,
+                               seed=3, alignment=(8, 4)))
+  packed_more_than_one = False
+  for _ in range(5):
+    batch = next(it)
+    for key, align in (("encoder", 8), ("decoder", 4)):
+      seg = batch[f"{key}_segment_ids"]
+      starts = (seg > 0) & np.concatenate([np.ones_like(seg[:, :1], bool),
+                                           seg[:, 1:] != seg[:, :-1]], axis=1)
+      rows, columns = np.nonzero(starts)
+      assert (columns % align == 0).all(), (key, columns)
+      # Positions restart at every example: its own positions 0, 1, ...
+      np.testing.assert_array_equal(batch[f"{key}_positions"][rows, columns], 0)
+      packed_more_than_one |= int(seg.max()) > 1
+  assert packed_more_than_one

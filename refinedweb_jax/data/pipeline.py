@@ -102,7 +102,8 @@ def mixed_examples(sources, rates, *, seed: int, shard_index: int = 0, shard_cou
 
 def train_dataset(sources, rates, tokenizer, *, batch_size: int, input_length: int,
                   target_length: int, pack: bool, seed: int, shard_index: int = 0,
-                  shard_count: int = 1, tokenize=None, target_features: tuple = ()):
+                  shard_count: int = 1, tokenize=None, target_features: tuple = (),
+                  alignment: tuple = (1, 1)):
   """Infinite, batched IterDataset for one host, mixing `sources` at `rates`.
 
   Each source is sliced per host (hosts never share an example in an epoch),
@@ -111,7 +112,9 @@ def train_dataset(sources, rates, tokenizer, *, batch_size: int, input_length: i
   restored iterator continues the exact same example sequence. `batch_size` is
   this host's share. `tokenize` (default: Tokenize) may add `target_features`,
   arrays with one row per target token that are packed or padded with the targets
-  and kept in the batch (a teacher's top-k log-probabilities, say).
+  and kept in the batch (a teacher's top-k log-probabilities, say). `alignment`
+  (inputs, targets): packed examples start on multiples of these, as sparse kinds whose
+  pattern follows an example's block grid need (ModelConfig.packing_alignment).
   """
   if batch_size <= 0:
     raise ValueError(f"per-host batch size must be > 0, got {batch_size}")
@@ -123,11 +126,14 @@ def train_dataset(sources, rates, tokenizer, *, batch_size: int, input_length: i
   if pack:
     # Target-aligned arrays fit exactly where the targets do, so packing decisions stay
     # those of the plain pipeline and the arrays move along.
+    align_inputs, align_targets = alignment
     it = grain.experimental.FirstFitPackIterDataset(
         it, length_struct={"inputs": input_length, "targets": target_length,
                            **{key: target_length for key in target_features}},
         meta_features=target_features, num_packing_bins=batch_size, seed=seed,
-        shuffle_bins=True)
+        shuffle_bins=True, pack_alignment_struct={
+            "inputs": align_inputs, "targets": align_targets,
+            **{key: align_targets for key in target_features}})
   else:
     it = it.map(PadOne(input_length, target_length, target_features))
   return it.batch(batch_size, drop_remainder=True).map(

@@ -81,7 +81,7 @@ def train_dataset(exp, store, *, sequence_kd: bool):
       input_length=d.input_length, target_length=d.target_length, pack=d.pack,
       seed=d.shuffle_seed, shard_index=jax.process_index(), shard_count=jax.process_count(),
       tokenize=AttachTeacher(store, exp.tokenizer, d.input_length, d.target_length, sequence_kd),
-      target_features=() if sequence_kd else TEACHER_FEATURES)
+      target_features=() if sequence_kd else TEACHER_FEATURES, alignment=exp.alignment())
   return iter(ds)
 
 

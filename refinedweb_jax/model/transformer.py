@@ -6,7 +6,6 @@ gated MLP, tied or separate output embedding, packed-sequence support through
 segment ids and per-segment positions, and a key/value cache for decoding.
 """
 
-import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -14,137 +13,9 @@ import jax
 import jax.numpy as jnp
 
 from refinedweb_jax.model import attention
-from refinedweb_jax.model.attention import sparse as sparse_attention
-from refinedweb_jax.model.layers import ACTIVATIONS, MLP, RMSNorm, dense as _dense
-
-PRESETS = {
-    "tiny": dict(vocab_size=512, d_model=32, num_heads=4, head_dim=8, d_ff=64,
-                 num_encoder_layers=2, num_decoder_layers=2),
-    "small": dict(vocab_size=8000, d_model=384, num_heads=6, head_dim=64, d_ff=1024,
-                  num_encoder_layers=4, num_decoder_layers=4),
-    "base": dict(vocab_size=32128, d_model=768, num_heads=12, head_dim=64, d_ff=2048,
-                 num_encoder_layers=12, num_decoder_layers=12),
-    "large": dict(vocab_size=32128, d_model=1024, num_heads=16, head_dim=64, d_ff=2816,
-                  num_encoder_layers=24, num_decoder_layers=24),
-}
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-# Per-layer rematerialisation: "full" keeps only each layer's inputs for the backward
-# pass; "dots" also keeps the outputs of weight matmuls (not attention scores).
-REMAT_POLICIES = {"none": None, "full": None,
-                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  """Model hyper-parameters.
-
-  Shape legend used in names across the package: B batch, S source (encoder)
-  length, T target (decoder) length, D d_model, H heads, K head dim, F ffn
-  width, V vocabulary, L cache length.
-  """
-  vocab_size: int = 8000
-  d_model: int = 384
-  num_heads: int = 6
-  head_dim: int = 64
-  d_ff: int = 1024
-  num_encoder_layers: int = 4
-  num_decoder_layers: int = 4
-  dropout_rate: float = 0.0
-  gated_mlp: bool = True
-  activation: str = "gelu"
-  tie_embeddings: bool = True
-  dtype: str = "float32"
-  rope_max_wavelength: float = 10_000.0
-  norm_epsilon: float = 1e-6
-  encoder_attention: str = "dense"
-  decoder_attention: str = "dense"
-  encoder_dense_every: int = 0
-  decoder_dense_every: int = 0
-  dense_implementation: str = "xla"
-  attention_window: int = 256
-  attention_block_size: int = 64
-  attention_stride: int = 256
-  attention_summary: int = 8
-  attention_variant: str = "fixed"
-  attention_global_blocks: int = 1
-  attention_window_blocks: int = 3
-  attention_random_blocks: int = 3
-  attention_global_positions: str = "0-15"
-  attention_seed: int = 0
-  remat: str = "none"
-
-  def __post_init__(self):
-    for name in ("vocab_size", "d_model", "num_heads", "head_dim", "d_ff",
-                 "num_encoder_layers", "num_decoder_layers"):
-      if getattr(self, name) <= 0:
-        raise ValueError(f"model.{name} must be > 0, got {getattr(self, name)}")
-    if self.dtype not in DTYPES:
-      raise ValueError(f"unknown model.dtype {self.dtype!r}; allowed: {', '.join(DTYPES)}")
-    if self.remat not in REMAT_POLICIES:
-      raise ValueError(f"unknown model.remat {self.remat!r}; allowed: {', '.join(REMAT_POLICIES)}")
-    if self.activation not in ACTIVATIONS:
-      raise ValueError(
-          f"unknown model.activation {self.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
-    if not 0.0 <= self.dropout_rate < 1.0:
-      raise ValueError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate}")
-    attention.check_kind(self.encoder_attention, "model.encoder_attention")
-    attention.check_kind(self.decoder_attention, "model.decoder_attention")
-    for stack in ("encoder", "decoder"):
-      if getattr(self, f"{stack}_dense_every") < 0:
-        raise ValueError(f"model.{stack}_dense_every must be >= 0 (0 = never), got "
-                         f"{getattr(self, stack + '_dense_every')}")
-      if getattr(self, f"{stack}_attention") != "dense":
-        self.attention_spec(stack, 0)  # validates the sparse sizes now, not at trace time
-
-  def attention_kind(self, stack: str, layer: int) -> str:
-    """The attention kind of one layer: every `*_dense_every`-th layer is dense."""
-    every = getattr(self, f"{stack}_dense_every")
-    if every and (layer + 1) % every == 0:
-      return "dense"
-    return getattr(self, f"{stack}_attention")
-
-  def attention_spec(self, stack: str, layer: int):
-    """The SparseSpec of a sparse layer (random blocks seeded per layer), or None if dense."""
-    kind = self.attention_kind(stack, layer)
-    if kind == "dense":
-      return None
-    return sparse_attention.SparseSpec(
-        kind, window=self.attention_window, block_size=self.attention_block_size,
-        stride=self.attention_stride, summary=self.attention_summary,
-        variant=self.attention_variant, num_global_blocks=self.attention_global_blocks,
-        num_window_blocks=self.attention_window_blocks,
-        num_random_blocks=self.attention_random_blocks,
-        global_positions=parse_positions(self.attention_global_positions),
-        seed=self.attention_seed + layer)
-
-  @classmethod
-  def from_preset(cls, preset: str, **overrides) -> "ModelConfig":
-    """Builds a config from a named preset plus keyword overrides."""
-    if preset not in PRESETS:
-      raise ValueError(f"unknown model preset {preset!r}; allowed: {', '.join(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-      raise ValueError(f"unknown model config key(s) {unknown}; allowed: {sorted(fields)}")
-    return cls(**{**PRESETS[preset], **overrides})
-
-  @property
-  def compute_dtype(self):
-    return DTYPES[self.dtype]
-
-
-def parse_positions(text: str) -> tuple:
-  """'0-15,40' -> (0, 1, ..., 15, 40); the flag model.attention_global_positions."""
-  positions = []
-  for part in filter(None, (p.strip() for p in str(text).split(","))):
-    lo, dash, hi = part.partition("-")
-    try:
-      positions += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
-    except ValueError:
-      raise ValueError(f"bad model.attention_global_positions {text!r}: use comma-separated "
-                       f"ints or ranges like '0-15,40'") from None
-  return tuple(sorted(set(positions)))
-
+from refinedweb_jax.model.attention import dense, kinds
+from refinedweb_jax.model.config import REMAT_POLICIES, ModelConfig
+from refinedweb_jax.model.layers import MLP, RMSNorm, dense as _dense
 
 class MultiHeadAttention(nn.Module):
   """Self-attention (dense or sparse) or dense cross-attention, with a decoding cache."""
@@ -152,7 +23,7 @@ class MultiHeadAttention(nn.Module):
   causal: bool = False
   rotary: bool = True
   kind: str = "dense"
-  spec: Any = None
+  sizes: Any = None  # the layer's AttentionConfig (sparse kinds)
 
   @nn.compact
   def __call__(self, x_BxTxD, kv_BxSxD, *, segment_ids_BxT=None, positions_BxT=None,
@@ -167,27 +38,27 @@ class MultiHeadAttention(nn.Module):
           cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD)))
       value = self.variable("cache", "cross_value", lambda: _heads_major(_dense(
           cfg, hk, -1, ("embed", "heads", "kv"), "value")(kv_BxSxD)))
-      out = attention.cached_attention(q, key.value, value.value, cross_mask_Bx1xTxS)
+      out = dense.cached_attention(q, key.value, value.value, cross_mask_Bx1xTxS)
       return _dense(cfg, cfg.d_model, (-2, -1), ("heads", "kv", "embed"), "out")(out)
     else:
       k = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD)
       v = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "value")(kv_BxSxD)
     if self.rotary:
-      q = attention.rotary_embedding(q, positions_BxT, cfg.rope_max_wavelength)
-      k = attention.rotary_embedding(k, positions_BxT, cfg.rope_max_wavelength)
+      q = dense.rotary_embedding(q, positions_BxT, cfg.rope_max_wavelength)
+      k = dense.rotary_embedding(k, positions_BxT, cfg.rope_max_wavelength)
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
     if cross:
-      out = attention.dense_attention(q, k, v, cross_mask_Bx1xTxS,
+      out = dense.dense_attention(q, k, v, cross_mask_Bx1xTxS,
                                       implementation=cfg.dense_implementation)
     elif decode and self.has_variable("cache", "cached_key"):
       k, v, mask = self._update_cache(k, v, positions_BxT)
-      out = attention.cached_attention(q, k, v, mask)
+      out = dense.cached_attention(q, k, v, mask)
     elif decode:  # creating the cache: the output is not used
       self._update_cache(k, v, positions_BxT)
-      out = attention.dense_attention(q, k, v, None, implementation=cfg.dense_implementation)
+      out = dense.dense_attention(q, k, v, None, implementation=cfg.dense_implementation)
     else:
       out = attention.self_attention(q, k, v, segment_ids_BxT, kind=self.kind,
-                                     causal=self.causal, spec=self.spec,
+                                     causal=self.causal, cfg=self.sizes,
                                      implementation=cfg.dense_implementation)
     return _dense(cfg, cfg.d_model, (-2, -1), ("heads", "kv", "embed"), "out")(out)
 
@@ -211,11 +82,8 @@ class MultiHeadAttention(nn.Module):
         cached_key.value, _heads_major(k_Bx1xHxK), index, 2)
     cached_value.value = jax.lax.dynamic_update_slice_in_dim(
         cached_value.value, _heads_major(v_Bx1xHxK), index, 2)
-    j = jnp.arange(length)
-    mask = j <= index
-    if self.spec is not None:
-      # The row of the sparse pattern for this position, over the cache length.
-      mask &= sparse_attention.allowed(self.spec, index, j, length, causal=True)
+    # The row of this layer's causal pattern for this position, over the cache length.
+    mask = kinds.allowed(self.kind, self.sizes, index, jnp.arange(length), length, causal=True)
     return (cached_key.value, cached_value.value,
             jnp.broadcast_to(mask[None, None, None, :], (batch, 1, 1, length)))
 
@@ -246,7 +114,7 @@ class EncoderLayer(nn.Module):
     drop = nn.Dropout(cfg.dropout_rate)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_attention_norm")(x_BxSxD)
     h = MultiHeadAttention(cfg, kind=cfg.attention_kind("encoder", self.index),
-                           spec=cfg.attention_spec("encoder", self.index), name="attention")(
+                           sizes=cfg.layer_attention("encoder", self.index), name="attention")(
                                h, h, segment_ids_BxT=segments_BxS, positions_BxT=positions_BxS)
     x_BxSxD = x_BxSxD + drop(h, deterministic=deterministic)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_mlp_norm")(x_BxSxD)
@@ -272,7 +140,8 @@ class DecoderLayer(nn.Module):
     drop = nn.Dropout(cfg.dropout_rate)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_self_attention_norm")(y_BxTxD)
     h = MultiHeadAttention(cfg, causal=True, kind=cfg.attention_kind("decoder", self.index),
-                           spec=cfg.attention_spec("decoder", self.index), name="self_attention")(
+                           sizes=cfg.layer_attention("decoder", self.index),
+                           name="self_attention")(
                                h, h, segment_ids_BxT=segments_BxT, positions_BxT=positions_BxT,
                                decode=decode)
     y_BxTxD = y_BxTxD + drop(h, deterministic=deterministic)
@@ -357,7 +226,7 @@ class EncoderDecoder(nn.Module):
         decoder_segment_ids = jnp.ones_like(decoder_input_tokens_BxT, jnp.int32)
       dec_segments, positions = _default_segments_and_positions(
           decoder_input_tokens_BxT, decoder_segment_ids, decoder_positions)
-    cross_mask = attention.make_attention_mask(dec_segments, enc_segments, causal=False)
+    cross_mask = dense.make_attention_mask(dec_segments, enc_segments, causal=False)
     y_BxTxD = self.dropout(self._embed(decoder_input_tokens_BxT), deterministic=deterministic)
     y_BxTxD = nn.with_logical_constraint(y_BxTxD, ("batch", "length", "embed"))
     for layer in self.decoder_layers:

@@ -224,8 +224,14 @@ class Experiment:
     ds = data.train_dataset(
         sources, rates, self.tokenizer, batch_size=d.batch_size // jax.process_count(),
         input_length=d.input_length, target_length=d.target_length, pack=d.pack,
-        seed=d.shuffle_seed, shard_index=jax.process_index(), shard_count=jax.process_count())
+        seed=d.shuffle_seed, shard_index=jax.process_index(), shard_count=jax.process_count(),
+        alignment=self.alignment())
     return iter(ds)
+
+  def alignment(self) -> tuple:
+    """Where packed examples may start in the encoder and decoder rows."""
+    return (self.model_cfg.packing_alignment("encoder"),
+            self.model_cfg.packing_alignment("decoder"))
 
 
 def train_and_evaluate(config, workdir: str):

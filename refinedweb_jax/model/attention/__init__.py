@@ -1,104 +1,32 @@
-"""Attention as pure functions: masks, rotary embeddings and the dense kernel.
+"""Attention: dense (dense.py), the sparse kinds (kinds.py, one module each) and splash.
 
-Shapes: B batch, T query length, S key length, H heads, K head dim.
-Segment ids follow the packing convention: 0 is padding, 1.. are examples.
+self_attention picks the kernel for a layer's kind; on TPU, dense causal and `local`
+self-attention run through Pallas splash attention (splash.py).
 """
 
-import jax
-import jax.numpy as jnp
-
-from refinedweb_jax.model.attention import sparse as sparse_attention
-from refinedweb_jax.model.attention import splash
-
-ATTENTION_KINDS = ("dense",) + sparse_attention.SPARSE_KINDS
-DENSE_IMPLEMENTATIONS = ("xla", "cudnn", "einsum")
-
-
-def check_kind(kind: str, where: str) -> str:
-  """Returns `kind` if it is a known attention kind, else raises naming it."""
-  if kind not in ATTENTION_KINDS:
-    raise ValueError(
-        f"unknown attention kind {kind!r} for {where}; allowed: {', '.join(ATTENTION_KINDS)}")
-  return kind
-
-
-def make_attention_mask(q_segment_ids_BxT, kv_segment_ids_BxS, *, causal: bool,
-                        q_positions_BxT=None, kv_positions_BxS=None):
-  """Boolean mask_Bx1xTxS: same segment, key not padding, and (causal) key not after query."""
-  mask = q_segment_ids_BxT[:, :, None] == kv_segment_ids_BxS[:, None, :]
-  # Padding keys are never attended, even by padding queries: otherwise padding
-  # rows would mix each other and a padding-only batch row could look valid.
-  mask &= (kv_segment_ids_BxS != 0)[:, None, :]
-  if causal:
-    if q_positions_BxT is None:
-      q_positions_BxT = jnp.arange(q_segment_ids_BxT.shape[1])[None, :]
-    if kv_positions_BxS is None:
-      kv_positions_BxS = jnp.arange(kv_segment_ids_BxS.shape[1])[None, :]
-    mask &= kv_positions_BxS[:, None, :] <= q_positions_BxT[:, :, None]
-  return mask[:, None, :, :]
-
-
-def rotary_embedding(x_BxTxHxK, positions_BxT, max_wavelength: float = 10_000.0):
-  """Applies RoPE (Su et al. 2021) on the last axis, rotating halves."""
-  head_dim = x_BxTxHxK.shape[-1]
-  if head_dim % 2:
-    raise ValueError(f"rotary embedding needs an even head_dim, got {head_dim}")
-  half = head_dim // 2
-  inv_freq = max_wavelength ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angles_BxTx1xK2 = positions_BxT.astype(jnp.float32)[:, :, None, None] * inv_freq
-  sin, cos = jnp.sin(angles_BxTx1xK2), jnp.cos(angles_BxTx1xK2)
-  x1, x2 = jnp.split(x_BxTxHxK.astype(jnp.float32), 2, axis=-1)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x_BxTxHxK.dtype)
-
-
-def _softmax_attention(q_BxTxHxK, k, v, mask_Bx1xTxS, kv_layout: str):
-  """softmax(QK^T/sqrt(K) + mask) V with keys/values laid out as `kv_layout` (einsum letters)."""
-  scale = q_BxTxHxK.shape[-1] ** -0.5
-  scores_BxHxTxS = jnp.einsum(f"bthk,{kv_layout}->bhts", q_BxTxHxK, k,
-                              preferred_element_type=jnp.float32) * scale
-  if mask_Bx1xTxS is not None:
-    # A finite minimum (not -inf) keeps fully masked padding rows finite.
-    scores_BxHxTxS = jnp.where(mask_Bx1xTxS, scores_BxHxTxS, jnp.finfo(jnp.float32).min)
-  probs_BxHxTxS = jax.nn.softmax(scores_BxHxTxS, axis=-1).astype(v.dtype)
-  return jnp.einsum(f"bhts,{kv_layout}->bthk", probs_BxHxTxS, v)
-
-
-def einsum_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS=None):
-  """Plain softmax(QK^T/sqrt(K) + mask) V; the reference every other kernel is tested against."""
-  return _softmax_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS, "bshk")
-
-
-def cached_attention(q_BxTxHxK, k_BxHxSxK, v_BxHxSxK, mask_Bx1xTxS):
-  """einsum_attention over a head-major key/value cache: no per-step transpose of the cache."""
-  return _softmax_attention(q_BxTxHxK, k_BxHxSxK, v_BxHxSxK, mask_Bx1xTxS, "bhsk")
-
-
-def dense_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS=None, *,
-                    implementation: str = "xla"):
-  """Dense attention through jax.nn.dot_product_attention (cuDNN on GPU if asked) or einsum."""
-  if implementation == "einsum":
-    return einsum_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS)
-  if implementation not in DENSE_IMPLEMENTATIONS:
-    raise ValueError(f"unknown dense attention implementation {implementation!r}; "
-                     f"allowed: {', '.join(DENSE_IMPLEMENTATIONS)}")
-  return jax.nn.dot_product_attention(
-      q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_Bx1xTxS, implementation=implementation)
+from refinedweb_jax.model.attention import dense, kinds, splash
 
 
 def self_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, kind: str, causal: bool,
-                   spec=None, implementation: str = "xla"):
-  """Self-attention of one kind: `dense` builds the N x N mask, sparse kinds never do."""
+                   cfg=None, implementation: str = "xla"):
+  """Self-attention of one kind: `dense` builds the N x N mask, sparse kinds never do.
+
+  cfg: the layer's AttentionConfig (sparse kinds). Packed rows give every example
+  the pattern it has alone.
+  """
   length = q_BxNxHxK.shape[1]
   if kind == "dense":
     if causal and splash.usable(length):
-      return splash.attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, causal=True)
-    mask = make_attention_mask(segment_ids_BxN, segment_ids_BxN, causal=causal)
-    return dense_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, mask, implementation=implementation)
-  elif kind == "local" and splash.usable(length):
-    return splash.attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN,
-                            window=spec.window, causal=causal)
-  elif kind in sparse_attention.SPARSE_KINDS:
-    return sparse_attention.sparse_attention(spec, q_BxNxHxK, k_BxNxHxK, v_BxNxHxK,
-                                             segment_ids_BxN, segment_ids_BxN, causal=causal)
-  raise ValueError(f"unknown attention kind {kind!r}; allowed: {', '.join(ATTENTION_KINDS)}")
+      return splash.attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN,
+                              splash.causal_mask(length))
+    mask = dense.make_attention_mask(segment_ids_BxN, segment_ids_BxN, causal=causal)
+    return dense.dense_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, mask,
+                                 implementation=implementation)
+  elif kind in kinds.KINDS:
+    make_mask = kinds.KINDS[kind].splash_mask
+    if make_mask is not None and splash.usable(length):
+      return splash.attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN,
+                              make_mask(cfg, length, causal))
+    return kinds.attend(kind, cfg, q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN,
+                        causal=causal)
+  raise ValueError(f"unknown attention kind {kind!r}; allowed: {', '.join(kinds.ATTENTION_KINDS)}")

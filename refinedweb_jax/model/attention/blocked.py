@@ -1,0 +1,264 @@
+"""The blocked sparse-attention kernel: parts that each compute a disjoint share of a pattern.
+
+A kind (local.py, strided.py, bigbird.py, global_local.py) builds its pattern M from
+these parts, each in O(N * keys-per-query) time and memory, never as an N x N array:
+
+  blocked_part   per query block, the key blocks of a table row (a sliding window, a
+                 stride period, BigBird's window/global/random blocks), chunk by chunk;
+  keys_part      a list of key positions (summary columns, global tokens), per row or
+                 per query block, outside the blocked part;
+  residue_part   every stride-th key, attended within residue classes;
+  global_rows    queries that attend to every key of their example.
+
+Parts are merged through their log-sum-exps (as in flash attention), so the result is
+exactly softmax over M. Patterns are defined on each example's own positions: a
+packed row gives every example the outputs it has alone. Kinds whose pattern depends
+on an example's block grid or its first positions (Kind.aligned) need every example
+to start on a block boundary, which the packer ensures (pipeline.train_dataset).
+
+Shapes: B batch, N length (a multiple of the block), H heads, K head dim, R query
+blocks (N / block), C query blocks per chunk, M key blocks per query block, E keys
+in a key list.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from refinedweb_jax.model.attention.spec import Size
+
+BLOCK_SIZE = Size("block_size", 64, "tokens per block of the blocked kernel", minimum=1)
+QUERY_CHUNK = Size("query_chunk", 8, "query blocks computed together (memory vs speed)",
+                   minimum=1, pattern=False)
+SEED = Size("seed", 0, "seed of the random blocks (layer i uses seed + i)", minimum=0)
+_NEG = -1e30  # finite "minus infinity": fully masked rows stay NaN-free
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Where the examples of (packed) rows lie: per token and, for aligned rows, per block.
+
+  position/length: each token's position in its own example and that example's
+  length (0 for padding). first_block/num_blocks/own_block: per query block, the
+  first block of its example, the example's number of blocks and the block's
+  index within it (meaningful when examples start on block boundaries).
+  """
+  segment_BxN: jax.Array
+  position_BxN: jax.Array
+  length_BxN: jax.Array
+  block: int
+  first_block_BxR: jax.Array
+  num_blocks_BxR: jax.Array
+
+  @property
+  def own_block_BxR(self):
+    return jnp.arange(self.first_block_BxR.shape[1]) - self.first_block_BxR
+
+  @property
+  def num_query_blocks(self) -> int:
+    return self.segment_BxN.shape[1] // self.block
+
+
+def layout(segment_BxN, block: int) -> Layout:
+  """The Layout of rows whose segments are contiguous runs of ids 1, 2, ... (0 = padding)."""
+  n = segment_BxN.shape[1]
+  index = jnp.arange(n, dtype=jnp.int32)
+
+  def one(seg_N):
+    first = jnp.full((n + 1,), n, jnp.int32).at[seg_N].min(index)
+    count = jnp.zeros((n + 1,), jnp.int32).at[seg_N].add(1)
+    return index - first[seg_N], count[seg_N]
+
+  position, length = jax.vmap(one)(segment_BxN)
+  real = segment_BxN > 0
+  position, length = jnp.where(real, position, 0), jnp.where(real, length, 0)
+  start_BxN = index - position
+  return Layout(segment_BxN, position, length, block, start_BxN[:, ::block] // block,
+                -(-length[:, ::block] // block))
+
+
+def relative_table(reach: int, num_blocks: int, causal: bool):
+  """Key blocks qb - reach .. qb + reach (.. qb when causal): (table, valid), each 1 x R x M."""
+  offsets = np.arange(-reach, 1 if causal else reach + 1)
+  table = np.arange(num_blocks)[:, None] + offsets[None, :]
+  valid = (table >= 0) & (table < num_blocks)
+  return np.clip(table, 0, num_blocks - 1)[None], valid[None]
+
+
+def _softmax_part(scores, mask, v_values, einsum_out):
+  """A part's output, normalised over its own keys, and its log-sum-exp."""
+  scores = jnp.where(mask, scores, _NEG)
+  lse = jax.nn.logsumexp(scores, axis=-1)
+  probs = jnp.exp(scores - lse[..., None]) * mask
+  return jnp.einsum(einsum_out, probs.astype(v_values.dtype), v_values), lse
+
+
+def _pair_mask(rule, lay_q, lay_k, causal):
+  """rule(i, j, n) on own positions, same example, key not padding, and j <= i if causal.
+
+  lay_q / lay_k: (segment, position, length) of queries [..., Q] and keys [..., E].
+  """
+  (sq, pq, nq), (sk, pk, _) = lay_q, lay_k
+  i, j = pq[..., :, None], pk[..., None, :]
+  mask = (sq[..., :, None] == sk[..., None, :]) & (sk[..., None, :] != 0)
+  if rule is not None:
+    mask &= rule(i, j, nq[..., :, None])
+  if causal:
+    mask &= j <= i
+  return mask
+
+
+def _gather_blocks(x_BxNx, table, block):
+  """x's blocks per table entry: x [B, N, ...], table [B or 1, ..., M] -> [B, ..., M, block, ...]."""
+  blocks = x_BxNx.reshape((x_BxNx.shape[0], -1, block) + x_BxNx.shape[2:])
+  if table.shape[0] == 1:
+    return blocks[:, table[0]]
+  return jax.vmap(lambda b_, t: b_[t])(blocks, table)
+
+
+def blocked_part(q, k, v, lay: Layout, table, valid, rule, causal: bool, chunk: int):
+  """Per query block, the pairs of rule(i, j, n) in the key blocks of its table row.
+
+  table/valid: key block numbers and which are used, [1 or B, R, M] (NumPy for a
+  table shared by all rows, traced when it depends on where examples lie).
+  """
+  b, (batch, n, heads, dim) = lay.block, q.shape
+  nb = n // b
+  chunk = min(chunk, nb)
+  pad_blocks = -nb % chunk
+  nc = (nb + pad_blocks) // chunk
+  table, valid = jnp.asarray(table), jnp.asarray(valid)
+  pad_rows = lambda x: jnp.pad(x, ((0, 0), (0, pad_blocks)) + ((0, 0),) * (x.ndim - 2))
+  table, valid = pad_rows(table), pad_rows(valid)
+  seq = lambda x: pad_rows(x.reshape((batch, nb, b) + x.shape[2:]))
+  tokens = (lay.segment_BxN, lay.position_BxN, lay.length_BxN)
+  scale = dim ** -0.5
+
+  @jax.checkpoint
+  def one_chunk(xs):
+    q_c, lay_c, t_c, valid_c = xs  # q_c [B, C, b, H, K]; t_c [1 or B, C, M]
+    gather = lambda x: _gather_blocks(x, t_c, b).reshape((batch, chunk, -1) + x.shape[2:])
+    k_c, v_c = gather(k), gather(v)  # [B, C, M*b, H, K]
+    lay_k = tuple(gather(x) for x in tokens)  # [B, C, M*b]
+    mask = _pair_mask(rule, lay_c, lay_k, causal)  # [B, C, b, M*b]
+    mask &= jnp.repeat(valid_c, b, axis=-1)[:, :, None, :]
+    scores = jnp.einsum("bcqhd,bckhd->bchqk", q_c, k_c,
+                        preferred_element_type=jnp.float32) * scale
+    return _softmax_part(scores, mask[:, :, None], v_c, "bchqk,bckhd->bcqhd")
+
+  to_chunks = lambda x: x.reshape((x.shape[0], nc, chunk) + x.shape[2:]).swapaxes(0, 1)
+  xs = (to_chunks(seq(q)), tuple(to_chunks(seq(x)) for x in tokens),
+        to_chunks(table), to_chunks(valid))
+  out, lse = jax.lax.map(one_chunk, xs)  # [nc, B, C, b, H, K], [nc, B, C, H, b]
+  out = out.swapaxes(0, 1).reshape(batch, nc * chunk * b, heads, dim)[:, :n]
+  lse = lse.swapaxes(0, 1).transpose(0, 1, 2, 4, 3).reshape(batch, nc * chunk * b, heads)[:, :n]
+  return out, lse
+
+
+def keys_part(q, k, v, lay: Layout, index, valid, rule, causal: bool):
+  """The pairs of rule(i, j, n) between queries and a list of keys.
+
+  index/valid: key positions [B, E] shared by a row's queries, or [B, R, E] per query block.
+  """
+  batch, n, heads, dim = q.shape
+  tokens = (lay.segment_BxN, lay.position_BxN, lay.length_BxN)
+  take = jax.vmap(lambda x, i: x[i])
+  k_e, v_e = take(k, index), take(v, index)
+  lay_k = tuple(take(x, index) for x in tokens)
+  scale = dim ** -0.5
+  if index.ndim == 2:
+    mask = _pair_mask(rule, tokens, lay_k, causal) & valid[:, None, :]  # [B, N, E]
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k_e, preferred_element_type=jnp.float32)
+    out, lse = _softmax_part(scores * scale, mask[:, None], v_e, "bhqk,bkhd->bqhd")
+    return out, lse.transpose(0, 2, 1)
+  b = lay.block
+  blocks = lambda x: x.reshape((batch, n // b, b) + x.shape[2:])
+  mask = _pair_mask(rule, tuple(blocks(x) for x in tokens), lay_k, causal)  # [B, R, b, E]
+  mask &= valid[:, :, None, :]
+  scores = jnp.einsum("brqhd,brkhd->brhqk", blocks(q), k_e, preferred_element_type=jnp.float32)
+  out, lse = _softmax_part(scores * scale, mask[:, :, None], v_e, "brhqk,brkhd->brqhd")
+  return out.reshape(batch, n, heads, dim), lse.transpose(0, 1, 3, 2).reshape(batch, n, heads)
+
+
+def residue_part(q, k, v, lay: Layout, stride: int, causal: bool):
+  """Keys j with (i - j) % stride == 0 and |i - j| >= stride, within residue classes."""
+  batch, n, heads, dim = q.shape
+  s = stride
+  pad = -n % s
+  rows = (n + pad) // s
+  to_classes = lambda x: jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)).reshape(
+      (batch, rows, s) + x.shape[2:]).swapaxes(1, 2)  # [B, s, rows, ...]
+  seg = to_classes(lay.segment_BxN)
+  t = jnp.arange(rows)
+  # Within a class, |i - j| >= s means another row; in one example i - j is the
+  # difference of own positions, so row indices serve.
+  mask = t[:, None] != t[None, :]
+  if causal:
+    mask &= t[None, :] < t[:, None]
+  mask = mask[None, None] & (seg[..., :, None] == seg[..., None, :]) & (seg[..., None, :] != 0)
+  scores = jnp.einsum("bcqhd,bckhd->bchqk", to_classes(q), to_classes(k),
+                      preferred_element_type=jnp.float32)
+  out, lse = _softmax_part(scores * dim ** -0.5, mask[:, :, None], to_classes(v),
+                           "bchqk,bckhd->bcqhd")
+  out = out.swapaxes(1, 2).reshape(batch, rows * s, heads, dim)[:, :n]
+  lse = lse.transpose(0, 3, 1, 2).reshape(batch, rows * s, heads)[:, :n]
+  return out, lse
+
+
+def merge(parts):
+  """Combines (out, lse) parts over disjoint key sets into softmax over their union."""
+  out, lse = parts[0]
+  for part_out, part_lse in parts[1:]:
+    total = jnp.logaddexp(lse, part_lse)
+    out = (out * jnp.exp(lse - total)[..., None].astype(out.dtype)
+           + part_out * jnp.exp(part_lse - total)[..., None].astype(out.dtype))
+    lse = total
+  return out
+
+
+def global_rows(out, q, k, v, lay: Layout, slots, causal: bool):
+  """`out` with the rows at own positions `slots` replaced by attention to their whole example.
+
+  Computed per key block: each block meets the global queries of its own example,
+  and the per-block results are merged per example (a segment sum), so the cost is
+  O(N * len(slots)) however many examples a row holds. Needs aligned examples.
+  """
+  b, (batch, n, heads, dim) = lay.block, q.shape
+  nb = n // b
+  slots = jnp.asarray(np.asarray(slots, np.int32))
+  first = lay.first_block_BxR  # [B, R]: the example each key block belongs to
+  example_length = lay.length_BxN[:, ::b]
+  rows_BxRxG = first[:, :, None] * b + slots[None, None, :]
+  real_BxRxG = (slots[None, None, :] < example_length[:, :, None]) & (
+      lay.segment_BxN[:, ::b, None] != 0)
+  rows_BxRxG = jnp.where(real_BxRxG, rows_BxRxG, 0)
+  take = jax.vmap(lambda x, i: x[i])
+  q_g = take(q, rows_BxRxG)  # [B, R, G, H, K]
+  blocks = lambda x: x.reshape((batch, nb, b) + x.shape[2:])
+  seg_k, pos_k = blocks(lay.segment_BxN), blocks(lay.position_BxN)
+  mask = (seg_k[:, :, None, :] == lay.segment_BxN[:, ::b, None, None]) & (
+      seg_k[:, :, None, :] != 0) & real_BxRxG[..., None]  # [B, R, G, b]
+  if causal:
+    mask &= pos_k[:, :, None, :] <= slots[None, None, :, None]
+  scores = jnp.einsum("brghd,brkhd->brhgk", q_g, blocks(k), preferred_element_type=jnp.float32)
+  part, lse = _softmax_part(scores * dim ** -0.5, mask[:, :, None], blocks(v),
+                            "brhgk,brkhd->brghd")  # [B, R, G, H, K], [B, R, H, G]
+  # Merge the blocks of each example: group key blocks by their example's first block.
+  group = jnp.where(lay.segment_BxN[:, ::b] != 0, first, nb)  # padding blocks: a spare group
+  seg_max = jax.vmap(lambda x, g: jax.ops.segment_max(x, g, num_segments=nb + 1))
+  seg_sum = jax.vmap(lambda x, g: jax.ops.segment_sum(x, g, num_segments=nb + 1))
+  top = jax.lax.stop_gradient(seg_max(lse, group))  # [B, nb + 1, H, G]
+  top = jnp.where(jnp.isfinite(top), top, 0.0)
+  top_BxRxHxG = jax.vmap(lambda t, g: t[g])(top, group)
+  weight = jnp.exp(lse - top_BxRxHxG)
+  total = seg_sum(weight, group)  # [B, nb + 1, H, G]
+  scale = weight / jax.vmap(lambda t, g: t[g])(jnp.maximum(total, 1e-30), group)
+  merged = seg_sum(part * scale.transpose(0, 1, 3, 2)[..., None].astype(part.dtype), group)
+  # Each example's global rows: its first block's group, written at first * b + slot.
+  is_first = real_BxRxG & (first[:, :, None] == jnp.arange(nb)[None, :, None])
+  target = jnp.where(is_first, rows_BxRxG, n)  # n: out of bounds, dropped
+  values = merged[:, :nb]  # group r holds the example whose first block is r
+  return jax.vmap(lambda o, t, x: o.at[t.reshape(-1)].set(
+      x.reshape((-1,) + x.shape[2:]), mode="drop"))(out, target, values)

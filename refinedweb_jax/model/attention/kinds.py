@@ -1,0 +1,95 @@
+"""The sparse attention kinds, one definition each, and everything derived from them.
+
+A kind is one module (local.py, strided.py, bigbird.py, global_local.py) whose Kind
+gives its size options (with defaults and checks), its pattern on an example's own
+positions, the blocked-kernel parts that compute exactly that pattern, and its
+splash mask where it has one. From the table KINDS come AttentionConfig (every
+size option, the `model.attention` config section), the attention-mask flags, the
+plots, the model's dispatch and its validation. Adding a kind: write its module
+and add it to KINDS.
+"""
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+from refinedweb_jax.model.attention import bigbird, blocked, global_local, local, strided
+
+KINDS = {kind.name: kind for kind in (local.KIND, strided.KIND, bigbird.KIND,
+                                      global_local.KIND)}
+ATTENTION_KINDS = ("dense",) + tuple(KINDS)
+
+
+def _sizes() -> dict:
+  """Every size option by name; two kinds sharing an option share its definition."""
+  sizes = {}
+  for kind in KINDS.values():
+    for size in kind.sizes:
+      if sizes.setdefault(size.name, size) is not size:
+        raise TypeError(f"attention size {size.name!r} is defined twice (kind {kind.name}); "
+                        "share one Size")
+  return sizes
+
+
+SIZES = _sizes()
+AttentionConfig = dataclasses.make_dataclass(
+    "AttentionConfig", [(s.name, type(s.default), dataclasses.field(default=s.default))
+                        for s in SIZES.values()], frozen=True)
+AttentionConfig.__doc__ = ("Size options of the sparse kinds (kinds.SIZES); each kind reads "
+                           "its own (Kind.sizes).")
+
+
+def check_kind(kind: str, where: str) -> str:
+  """Returns `kind` if it is a known attention kind, else raises naming it."""
+  if kind not in ATTENTION_KINDS:
+    raise ValueError(
+        f"unknown attention kind {kind!r} for {where}; allowed: {', '.join(ATTENTION_KINDS)}")
+  return kind
+
+
+def check(kind: str, cfg, where: str = "model.attention"):
+  """Validates the sizes `kind` reads: each in range, then their relations."""
+  for size in KINDS[kind].sizes:
+    size.check(getattr(cfg, size.name), where)
+  KINDS[kind].check(cfg, where)
+
+
+def check_length(kind: str, cfg, length: int, where: str = "model.attention"):
+  """Raises if sequences of `length` tokens cannot hold the kind's sizes."""
+  if kind != "dense":
+    KINDS[kind].check_length(cfg, length, where)
+
+
+def aligned(kind: str) -> bool:
+  """Whether packed examples must start on block boundaries for this kind."""
+  return kind != "dense" and KINDS[kind].aligned
+
+
+def allowed(kind: str, cfg, i, j, n: int, causal: bool):
+  """The pattern: may query position i see key position j of an example of n tokens."""
+  if kind == "dense":
+    return (j <= i) if causal else jnp.ones(jnp.broadcast_shapes(jnp.shape(i), jnp.shape(j)),
+                                            bool)
+  return KINDS[kind].allowed(cfg, i, j, n, causal)
+
+
+def pattern(kind: str, cfg, length: int, causal: bool = False) -> np.ndarray:
+  """The pattern of one example of `length` tokens as a dense bool array (tests, plots)."""
+  pos = jnp.arange(length)
+  return np.asarray(allowed(kind, cfg, pos[:, None], pos[None, :], length, causal))
+
+
+def attend(kind: str, cfg, q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, causal: bool):
+  """softmax(QK^T/sqrt(K) + M) V over the kind's pattern M, in O(N * keys-per-query).
+
+  Packed rows: segment ids 1, 2, ... mark contiguous examples (0 = padding); each gets
+  its own pattern. For aligned kinds every example starts on a block boundary.
+  """
+  length, b = q_BxNxHxK.shape[1], cfg.block_size
+  pad = -length % b
+  padded = lambda x: jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+  # Padded tail tokens get segment 0: they are never attended, and their rows are cut off.
+  q, k, v, seg = (padded(x) for x in (q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN))
+  out = KINDS[kind].attend(cfg, q, k, v, blocked.layout(seg, b), causal)
+  return out[:, :length]
