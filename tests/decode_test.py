@@ -146,3 +146,51 @@ def test_filter_logits_matches_a_sorting_reference_with_ties():
 def test_bad_decoding_settings_name_the_flag(settings, flag):
   with pytest.raises(ValueError, match=flag):
     decode.Decoding(**settings)
+
+
+def _reference_beam_search(forward, inputs_1xS, *, beams, alpha, length, eos, vocab):
+  """Beam search over full forward passes, T5X's rule: of the best 2 * beams extensions,
+  those ending at EOS (or at the length limit) join the finished set, and the best
+  `beams` of the others stay live. Returns (tokens, score) of the best finished one."""
+  live = [((), 0.0)]
+  finished = []
+  for step in range(length):
+    candidates = []
+    for number, (seq, logp) in enumerate(live):
+      decoder_inputs = np.zeros((1, length), np.int32)
+      decoder_inputs[0, 1: step + 1] = seq
+      step_logp = np.asarray(forward(inputs_1xS, decoder_inputs))[0, step]
+      candidates += [(logp + float(step_logp[t]), number * vocab + t, seq + (t,))
+                     for t in range(vocab)]
+    candidates.sort(key=lambda c: (-c[0], c[1]))
+    live = []
+    for logp, _, seq in candidates[: 2 * beams]:
+      if seq[-1] == eos or step == length - 1:
+        finished.append((logp / decode.length_penalty(len(seq), alpha), seq))
+      elif len(live) < beams:
+        live.append((seq, logp))
+    finished = sorted(finished, key=lambda f: -f[0])[:beams]
+  return finished[0][1], finished[0][0]
+
+
+def test_beam_search_keeps_its_beams_like_a_full_forward_reference():
+  vocab, beams, length = 512, 4, 8
+  model, params, inputs = _model(vocab_size=vocab, scale=2.0)
+  forward = jax.jit(lambda x, y: jax.nn.log_softmax(model.apply({"params": params}, x, y)))
+  # EOS ids the random model predicts often, so that beams end at many steps.
+  never = vocab  # an id that no step produces
+  greedy = np.asarray(decode.make_greedy_fn(model, max_length=length, eos_id=never)(
+      params, inputs))
+  frequent = [int(t) for t in np.argsort(-np.bincount(greedy.ravel(), minlength=vocab))[:3]]
+  for eos in frequent:
+    for alpha in (0.0, 0.6):
+      tokens, scores = jax.jit(lambda p, x: decode.beam_search(
+          model, p, x, beam_size=beams, alpha=alpha, max_length=length, eos_id=eos))(
+              params, inputs)
+      for row in range(inputs.shape[0]):
+        want, want_score = _reference_beam_search(
+            forward, inputs[row: row + 1], beams=beams, alpha=alpha, length=length, eos=eos,
+            vocab=vocab)
+        got = [int(t) for t in np.asarray(tokens[row])]
+        assert got[: len(want)] == list(want) and not any(got[len(want):]), (eos, alpha, row)
+        assert float(scores[row]) == pytest.approx(want_score, abs=1e-4)

@@ -157,9 +157,9 @@ def length_penalty(length, alpha: float):
   return ((5.0 + length) / 6.0) ** alpha
 
 
-def _gather_beams(tree, beams_BxK, batch: int, beams: int):
-  """Reorders the (B*K, ...) self-attention cache rows to follow the chosen beams."""
-  flat = (jnp.arange(batch)[:, None] * beams + beams_BxK).reshape(-1)
+def _gather_beams(tree, parents_BxW, batch: int, beams: int):
+  """Reorders the (B*W, ...) self-attention cache rows to follow the chosen beams."""
+  flat = (jnp.arange(batch)[:, None] * beams + parents_BxW).reshape(-1)
 
   def gather(path, leaf):
     # Cross-attention K/V are the same for every beam of a row: no need to move them.
@@ -173,51 +173,56 @@ def beam_search(model, params, inputs_BxS, *, beam_size: int, alpha: float, max_
                 eos_id: int):
   """Beam search; returns (tokens_BxL of each row's best sequence, its score_B).
 
-  Each step keeps the best `beam_size` of all one-token extensions by log-probability;
-  an extension that ends (EOS, or the length limit) moves to the finished set with score
-  logp / length_penalty(length). Beam 1 is therefore greedy decoding. The loop stops
-  early once no live beam can beat a row's worst finished one (alpha >= 0 only lowers
-  a live beam's best reachable score).
+  W = beam_size beams stay live. Each step takes the best 2W one-token extensions of the
+  live beams by log-probability (as T5X and Hugging Face do): those that end (EOS, or
+  the length limit) join the finished set with score logp / length_penalty(length),
+  and the best W of the others are the next live beams, so an EOS among the best
+  extensions never shrinks the search. Beam 1 is therefore greedy decoding. The loop
+  stops early once no live beam can beat a row's worst finished one (alpha >= 0 only
+  lowers a live beam's best reachable score).
   """
   batch, beams = inputs_BxS.shape[0], beam_size
   enc_BxSxD = model.apply({"params": params}, inputs_BxS, method="encode")
-  enc_NxSxD = jnp.repeat(enc_BxSxD, beams, axis=0)  # N = B*K rows, beams of a row adjacent
+  enc_NxSxD = jnp.repeat(enc_BxSxD, beams, axis=0)  # N = B*W rows, beams of a row adjacent
   inputs_NxS = jnp.repeat(inputs_BxS, beams, axis=0)
   cache = init_cache(model, params, enc_NxSxD, inputs_NxS, max_length)
-  best_reachable = lambda logp_BxK: jnp.max(logp_BxK, axis=-1) / length_penalty(max_length, alpha)
+  best_reachable = lambda logp_BxW: jnp.max(logp_BxW, axis=-1) / length_penalty(max_length, alpha)
 
   def cond(carry):
-    step, _, _, alive_logp_BxK, _, finished_score_BxK, _ = carry
-    hopeless_B = finished_score_BxK[:, -1] >= best_reachable(alive_logp_BxK)
+    step, _, _, alive_logp_BxW, _, finished_score_BxW, _ = carry
+    hopeless_B = finished_score_BxW[:, -1] >= best_reachable(alive_logp_BxW)
     return (step < max_length) & ~jnp.all(hopeless_B)
 
   def body(carry):
-    step, cache, alive_BxKxL, alive_logp_BxK, finished_BxKxL, finished_score_BxK, prev_BxK = carry
+    step, cache, alive_BxWxL, alive_logp_BxW, finished_BxWxL, finished_score_BxW, prev_BxW = carry
     logits_NxV, cache = _step(model, params, cache, enc_NxSxD, inputs_NxS,
-                              prev_BxK.reshape(-1), step)
+                              prev_BxW.reshape(-1), step)
     vocab = logits_NxV.shape[-1]
-    logp_BxKxV = jax.nn.log_softmax(logits_NxV).reshape(batch, beams, vocab)
-    candidates_BxKV = (alive_logp_BxK[..., None] + logp_BxKxV).reshape(batch, beams * vocab)
-    top_logp_BxK, top_index_BxK = jax.lax.top_k(candidates_BxKV, beams)
-    beam_BxK, token_BxK = top_index_BxK // vocab, top_index_BxK % vocab
-    seqs_BxKxL = jnp.take_along_axis(alive_BxKxL, beam_BxK[..., None], axis=1)
-    seqs_BxKxL = jax.lax.dynamic_update_slice_in_dim(seqs_BxKxL, token_BxK[..., None], step, 2)
-    ends_BxK = (token_BxK == eos_id) | (step == max_length - 1)
-    # Finished: the best `beams` of the old finished set and the sequences ending now.
-    ended_score_BxK = jnp.where(ends_BxK, top_logp_BxK / length_penalty(step + 1, alpha),
-                                NEG_INF)
-    scores_Bx2K = jnp.concatenate([finished_score_BxK, ended_score_BxK], axis=1)
-    seqs_Bx2KxL = jnp.concatenate([finished_BxKxL, seqs_BxKxL], axis=1)
-    finished_score_BxK, keep_BxK = jax.lax.top_k(scores_Bx2K, beams)
-    finished_BxKxL = jnp.take_along_axis(seqs_Bx2KxL, keep_BxK[..., None], axis=1)
-    alive_logp_BxK = jnp.where(ends_BxK, NEG_INF, top_logp_BxK)
-    cache = _gather_beams(cache, beam_BxK, batch, beams)
-    return (step + 1, cache, seqs_BxKxL, alive_logp_BxK, finished_BxKxL, finished_score_BxK,
-            token_BxK)
+    logp_BxWxV = jax.nn.log_softmax(logits_NxV).reshape(batch, beams, vocab)
+    candidates_BxWV = (alive_logp_BxW[..., None] + logp_BxWxV).reshape(batch, beams * vocab)
+    top_logp_Bx2W, top_index_Bx2W = jax.lax.top_k(candidates_BxWV, 2 * beams)
+    parent_Bx2W, token_Bx2W = top_index_Bx2W // vocab, top_index_Bx2W % vocab
+    seqs_Bx2WxL = jnp.take_along_axis(alive_BxWxL, parent_Bx2W[..., None], axis=1)
+    seqs_Bx2WxL = jax.lax.dynamic_update_slice_in_dim(seqs_Bx2WxL, token_Bx2W[..., None], step, 2)
+    ends_Bx2W = (token_Bx2W == eos_id) | (step == max_length - 1)
+    # Finished: the best W of the old finished set and the candidates ending now.
+    ended_score_Bx2W = jnp.where(ends_Bx2W, top_logp_Bx2W / length_penalty(step + 1, alpha),
+                                 NEG_INF)
+    scores_Bx3W = jnp.concatenate([finished_score_BxW, ended_score_Bx2W], axis=1)
+    seqs_Bx3WxL = jnp.concatenate([finished_BxWxL, seqs_Bx2WxL], axis=1)
+    finished_score_BxW, keep_BxW = jax.lax.top_k(scores_Bx3W, beams)
+    finished_BxWxL = jnp.take_along_axis(seqs_Bx3WxL, keep_BxW[..., None], axis=1)
+    # Live: the best W candidates that did not end (candidates are sorted by logp).
+    alive_logp_BxW, pick_BxW = jax.lax.top_k(jnp.where(ends_Bx2W, NEG_INF, top_logp_Bx2W), beams)
+    take = lambda x_Bx2W: jnp.take_along_axis(x_Bx2W, pick_BxW, axis=1)
+    alive_BxWxL = jnp.take_along_axis(seqs_Bx2WxL, pick_BxW[..., None], axis=1)
+    cache = _gather_beams(cache, take(parent_Bx2W), batch, beams)
+    return (step + 1, cache, alive_BxWxL, alive_logp_BxW, finished_BxWxL, finished_score_BxW,
+            take(token_Bx2W))
 
-  alive_logp_BxK = jnp.tile(jnp.array([0.0] + [NEG_INF] * (beams - 1)), (batch, 1))
-  zeros_BxKxL = jnp.zeros((batch, beams, max_length), jnp.int32)
-  carry = (jnp.int32(0), cache, zeros_BxKxL, alive_logp_BxK, zeros_BxKxL,
+  alive_logp_BxW = jnp.tile(jnp.array([0.0] + [NEG_INF] * (beams - 1)), (batch, 1))
+  zeros_BxWxL = jnp.zeros((batch, beams, max_length), jnp.int32)
+  carry = (jnp.int32(0), cache, zeros_BxWxL, alive_logp_BxW, zeros_BxWxL,
            jnp.full((batch, beams), NEG_INF), jnp.zeros((batch, beams), jnp.int32))
   carry = jax.lax.while_loop(cond, body, carry)
   return carry[4][:, 0], carry[5][:, 0]
