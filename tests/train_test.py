@@ -1,5 +1,7 @@
 """train_step and checkpoint save -> restore on one device (sharded meshes: scale_test.py)."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -87,3 +89,43 @@ def test_mesh_errors_name_the_sizes():
 def test_checkpoint_directory_keeps_urls():
   assert checkpoint.absolute("gs://bucket/run/checkpoints") == "gs://bucket/run/checkpoints"
   assert checkpoint.absolute("run/checkpoints").startswith("/")
+
+
+def test_throughput_leaves_out_evaluations_between_log_steps(tiny_data_dir, tmp_path,
+                                                            monkeypatch):
+  """A fake clock: every step takes 1 s, every evaluation 100 s; logs come every 4 steps."""
+  from conftest import tiny_config
+  from refinedweb_jax.evaluate import evaluator
+  from refinedweb_jax.train import loop
+  clock = {"now": 0.0}
+  monkeypatch.setattr(loop.time, "time", lambda: clock["now"])
+  tokens = []
+  real_jit = loop.jit_train_step
+
+  def timed_jit(*args, **kwargs):
+    step = real_jit(*args, **kwargs)
+
+    def run(state, batch, rng):
+      clock["now"] += 1.0
+      tokens.append(int(np.sum(np.asarray(batch["encoder_segment_ids"]) > 0)
+                        + np.sum(np.asarray(batch["decoder_loss_weights"]))))
+      return step(state, batch, rng)
+    return run
+
+  real_eval = evaluator.Evaluator.run
+
+  def slow_eval(self, *args, **kwargs):
+    clock["now"] += 100.0
+    return real_eval(self, *args, **kwargs)
+
+  monkeypatch.setattr(loop, "jit_train_step", timed_jit)
+  monkeypatch.setattr(evaluator.Evaluator, "run", slow_eval)
+  config = tiny_config(tiny_data_dir)
+  config.train.update(num_steps=8, log_every=4, eval_every=2, decode_examples_per_task=0)
+  loop.train_and_evaluate(config, str(tmp_path / "run"))
+  logged = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+  train = [row for row in logged if row["split"] == "train"]
+  assert [row["step"] for row in train] == [4, 8]
+  for row, window in zip(train, (tokens[:4], tokens[4:8])):
+    assert row["train/steps_per_second"] == pytest.approx(1.0)
+    assert row["train/tokens_per_second"] == pytest.approx(sum(window) / 4.0)

@@ -258,6 +258,27 @@ def train_and_evaluate(config, workdir: str):
                   rng=rng, tokenizer_proto=exp.tokenizer.serialized_model_proto())
 
 
+class Throughput:
+  """Steps and real tokens per second of training since the last log step, evaluations left out."""
+
+  def __init__(self, step: int):
+    self.restart(step)
+
+  def restart(self, step: int):
+    self.step, self.tokens, self.start, self.paused = step, 0, time.time(), 0.0
+
+  def pause(self, seconds: float):
+    """Time spent outside training (an evaluation) between two log steps."""
+    self.paused += seconds
+
+  def report(self, step: int) -> dict:
+    elapsed = max(time.time() - self.start - self.paused, 1e-9)
+    out = {"train/steps_per_second": (step - self.step) / elapsed,
+           "train/tokens_per_second": self.tokens * jax.process_count() / elapsed}
+    self.restart(step)
+    return out
+
+
 def run_loop(exp, state, shardings, step_fn, train_iter, *, log, ckpt, rng,
              tokenizer_proto: bytes):
   """The loop every trainer shares: resume (state and data iterator), evaluate at step 0,
@@ -277,30 +298,28 @@ def run_loop(exp, state, shardings, step_fn, train_iter, *, log, ckpt, rng,
   progress = logger.Progress(start, t.num_steps, enabled=t.progress_bar and log.enabled)
   if start >= t.num_steps:
     log.text(f"already trained to step {start} (train.num_steps={t.num_steps}); nothing to do")
-  last_step, last_time, tokens = start, time.time(), 0
+  throughput = Throughput(start)
   for step in range(start + 1, t.num_steps + 1):
     host_batch = next(train_iter)
     # Real (non-padding) tokens, counted on the host so the step stays asynchronous.
-    tokens += int(np.sum(host_batch["encoder_segment_ids"] > 0)
-                  + np.sum(host_batch["decoder_loss_weights"]))
+    throughput.tokens += int(np.sum(host_batch["encoder_segment_ids"] > 0)
+                             + np.sum(host_batch["decoder_loss_weights"]))
     state, metrics = step_fn(state, sharding.to_global(host_batch, exp.mesh), rng)
     if step % t.log_every == 0 or step == t.num_steps:
       metrics = jax.device_get(metrics)
-      elapsed = max(time.time() - last_time, 1e-9)
       metrics["train/learning_rate"] = float(exp.schedule(step - 1))
-      metrics["train/steps_per_second"] = (step - last_step) / elapsed
-      metrics["train/tokens_per_second"] = tokens * jax.process_count() / elapsed
+      metrics.update(throughput.report(step))
       # ru_maxrss is in KiB on Linux: the host's peak resident memory so far.
       rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
       metrics["train/host_peak_rss_gib"] = rss_kib / 2**20
       log.scalars(step, "train", metrics)
       progress.update(step, metrics)
-      last_step, last_time, tokens = step, time.time(), 0
     else:
       progress.update(step, None)
     if step % t.eval_every == 0 or step == t.num_steps:
+      began = time.time()
       evaluator.run(state.params, step=step, decode=True)
-      last_time = time.time()  # eval time is not training throughput
+      throughput.pause(time.time() - began)  # eval time is not training throughput
     ckpt.save(step, state, data_iterator=train_iter, config=config_json,
               tokenizer_proto=tokenizer_proto, force=step == t.num_steps)
   progress.close()
