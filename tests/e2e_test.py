@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from refinedweb_jax import api
 from refinedweb_jax.train import checkpoint
 from refinedweb_jax import cli as main
 from refinedweb_jax.train import loop as trainer
@@ -46,7 +47,11 @@ def test_resume_after_crash_equals_uninterrupted(tiny_data_dir, tmp_path, monkey
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
   steps = [json.loads(l)["step"] for l in open(tmp_path / "resumed" / "metrics.jsonl")
            if json.loads(l)["split"] == "train"]
-  assert steps == [2, 4, 4, 6], steps
+  # The replayed steps replace the rows the crashed run had logged after its checkpoint.
+  assert steps == [2, 4, 6], steps
+  history = api.read_history(str(tmp_path / "resumed"))["history"]
+  assert [step for step, _ in history["train/loss"]] == [2, 4, 6]
+  assert [step for step, _ in history["eval/loss"]] == [0, 6]
 
 
 def test_cli_train_generate_eval(tiny_data_dir, tmp_path):

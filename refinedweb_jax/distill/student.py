@@ -26,7 +26,6 @@ from refinedweb_jax.train import checkpoint
 from refinedweb_jax.data import pipeline as data
 from refinedweb_jax.distill import dump as distill_dump
 from refinedweb_jax.evaluate import evaluator as evaluation
-from refinedweb_jax.train import logger
 from refinedweb_jax.distill import store as logit_store
 from refinedweb_jax.train import losses
 from refinedweb_jax import sharding
@@ -198,9 +197,9 @@ def train_student(config, workdir: str, *, logits_dir: str | None = None,
     if missing:
       raise ValueError(f"tasks {', '.join(missing)} of config.mixture.tasks have no teacher "
                        f"logits in {logits_dir!r}; it holds: {', '.join(store.offsets)}")
-  log = logger.MetricLogger(workdir, enabled=jax.process_index() == 0)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), save_every=t.checkpoint_every,
                                  keep=t.keep_checkpoints, async_save=t.async_checkpointing)
+  log = trainer.run_logger(workdir, ckpt)
   rng = jax.random.key(config.seed)
   d = config.data
   state, shardings = trainer.create_train_state(exp.model, exp.tx, exp.mesh, rng,

@@ -24,19 +24,35 @@ def append_text(path: str, text: str):
   target.write_text(old + text, encoding="utf-8")
 
 
+def drop_rows_from(path: str, step: int):
+  """Rewrites a jsonl log without its rows at or after `step` (no file: nothing to do)."""
+  target = epath.Path(path)
+  if not target.exists():
+    return
+  lines = target.read_text(encoding="utf-8").splitlines(keepends=True)
+  kept = [line for line in lines if line.strip() and json.loads(line)["step"] < step]
+  if len(kept) != len(lines):
+    target.write_text("".join(kept), encoding="utf-8")
+
+
 class MetricLogger:
   """Writes scalars to <workdir>/metrics.jsonl and TensorBoard; text to the console.
 
   The workdir may be local or a gs:// URL (TensorBoard then needs google-cloud-storage).
+  `replay_from`: a (re)started run logs every step from this one again, so rows and
+  TensorBoard events at or after it are dropped first; each step is then logged once.
   """
 
-  def __init__(self, workdir: str, *, enabled: bool = True):
+  def __init__(self, workdir: str, *, enabled: bool = True, replay_from: int | None = None):
     self.enabled = enabled
     self.workdir = workdir
     if enabled:
       from tensorboardX import SummaryWriter  # imported lazily: only the logging host needs it
       epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-      self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      if replay_from is not None:
+        for name in ("metrics.jsonl", "samples.jsonl"):
+          drop_rows_from(os.path.join(workdir, name), replay_from)
+      self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=replay_from)
 
   def scalars(self, step: int, split: str, metrics: dict):
     if not self.enabled:

@@ -242,10 +242,10 @@ def train_and_evaluate(config, workdir: str):
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local folder or gs://bucket/run
   exp = Experiment(config, workdir)
   t = config.train
-  log = logger.MetricLogger(workdir, enabled=jax.process_index() == 0)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  save_every=t.checkpoint_every, keep=t.keep_checkpoints,
                                  async_save=t.async_checkpointing)
+  log = run_logger(workdir, ckpt)
   rng = jax.random.key(config.seed)
   d = config.data
   state, shardings = create_train_state(exp.model, exp.tx, exp.mesh, rng,
@@ -256,6 +256,13 @@ def train_and_evaluate(config, workdir: str):
   step_fn = jit_train_step(exp.model, config, exp.mesh, shardings)
   return run_loop(exp, state, shardings, step_fn, exp.train_iterator(), log=log, ckpt=ckpt,
                   rng=rng, tokenizer_proto=exp.tokenizer.serialized_model_proto())
+
+
+def run_logger(workdir: str, ckpt):
+  """The run's MetricLogger: a (re)started run logs again every step after its checkpoint."""
+  start = ckpt.latest_step()
+  return logger.MetricLogger(workdir, enabled=jax.process_index() == 0,
+                             replay_from=0 if start is None else start + 1)
 
 
 class Throughput:
