@@ -70,6 +70,39 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+# The allowed range of every numeric key whose range is known: "(" / ")" exclude an end,
+# "[" / "]" include it. validate() checks them all before any data or checkpoint is touched.
+RANGES = {
+    "data.input_length": "(0, inf)", "data.target_length": "(0, inf)",
+    "data.batch_size": "(0, inf)", "data.num_train": "(0, inf)",
+    "data.num_validation": "(0, inf)", "data.num_test": "(0, inf)",
+    "data.vocab_size": "(0, inf)", "data.long_fraction": "[0, 1]",
+    "optimizer.learning_rate": "(0, inf)", "optimizer.warmup_steps": "[0, inf)",
+    "optimizer.b1": "[0, 1)", "optimizer.b2": "[0, 1)", "optimizer.weight_decay": "[0, inf)",
+    "optimizer.grad_clip_norm": "[0, inf)",
+    "loss.label_smoothing": "[0, 1)", "loss.z_loss": "[0, inf)",
+    "train.num_steps": "(0, inf)", "train.log_every": "(0, inf)",
+    "train.eval_every": "(0, inf)", "train.checkpoint_every": "(0, inf)",
+    "train.eval_batch_size": "(0, inf)", "train.microbatches": "(0, inf)",
+    "distill.alpha": "[0, 1]", "distill.temperature": "(0, inf)", "distill.top_k": "(0, inf)",
+    "distill.shard_examples": "(0, inf)", "distill.dump_batch_size": "(0, inf)",
+    "distill.sequence_kd_beam": "(0, inf)",
+}
+
+
+def check_range(key: str, value, interval: str):
+  """Raises naming config.<key> unless value lies in the interval ('[0, 1)', '(0, inf)', ...)."""
+  low, high = (float(x) for x in interval[1:-1].split(","))
+  ok = (value >= low if interval[0] == "[" else value > low) and (
+      value <= high if interval[-1] == "]" else value < high)
+  if not ok:
+    if high == float("inf"):
+      allowed = f"{'>=' if interval[0] == '[' else '>'} {low:g}"
+    else:
+      allowed = f"in {interval}"
+    raise ValueError(f"config.{key} must be {allowed}, got {value}")
+
+
 def _field_type(field):
   kinds = {"int": int, "float": float, "str": str, "bool": bool}
   return kinds.get(field.type if isinstance(field.type, str) else field.type.__name__, object)
@@ -200,14 +233,9 @@ def validate(config):
   if config.optimizer.schedule not in optim.SCHEDULES:
     raise ValueError(f"unknown config.optimizer.schedule {config.optimizer.schedule!r}; "
                      f"allowed: {', '.join(optim.SCHEDULES)}")
-  for key in ("input_length", "target_length", "batch_size", "num_train", "num_validation",
-              "vocab_size"):
-    if config.data[key] <= 0:
-      raise ValueError(f"config.data.{key} must be > 0, got {config.data[key]}")
-  for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "eval_batch_size",
-              "microbatches"):
-    if config.train[key] <= 0:
-      raise ValueError(f"config.train.{key} must be > 0, got {config.train[key]}")
+  for key, interval in RANGES.items():
+    section, name = key.split(".")
+    check_range(key, config[section][name], interval)
   if config.data.batch_size % config.train.microbatches:
     raise ValueError(f"config.data.batch_size={config.data.batch_size} must be divisible by "
                      f"config.train.microbatches={config.train.microbatches}")
@@ -220,13 +248,6 @@ def validate(config):
 
 def _validate_distill(kd):
   from refinedweb_jax.distill import store as logit_store
-  for key in ("top_k", "shard_examples", "dump_batch_size", "sequence_kd_beam"):
-    if kd[key] <= 0:
-      raise ValueError(f"config.distill.{key} must be > 0, got {kd[key]}")
-  if not 0.0 <= kd.alpha <= 1.0:
-    raise ValueError(f"config.distill.alpha must be in [0, 1], got {kd.alpha}")
-  if kd.temperature <= 0:
-    raise ValueError(f"config.distill.temperature must be > 0, got {kd.temperature}")
   if kd.value_dtype not in logit_store.VALUE_DTYPES:
     raise ValueError(f"unknown config.distill.value_dtype {kd.value_dtype!r}; allowed: "
                      f"{', '.join(logit_store.VALUE_DTYPES)}")
