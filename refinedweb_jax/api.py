@@ -22,7 +22,6 @@ from refinedweb_jax.data import corpus
 from refinedweb_jax.model import decode
 from refinedweb_jax.evaluate import evaluator as evaluation
 from refinedweb_jax.train import logger
-from refinedweb_jax.train import optim
 from refinedweb_jax import sharding
 from refinedweb_jax.data import tokenizer as tok
 from refinedweb_jax.train import loop as trainer
@@ -99,7 +98,11 @@ class RefinedWeb:
 
   @classmethod
   def load(cls, path: str, *, on_long_input: str = "truncate") -> "RefinedWeb":
-    """Restores a workdir's newest checkpoint, or a given checkpoints/ or checkpoints/STEP."""
+    """Restores a workdir's newest checkpoint, or a given checkpoints/ or checkpoints/STEP.
+
+    Only the parameters are read (no optimizer state), onto the mesh the run's config asks
+    for: its fsdp and tensor sizes, with data taking the remaining devices.
+    """
     workdir, ckpt_dir, step = _locate(path)
     ckpt = checkpoint.Checkpointer(ckpt_dir, async_save=False)
     step = ckpt.latest_step() if step is None else step
@@ -111,14 +114,13 @@ class RefinedWeb:
     config.update(ml_collections.ConfigDict(saved))
     tokenizer = tok.Tokenizer(model_proto=proto)
     model = EncoderDecoder(configs.model_config(config, vocab_size=tokenizer.vocab_size))
-    mesh = sharding.make_mesh(-1, 1, 1)
-    tx, _ = optim.make_optimizer(config.optimizer, config.train.num_steps)
-    abstract, _ = trainer.abstract_train_state(model, tx, mesh,
-                                               input_length=config.data.input_length,
-                                               target_length=config.data.target_length)
-    state = ckpt.restore(step, abstract)
+    # The config's model-parallel axes (fsdp, tensor); data takes the remaining devices.
+    mesh = sharding.make_mesh(-1, config.mesh.fsdp, config.mesh.tensor)
+    abstract = trainer.abstract_params(model, mesh, input_length=config.data.input_length,
+                                       target_length=config.data.target_length)
+    params = ckpt.restore_params(step, abstract)
     ckpt.close()
-    return cls(config, state.params, tokenizer, model, mesh, step, workdir,
+    return cls(config, params, tokenizer, model, mesh, step, workdir,
                on_long_input=on_long_input)
 
   # -- applications ---------------------------------------------------------------------------
@@ -175,7 +177,7 @@ class RefinedWeb:
     settings = self.decoding(**decoding)
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    rows_step = self.mesh.shape["data"]
+    rows_step = sharding.batch_rows(self.mesh)
     encoded = [self._encode(i, p) for i, p in enumerate(prompts)]
     for number, start in enumerate(range(0, len(encoded), batch_size)):
       chunk = encoded[start: start + batch_size]

@@ -112,6 +112,13 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, spec(("batch",)))
 
 
+def batch_rows(mesh: Mesh) -> int:
+  """How many ways a batch splits: its row count must be a multiple of this."""
+  axes = nn.logical_to_mesh_axes(("batch",), LOGICAL_RULES)[0]
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+  return math.prod(mesh.shape[a] for a in axes)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

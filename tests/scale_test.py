@@ -118,6 +118,8 @@ def _sharded_report(workdir):
   report["restore"] = {"values": values, "same_sharding": same_sharding, "bytes_ratio": ratio,
                        "next_loss": abs(float(m_a["train/loss"]) - float(m_b["train/loss"]))}
 
+  report["load"] = _load_for_decoding(workdir)
+
   # Reference for the two-process run: one process, 8 devices, the same (2, 2, 2) mesh.
   mesh, shardings, step, _ = runs[(2, 2, 2)]
   state = jax.device_put(host_state, shardings)
@@ -126,6 +128,35 @@ def _sharded_report(workdir):
     state, m = step(state, sharding.to_global(random_batch(seed), mesh), rng)
     report["multihost_reference"].append(float(m["train/loss"]))
   print(json.dumps(report))
+
+
+def _load_for_decoding(workdir):
+  """A run trained on fsdp=2 x tensor=2 loads onto that mesh for decoding, parameters only."""
+  import shutil
+  from refinedweb_jax import api
+  from refinedweb_jax.data import corpus
+  from refinedweb_jax.data import tokenizer as tok
+  examples = corpus.generate_split("train", 300, tasks=("translate_en_de", "translate_en_fr"))
+  texts = [t for ex in examples for t in (ex["inputs"], ex["targets"])]
+  tokenizer = tok.Tokenizer(tok.train_tokenizer(texts, os.path.join(workdir, "spm.model"),
+                                                vocab_size=400))
+  config, _, tx = tiny()
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  config.data.update(input_length=16, target_length=8)
+  model = EncoderDecoder(configs.model_config(config, vocab_size=tokenizer.vocab_size))
+  mesh = sharding.make_mesh(2, 2, 2)
+  state, _ = init(model, tx, mesh)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "run", "checkpoints"), save_every=1)
+  ckpt.save(1, state, config=checkpoint.config_to_json(config),
+            tokenizer_proto=tokenizer.serialized_model_proto(), force=True)
+  ckpt.close()
+  # Without the optimizer state on disk the model still loads: only parameters are read.
+  shutil.rmtree(os.path.join(workdir, "run", "checkpoints", "1", "optimizer"))
+  loaded = api.RefinedWeb.load(os.path.join(workdir, "run"))
+  kernel = loaded.params["encoder_0"]["mlp"]["wi_0"]["kernel"]
+  return {"mesh": dict(loaded.mesh.shape), "spec": str(nn.meta.unbox(kernel).sharding.spec),
+          "values": max_diff(state.params, loaded.params),
+          "output": loaded.generate("chat: hello", max_new_tokens=4)}
 
 
 def _worker(process_id: int, port: int, workdir: str):
@@ -190,6 +221,13 @@ def test_checkpoint_from_data_parallel_restores_onto_fsdp_x_tensor(sharded_repor
   assert r["values"] == 0.0 and r["same_sharding"], r
   assert r["bytes_ratio"] <= 1.1 / 8, r
   assert r["next_loss"] <= 1e-5, r
+
+
+def test_a_tensor_parallel_run_loads_onto_its_mesh_with_parameters_only(sharded_report):
+  r = sharded_report["load"]
+  assert r["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}, r
+  assert "tensor" in r["spec"] and "fsdp" in r["spec"], r  # embed x mlp: fsdp x tensor
+  assert r["values"] == 0.0 and isinstance(r["output"], str), r
 
 
 def test_two_processes_match_one_process_with_eight_devices(sharded_report, tmp_path):

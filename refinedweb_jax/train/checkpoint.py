@@ -1,5 +1,8 @@
 """Orbax checkpoints holding train state, data-iterator state, config and tokenizer.
 
+A step holds the items params (the model's parameters), optimizer (step counter and
+optimizer state), data (the Grain iterator), config and assets (the tokenizer), so a
+model can be restored for inference (or fine-tuning) without its optimizer state.
 Resume order: the newest step that finished saving (Orbax commits a step
 atomically, so a run killed mid-save falls back to the one before).
 """
@@ -32,7 +35,8 @@ class Checkpointer:
   def save(self, step: int, state, *, data_iterator=None, config: dict | None = None,
            tokenizer_proto: bytes | None = None, force: bool = False) -> bool:
     """Saves when the step is due (or `force`); returns whether a save started."""
-    items = {"state": ocp.args.StandardSave(state)}
+    items = {"params": ocp.args.StandardSave(state.params),
+             "optimizer": ocp.args.StandardSave(_optimizer_part(state))}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     if config is not None:
@@ -44,11 +48,18 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state, *, data_iterator=None):
     """Restores the state onto the shardings in `abstract_state` (and the iterator in place)."""
-    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    items = {"params": ocp.args.StandardRestore(abstract_state.params),
+             "optimizer": ocp.args.StandardRestore(_optimizer_part(abstract_state))}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-    return restored["state"]
+    return abstract_state.replace(params=restored["params"], **restored["optimizer"])
+
+  def restore_params(self, step: int, abstract_params):
+    """The parameters alone, onto the shardings in `abstract_params` (no optimizer state)."""
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params)))
+    return restored["params"]
 
   def restore_metadata(self, step: int | None = None):
     """Returns (config dict, tokenizer model proto bytes) saved with a step."""
@@ -63,6 +74,10 @@ class Checkpointer:
   def close(self):
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _optimizer_part(state) -> dict:
+  return {"step": state.step, "opt_state": state.opt_state}
 
 
 def absolute(directory: str) -> str:

@@ -123,6 +123,16 @@ def abstract_train_state(model, tx, mesh, *, input_length: int, target_length: i
   return checkpoint.abstract_like(abstract, shardings), shardings
 
 
+def abstract_params(model, mesh, *, input_length: int, target_length: int):
+  """ShapeDtypeStructs of the parameters alone, with their shardings on `mesh`."""
+  init = lambda rng: model.init(rng, jnp.ones((1, input_length), jnp.int32),
+                                jnp.ones((1, target_length), jnp.int32))["params"]
+  with nn.logical_axis_rules(sharding.LOGICAL_RULES):
+    abstract = jax.eval_shape(init, jax.random.key(0))
+    shardings = sharding.state_shardings(abstract, mesh)
+  return checkpoint.abstract_like(abstract, shardings)
+
+
 def create_train_state(model, tx, mesh, rng, *, input_length: int, target_length: int):
   """Initialises parameters directly into their shardings; returns (state, state shardings)."""
   _, shardings = abstract_train_state(model, tx, mesh, input_length=input_length,
