@@ -22,7 +22,8 @@ import jax
 import numpy as np
 
 from refinedweb_jax.model import decode
-from refinedweb_jax.model.transformer import EncoderDecoder, ModelConfig, count_params
+from refinedweb_jax.model.config import ModelConfig
+from refinedweb_jax.model.transformer import EncoderDecoder, count_params
 
 T5_SMALL = dict(vocab_size=32128, d_model=512, num_heads=8, head_dim=64, d_ff=2048,
                 num_encoder_layers=6, num_decoder_layers=6, gated_mlp=False, activation="relu",

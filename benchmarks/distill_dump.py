@@ -3,7 +3,7 @@
   python benchmarks/distill_dump.py --teacher runs/distill/teacher [--examples 2048]
 
 Times, in real (input + target, non-padding) tokens per second, after one warm-up
-batch each: (1) evaluation.Evaluator's eval_step on unpacked padded rows, as
+batch each: (1) evaluator.Evaluator's eval_step on unpacked padded rows, as
 `refinedweb eval` runs it; (2) the same eval_step on the dump's packed rows; (3) the
 dump's whole path (packing, top-k, device-to-host copy, record encoding), without
 the disk write. The examples are spread evenly over the train split of the teacher's
@@ -22,30 +22,57 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from refinedweb_jax import api
-from refinedweb_jax.data import pipeline as data
-from refinedweb_jax.distill import dump as distill_dump
-from refinedweb_jax.evaluate import evaluator as evaluation
-from refinedweb_jax.distill import store as logit_store
 from refinedweb_jax import sharding
-from refinedweb_jax.train import loop as trainer
+from refinedweb_jax.data import pipeline
+from refinedweb_jax.distill import dump
+from refinedweb_jax.distill import store as logit_store
+from refinedweb_jax.evaluate import evaluator
+from refinedweb_jax.train import setup
 
 
-def packed_eval_throughput(teacher, examples, *, batch_size, input_length, target_length):
-  """eval_step tokens/s on the dump's packed rows (the dump minus top-k and host work)."""
-  tokenize = data.Tokenize(teacher.tokenizer, input_length, target_length)
-  tokenized = [tokenize.map(ex) for ex in examples]
-  lengths = np.array([(len(t["inputs"]), len(t["targets"])) for t in tokenized])
-  rows = distill_dump.pack_rows(lengths, input_length, target_length)
-  step = jax.jit(functools.partial(evaluation.eval_step, model=teacher.model))
-  batches = [distill_dump.row_features(tokenized, rows[i: i + batch_size], batch_size,
-                                       input_length, target_length)
-             for i in range(0, len(rows), batch_size)]
-  jax.block_until_ready(step(teacher.params, sharding.to_global(batches[0], teacher.mesh)))
+def _tokens(features) -> int:
+  return int(np.sum(features["encoder_segment_ids"] > 0) + np.sum(features["decoder_loss_weights"]))
+
+
+def _timed(step, params, batches, mesh) -> float:
+  """Real tokens/s of step over the batches, the first (compilation) not timed."""
+  jax.block_until_ready(step(params, sharding.to_global(batches[0], mesh)))
   start = time.time()
   for features in batches:
-    jax.block_until_ready(step(teacher.params, sharding.to_global(features, teacher.mesh)))
-  return lengths.sum() / (time.time() - start)
+    jax.block_until_ready(step(params, sharding.to_global(features, mesh)))
+  return sum(_tokens(f) for f in batches) / max(time.time() - start, 1e-9)
+
+
+def eval_throughput(teacher, examples, *, batch_size, input_length, target_length):
+  """eval_step tokens/s on unpacked padded rows, as evaluator.Evaluator runs it."""
+  run = teacher.run
+  step = sharding.jit(functools.partial(evaluator.eval_step, model=run.model), run.mesh)
+  batches = [f for f, _ in pipeline.eval_batches(examples, run.tokenizer, batch_size=batch_size,
+                                                 input_length=input_length,
+                                                 target_length=target_length)]
+  return _timed(step, teacher.params, batches, run.mesh)
+
+
+def packed_eval_throughput(teacher, tokenized, *, batch_size, input_length, target_length):
+  """eval_step tokens/s on the dump's packed rows (the dump minus top-k and host work)."""
+  run = teacher.run
+  step = sharding.jit(functools.partial(evaluator.eval_step, model=run.model), run.mesh)
+  batches = [f for f, _ in pipeline.packed_batches(
+      tokenized, batch_size=batch_size, input_length=input_length, target_length=target_length,
+      alignment=run.alignment())]
+  return _timed(step, teacher.params, batches, run.mesh)
+
+
+def dump_throughput(teacher, tokenized, *, batch_size, input_length, target_length, top_k):
+  """(real tokens/s, records) of the dump's packed top-k pass (records encoded, not written)."""
+  index = {"input_length": input_length, "target_length": target_length,
+           "shard_examples": len(tokenized)}
+  topk = dump.topk_fn(teacher, top_k, "bfloat16")
+  dump.shard_records(teacher, index, 0, tokenized[:1], topk, batch_size)  # compile
+  start = time.time()
+  records = dump.shard_records(teacher, index, 0, tokenized, topk, batch_size)
+  tokens = sum(len(t["inputs"]) + len(t["targets"]) for t in tokenized)
+  return tokens / max(time.time() - start, 1e-9), records
 
 
 def main():
@@ -57,43 +84,43 @@ def main():
   p.add_argument("--sequence-kd", type=int, default=0, metavar="N",
                  help="also time the teacher's greedy outputs for the first N examples")
   args = p.parse_args()
-  teacher = api.RefinedWeb.load(args.teacher)
-  d = teacher.config.data
-  exp = trainer.Experiment(teacher.config, args.teacher)
-  keys = [(task.source("train"), i) for task in exp.tasks
+  teacher = setup.restore(args.teacher)
+  run = teacher.run
+  d, m = run.config.data, run.model_cfg
+  keys = [(task.source("train"), i) for task in run.tasks
           for i in range(len(task.source("train")))]
   picks = np.linspace(0, len(keys) - 1, min(args.examples, len(keys))).astype(int)
   examples = [keys[i][0][keys[i][1]] for i in picks]
+  tokenize = pipeline.Tokenize(run.tokenizer, d.input_length, d.target_length)
+  tokenized = [tokenize.map(ex) for ex in examples]
   sizes = dict(batch_size=args.batch_size, input_length=d.input_length,
                target_length=d.target_length)
-  print(f"{jax.devices()[0].platform}, {len(examples)} train examples of {len(exp.tasks)} tasks, "
-        f"teacher {teacher.model.cfg.d_model}d x {teacher.model.cfg.num_encoder_layers}+"
-        f"{teacher.model.cfg.num_decoder_layers}, batch {args.batch_size} rows of "
-        f"{d.input_length}+{d.target_length}, top-k {args.top_k}")
-  evaluate = distill_dump.eval_throughput(teacher, examples, **sizes)
-  packed = packed_eval_throughput(teacher, examples, **sizes)
-  dump, records = distill_dump.dump_throughput(teacher, examples, top_k=args.top_k, **sizes)
+  print(f"{jax.devices()[0].platform}, {len(examples)} train examples of {len(run.tasks)} tasks, "
+        f"teacher {m.d_model}d x {m.num_encoder_layers}+{m.num_decoder_layers}, batch "
+        f"{args.batch_size} rows of {d.input_length}+{d.target_length}, top-k {args.top_k}")
+  evaluate = eval_throughput(teacher, examples, **sizes)
+  packed = packed_eval_throughput(teacher, tokenized, **sizes)
+  dumped, records = dump_throughput(teacher, tokenized, top_k=args.top_k, **sizes)
   with tempfile.TemporaryDirectory() as tmp:
     path = logit_store.write_shard(tmp, 0, 1, records)
     size = os.path.getsize(path)
   tokens = sum(int.from_bytes(r[4:6], "little") for r in records)
   print(f"eval (unpacked, as refinedweb eval)  {evaluate:10,.0f} tokens/s")
   print(f"eval on the dump's packed rows       {packed:10,.0f} tokens/s")
-  print(f"dump (packed, top-k, records)        {dump:10,.0f} tokens/s")
-  print(f"dump / eval = {dump / evaluate:.2f}; dump / packed eval = {dump / packed:.2f} "
+  print(f"dump (packed, top-k, records)        {dumped:10,.0f} tokens/s")
+  print(f"dump / eval = {dumped / evaluate:.2f}; dump / packed eval = {dumped / packed:.2f} "
         "(target >= 0.8)")
   print(f"records: {tokens} target tokens, {sum(map(len, records)) / tokens:.1f} bytes per "
         f"target token encoded, {size / tokens:.1f} on disk (array_record, zstd); "
         f"uncompressed arrays {logit_store.raw_bytes_per_token(args.top_k, 'bfloat16')}")
   if args.sequence_kd:
-    run = distill_dump._sequence_fn(teacher, teacher.config)
-    tokenize = data.Tokenize(teacher.tokenizer, d.input_length, d.target_length)
-    tokenized = [tokenize.map(ex) for ex in examples[: args.sequence_kd]]
-    distill_dump.teacher_sequences(run, tokenized[: args.batch_size], args.batch_size,
-                                   d.input_length, teacher.tokenizer.eos_id)  # compile
+    sequences = dump.sequence_fn(teacher, run.config)
+    some = tokenized[: args.sequence_kd]
+    dump.teacher_sequences(sequences, some[: args.batch_size], args.batch_size,
+                           d.input_length, run.tokenizer.eos_id)  # compile
     start = time.time()
-    outputs = distill_dump.teacher_sequences(run, tokenized, args.batch_size, d.input_length,
-                                             teacher.tokenizer.eos_id)
+    outputs = dump.teacher_sequences(sequences, some, args.batch_size, d.input_length,
+                                     run.tokenizer.eos_id)
     seconds = time.time() - start
     print(f"sequence-level KD outputs: {len(outputs) / seconds:.1f} examples/s, "
           f"{sum(map(len, outputs)) / seconds:,.0f} decoded tokens/s (greedy)")

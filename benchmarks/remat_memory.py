@@ -19,14 +19,13 @@ import statistics
 import sys
 import time
 
-import flax.linen as nn
 import jax
 import numpy as np
 
 from refinedweb_jax import configs
 from refinedweb_jax.train import optim
 from refinedweb_jax import sharding
-from refinedweb_jax.train import loop as trainer
+from refinedweb_jax.train import step as step_lib
 from refinedweb_jax.model.transformer import EncoderDecoder, count_params
 from train_step_memory import random_batch
 
@@ -58,10 +57,10 @@ def measure(args, remat: str, microbatches: int) -> dict:
   tx, _ = optim.make_optimizer(config.optimizer, config.train.num_steps)
   mesh = sharding.make_mesh(-1, 1, 1)
   lengths = dict(input_length=args.input_length, target_length=args.target_length)
-  state, shardings = trainer.create_train_state(model, tx, mesh, jax.random.key(0), **lengths)
+  state, shardings = step_lib.create_train_state(model, tx, mesh, jax.random.key(0), **lengths)
   batch = sharding.to_global(random_batch(np.random.default_rng(0), args.batch_size,
                                           args.input_length, args.target_length, vocab), mesh)
-  step = trainer.jit_train_step(model, config, mesh, shardings)
+  step = step_lib.jit_train_step(model, config, mesh, shardings)
   start = time.time()
   compiled = step.lower(state, batch, jax.random.key(0)).compile()
   compile_s = time.time() - start
@@ -71,7 +70,7 @@ def measure(args, remat: str, microbatches: int) -> dict:
   times = []
   for i in range(args.steps + 1):  # the first call is a warm-up
     start = time.time()
-    with nn.logical_axis_rules(sharding.LOGICAL_RULES), jax.set_mesh(mesh):
+    with sharding.use_mesh(mesh):
       state, metrics = compiled(state, batch, jax.random.key(0))
     jax.block_until_ready(metrics)
     times.append(time.time() - start)

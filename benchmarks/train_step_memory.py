@@ -21,7 +21,7 @@ import numpy as np
 from refinedweb_jax import configs
 from refinedweb_jax.train import optim
 from refinedweb_jax import sharding
-from refinedweb_jax.train import loop as trainer
+from refinedweb_jax.train import step as step_lib
 from refinedweb_jax.model.transformer import EncoderDecoder, count_params
 
 
@@ -47,18 +47,18 @@ def measure(config, kind, steps, budget_gib):
   model = EncoderDecoder(configs.model_config(config, vocab_size=d.vocab_size))
   tx, _ = optim.make_optimizer(config.optimizer, config.train.num_steps)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-  abstract, shardings = trainer.abstract_train_state(model, tx, mesh, input_length=d.input_length,
+  abstract, shardings = step_lib.abstract_train_state(model, tx, mesh, input_length=d.input_length,
                                                    target_length=d.target_length)
   batch = random_batch(np.random.default_rng(0), d.batch_size, d.input_length, d.target_length,
                        d.vocab_size)
-  step = trainer.jit_train_step(model, config, mesh, shardings)
+  step = step_lib.jit_train_step(model, config, mesh, shardings)
   compiled = step.lower(abstract, sharding.to_global(batch, mesh), jax.random.key(0)).compile()
   mem = compiled.memory_analysis()
   gib = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes) / 2**30
   n_params = count_params(abstract.params)
   if gib > budget_gib:
     return n_params, gib, None
-  state, _ = trainer.create_train_state(model, tx, mesh, jax.random.key(0),
+  state, _ = step_lib.create_train_state(model, tx, mesh, jax.random.key(0),
                                       input_length=d.input_length, target_length=d.target_length)
   state, m = step(state, sharding.to_global(batch, mesh), jax.random.key(0))  # warm-up
   jax.block_until_ready(m)

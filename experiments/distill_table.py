@@ -44,8 +44,9 @@ def decode_speed(model, inputs, batch_size: int = 32) -> float:
   import jax
   from refinedweb_jax.model import decode
   tok, d = model.tokenizer, model.config.data
-  greedy = decode.make_greedy_fn(model.model, max_length=model.config.train.max_decode_length,
-                                 eos_id=tok.eos_id)
+  settings = decode.Decoding(max_new_tokens=model.config.train.max_decode_length)
+  decode_fn = decode.make_decode_fn(model.model, settings, eos_id=tok.eos_id)
+  greedy = lambda params, rows: decode_fn(params, rows, jax.random.key(0))
   batches = []
   for start in range(0, len(inputs), batch_size):
     rows = np.zeros((batch_size, d.input_length), np.int32)
@@ -70,8 +71,8 @@ def evaluate(workdir: str, examples: int, speed_inputs: int) -> dict:
   model = api.RefinedWeb.load(workdir)
   metrics = model.evaluate("validation", decode_examples=examples,
                            eval_examples=-1 if examples == -1 else None)
-  from refinedweb_jax.train import loop as trainer
-  source = trainer.Experiment(model.config, workdir).source("validation")
+  from refinedweb_jax.train import setup
+  source = setup.builtin_source(model.config, "validation")
   inputs = [source[i]["inputs"] for i in range(min(speed_inputs, len(source)))]
   return {"metrics": metrics, "params": count_params(model.params),
           "decode_tokens_per_second": decode_speed(model, inputs)}

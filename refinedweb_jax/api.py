@@ -13,65 +13,22 @@ import os
 import warnings
 
 import jax
-import ml_collections
 import numpy as np
 
-from refinedweb_jax.train import checkpoint
-from refinedweb_jax import configs
-from refinedweb_jax.data import corpus
+from refinedweb_jax import configs, sharding
+from refinedweb_jax.data import tasks
 from refinedweb_jax.model import decode
-from refinedweb_jax.evaluate import evaluator as evaluation
-from refinedweb_jax.train import logger
-from refinedweb_jax import sharding
-from refinedweb_jax.data import tokenizer as tok
-from refinedweb_jax.train import loop as trainer
-from refinedweb_jax.model.transformer import EncoderDecoder
+from refinedweb_jax.train import logger, loop, setup
 
 LONG_INPUT = ("truncate", "error")
 
 
-def task_prefix(task: str, config=None) -> str:
-  """The inputs prefix of a task: built-in corpus tasks, or the config's own/public tasks."""
-  own = {t["task"]: t.get("prefix", f"{t['task']}: ") for t in
-         (config.get("own_tasks", []) or [] if config is not None else [])}
-  if task in own:
-    return own[task]
-  if config is not None and task in configs.known_tasks(config) and task not in corpus.TASKS:
-    from refinedweb_jax.data.datasets import public
-    return public.PUBLIC[task].prefix
-  if task not in corpus.TASKS:
-    raise ValueError(f"unknown task {task!r}; allowed: {', '.join(list(corpus.TASKS) + list(own))}")
-  if task.startswith("translate_"):
-    _, src, tgt = task.split("_")
-    return f"translate {corpus.LANGUAGE_NAMES[src]} to {corpus.LANGUAGE_NAMES[tgt]}: "
-  return {"summarize": "summarize: ", "qa": "", "code": "write python: ", "chat": "chat: "}[task]
-
-
-def chat_prompt(messages) -> str:
-  """A conversation -> the chat task's input: 'chat: user: .. assistant: .. user: ..'.
-
-  messages: one string (a single user turn), or a list of {"role", "content"} dicts
-  or of strings alternating user / assistant, ending with the user's turn.
-  """
-  if isinstance(messages, str):
-    messages = [messages]
-  turns = []
-  for i, m in enumerate(messages):
-    role, content = (m.get("role"), m.get("content")) if isinstance(m, dict) else (
-        ("user", "assistant")[i % 2], m)
-    if role != ("user", "assistant")[i % 2]:
-      raise ValueError(f"chat message {i} has role {role!r}; roles must alternate user, "
-                       "assistant, ... starting with user")
-    if not isinstance(content, str) or not content.strip():
-      raise ValueError(f"chat message {i} is empty; give non-empty text")
-    turns.append(content.strip())
-  if not turns or len(turns) % 2 == 0:
-    raise ValueError("a chat must end with a user message")
-  if len(turns) == 1:
-    return "chat: " + turns[0]
-  history = " ".join(f"user: {turns[i]} assistant: {turns[i + 1]}"
-                     for i in range(0, len(turns) - 1, 2))
-  return f"chat: {history} user: {turns[-1]}"
+def task_prefix(task: str, config) -> str:
+  """The inputs prefix of a task the config knows (built-in, own or public)."""
+  known = setup.all_tasks(config)
+  if task not in known:
+    raise ValueError(f"unknown task {task!r}; allowed: {', '.join(known)}")
+  return known[task].prefix
 
 
 def _one_or_many(fn):
@@ -87,12 +44,13 @@ def _one_or_many(fn):
 class RefinedWeb:
   """A trained model with its tokenizer, restored from a workdir's or checkpoint's weights."""
 
-  def __init__(self, config, params, tokenizer, model, mesh, step, workdir, *,
-               on_long_input: str = "truncate"):
+  def __init__(self, trained: setup.Trained, *, on_long_input: str = "truncate"):
     if on_long_input not in LONG_INPUT:
       raise ValueError(f"on_long_input={on_long_input!r}; allowed: {', '.join(LONG_INPUT)}")
-    self.config, self.params, self.tokenizer = config, params, tokenizer
-    self.model, self.mesh, self.step, self.workdir = model, mesh, step, workdir
+    self.run, self.params, self.step, self.workdir = (trained.run, trained.params, trained.step,
+                                                      trained.workdir)
+    self.config, self.tokenizer = self.run.config, self.run.tokenizer
+    self.model, self.mesh = self.run.model, self.run.mesh
     self.on_long_input = on_long_input
     self._decoders = {}
 
@@ -100,44 +58,25 @@ class RefinedWeb:
   def load(cls, path: str, *, on_long_input: str = "truncate") -> "RefinedWeb":
     """Restores a workdir's newest checkpoint, or a given checkpoints/ or checkpoints/STEP.
 
-    Only the parameters are read (no optimizer state), onto the mesh the run's config asks
-    for: its fsdp and tensor sizes, with data taking the remaining devices.
+    Only the parameters are read, onto the model-parallel mesh the run's config asks for.
     """
-    workdir, ckpt_dir, step = _locate(path)
-    ckpt = checkpoint.Checkpointer(ckpt_dir, async_save=False)
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no finished checkpoint in {ckpt_dir}; "
-                              f"train first with: refinedweb train --workdir {workdir}")
-    saved, proto = ckpt.restore_metadata(step)
-    config = configs.default_config()
-    config.update(ml_collections.ConfigDict(saved))
-    tokenizer = tok.Tokenizer(model_proto=proto)
-    model = EncoderDecoder(configs.model_config(config, vocab_size=tokenizer.vocab_size))
-    # The config's model-parallel axes (fsdp, tensor); data takes the remaining devices.
-    mesh = sharding.make_mesh(-1, config.mesh.fsdp, config.mesh.tensor)
-    abstract = trainer.abstract_params(model, mesh, input_length=config.data.input_length,
-                                       target_length=config.data.target_length)
-    params = ckpt.restore_params(step, abstract)
-    ckpt.close()
-    return cls(config, params, tokenizer, model, mesh, step, workdir,
-               on_long_input=on_long_input)
+    return cls(setup.restore(path), on_long_input=on_long_input)
 
   # -- applications ---------------------------------------------------------------------------
 
   def translate(self, text, source: str = "en", target: str = "de", **decoding):
     """Translates between en, de, fr and zh."""
     for name, lang in (("source", source), ("target", target)):
-      if lang not in corpus.LANGUAGE_NAMES:
+      if lang not in tasks.LANGUAGE_NAMES:
         raise ValueError(f"unknown {name} language {lang!r}; allowed: "
-                         f"{', '.join(corpus.LANGUAGE_NAMES)}")
+                         f"{', '.join(tasks.LANGUAGE_NAMES)}")
     if source == target:
       raise ValueError(f"source and target are both {source!r}; pick two different languages")
-    return self._with_prefix(text, task_prefix(f"translate_{source}_{target}"), decoding)
+    return self._with_prefix(text, tasks.translation_prefix(source, target), decoding)
 
   def summarize(self, text, **decoding):
     """A short summary of a document."""
-    return self._with_prefix(text, task_prefix("summarize"), decoding)
+    return self._with_prefix(text, tasks.prefix("summarize"), decoding)
 
   summarization = summarize
 
@@ -146,19 +85,18 @@ class RefinedWeb:
     if isinstance(question, str) != isinstance(context, str) or (
         not isinstance(question, str) and len(question) != len(context)):
       raise ValueError("answer takes a question and a context, or two lists of equal length")
-    prompt = lambda q, c: f"question: {q} context: {c}"
-    return self.generate(prompt(question, context) if isinstance(question, str) else
-                         [prompt(q, c) for q, c in zip(question, context)], **decoding)
+    return self.generate(tasks.qa_input(question, context) if isinstance(question, str) else
+                         [tasks.qa_input(q, c) for q, c in zip(question, context)], **decoding)
 
   def generate_code(self, description, **decoding):
     """A Python function for an English or Chinese description."""
-    return self._with_prefix(description, task_prefix("code"), decoding)
+    return self._with_prefix(description, tasks.prefix("code"), decoding)
 
   def chat(self, messages, **decoding):
-    """The assistant's reply to a conversation (see chat_prompt); a list of them -> replies."""
+    """The assistant's reply to a conversation (tasks.chat_prompt); a list of them -> replies."""
     if isinstance(messages, list) and messages and isinstance(messages[0], list):
-      return self.generate([chat_prompt(m) for m in messages], **decoding)
-    return self.generate(chat_prompt(messages), **decoding)
+      return self.generate([tasks.chat_prompt(m) for m in messages], **decoding)
+    return self.generate(tasks.chat_prompt(messages), **decoding)
 
   def _with_prefix(self, text, prefix, decoding):
     texts = [text] if isinstance(text, str) else list(text)
@@ -223,21 +161,16 @@ class RefinedWeb:
     return ids + [self.tokenizer.eos_id]
 
   def _input_length(self, longest: int) -> int:
-    """Dense encoders run on a power-of-two bucket; sparse ones on the trained length."""
-    full = self.config.data.input_length
-    if self.model.cfg.encoder_attention != "dense":
-      return full
-    return min(full, max(16, 2 ** math.ceil(math.log2(longest))))
+    """A power-of-two bucket: padding changes no pattern, dense or sparse."""
+    return min(self.config.data.input_length, max(16, 2 ** math.ceil(math.log2(longest))))
 
   def evaluate(self, split: str = "validation", *, eval_examples=None,
                decode_examples=None) -> dict:
     """Per-task metrics of this checkpoint on a split (-1 examples = the whole split)."""
-    exp = trainer.Experiment(self.config, self.workdir)
-    exp.tokenizer = self.tokenizer  # the exact tokenizer the checkpoint was trained with
     log = logger.MetricLogger(self.workdir, enabled=jax.process_index() == 0)
     try:
-      evaluator = evaluation.Evaluator(exp, log, split=split, eval_examples=eval_examples,
-                                       decode_examples=decode_examples)
+      evaluator = self.run.evaluator(log, split=split, eval_examples=eval_examples,
+                                     decode_examples=decode_examples)
       return evaluator.run(self.params, step=self.step)
     finally:
       log.close()
@@ -245,20 +178,6 @@ class RefinedWeb:
 
 def _round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
-
-
-def _locate(path: str):
-  """A workdir, its checkpoints/ folder or one checkpoints/STEP -> (workdir, ckpt_dir, step)."""
-  path = os.path.abspath(path)
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    return path, os.path.join(path, "checkpoints"), None
-  name = os.path.basename(path)
-  if name.isdigit() and os.path.isdir(path):
-    return os.path.dirname(os.path.dirname(path)), os.path.dirname(path), int(name)
-  if name == "checkpoints" and os.path.isdir(path):
-    return os.path.dirname(path), path, None
-  raise FileNotFoundError(f"no checkpoint in {path!r} (no {os.path.join(path, 'checkpoints')}); "
-                          f"train first with: refinedweb train --workdir {path}")
 
 
 # -- the notebook workflow: train / evaluate / predict -----------------------------------------
@@ -275,7 +194,7 @@ def train(config=None, workdir: str = "runs/notebook", overrides: dict | None = 
   for dotted, value in (overrides or {}).items():
     configs.set_value(config, dotted, value)
   configs.validate(config)
-  trainer.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
   return read_history(workdir)
 
 

@@ -19,6 +19,7 @@ commands:
             draw an attention pattern as an image: --kind K --length N --out mask.png [sizes]
 """
 COMMANDS = ("prepare", "train", "eval", "generate", "chat", "distill", "attention-mask")
+DISTILL_COMMANDS = ("dump", "train")
 STANDALONE = ("attention-mask",)  # commands that take no --config
 
 
@@ -36,9 +37,16 @@ def _parser(command: str) -> argparse.ArgumentParser:
   if command == "attention-mask":
     return _mask_parser(p)
   p.add_argument("--config", default=None, help="path/to/config.py[:arg] (default: built-in)")
-  if command.startswith("distill "):
-    from refinedweb_jax.distill import student as distill
-    return distill.add_arguments(p, command.split()[1])
+  if command == "distill dump":
+    p.add_argument("--teacher", required=True, help="the teacher's run directory")
+    p.add_argument("--out", required=True, help="directory for the logits (resumable)")
+    p.add_argument("--sequence-kd", action="store_true",
+                   help="also store the teacher's decoded outputs (sequence-level KD)")
+  if command == "distill train":
+    p.add_argument("--logits", default=None, help="directory from `distill dump`")
+    p.add_argument("--workdir", required=True, help="the student's run directory")
+    p.add_argument("--teacher", default=None,
+                   help="teacher run directory, for config.distill.online=True")
   if command in ("train", "eval", "generate", "chat"):
     p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs)")
   if command == "prepare":
@@ -123,7 +131,7 @@ def parse(argv):
   if command in STANDALONE:
     return command, _parser(command).parse_args(rest), None
   if command == "distill":
-    if not rest or rest[0] not in ("dump", "train"):
+    if not rest or rest[0] not in DISTILL_COMMANDS:
       raise UserError("'refinedweb distill' needs a subcommand: dump or train, got "
                       f"{rest[0] if rest else 'none'!r}")
     command, rest = f"distill {rest[0]}", rest[1:]
@@ -159,8 +167,8 @@ def main(argv=None):
           vocab_size=d.vocab_size)
       print(f"corpus: {builder.data_dir}\ntokenizer: {path}")
     elif command == "train":
-      from refinedweb_jax.train import loop as trainer
-      trainer.train_and_evaluate(config, args.workdir)
+      from refinedweb_jax.train import loop
+      loop.train_and_evaluate(config, args.workdir)
     elif command == "eval":
       from refinedweb_jax import api
       metrics = api.RefinedWeb.load(args.workdir).evaluate(
@@ -172,9 +180,13 @@ def main(argv=None):
       _generate(args, config)
     elif command == "chat":
       _chat(args)
-    elif command.startswith("distill "):
-      from refinedweb_jax.distill import student as distill
-      distill.run(command.split()[1], args, config)
+    elif command == "distill dump":
+      from refinedweb_jax.distill import dump
+      dump.dump(config, args.teacher, args.out, sequence_kd=args.sequence_kd)
+    elif command == "distill train":
+      from refinedweb_jax.distill import student
+      student.train_student(config, args.workdir, logits_dir=args.logits,
+                            teacher_workdir=args.teacher)
     elif command == "attention-mask":
       _attention_mask(args)
   except (UserError, ValueError, FileNotFoundError) as e:
@@ -236,8 +248,7 @@ def _prepare_own(args, config):
 
 
 def _generate(args, config):
-  from refinedweb_jax import api
-  from refinedweb_jax import configs
+  from refinedweb_jax import api, configs
   known = configs.known_tasks(config)  # own and public tasks come from the experiment's --config
   if args.task is not None and args.task not in known:
     raise UserError(f"unknown task {args.task!r}; allowed: {', '.join(known)}")
@@ -267,6 +278,7 @@ def _generate(args, config):
 def _chat(args):
   """Reads user turns from stdin, answers each with the whole conversation as context."""
   from refinedweb_jax import api
+  from refinedweb_jax.data import tasks
   settings = decoding_settings(args)
   model = api.RefinedWeb.load(args.workdir)
   interactive = sys.stdin.isatty()
@@ -288,7 +300,7 @@ def _chat(args):
       continue
     turns.append(line)
     # Oldest exchanges go first when the conversation outgrows the model's input length.
-    while len(turns) > 1 and (len(model.tokenizer.encode(api.chat_prompt(turns)))
+    while len(turns) > 1 and (len(model.tokenizer.encode(tasks.chat_prompt(turns)))
                               >= model.config.data.input_length):
       turns = turns[2:]
     reply = model.chat(turns, **settings)

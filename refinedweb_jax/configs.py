@@ -7,6 +7,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
+from refinedweb_jax.data import tasks
 from refinedweb_jax.model.config import AttentionConfig, ModelConfig
 
 
@@ -190,24 +191,26 @@ def _parse_value(raw: str, kind):
   raise TypeError(f"cannot set a {kind.__name__} from the command line")
 
 
+def public_task_names(config) -> tuple[str, ...]:
+  """config.public_tasks ("wmt14_en_de,xsum") as names."""
+  return tuple(n.strip() for n in config.get("public_tasks", "").split(",") if n.strip())
+
+
 def known_tasks(config) -> tuple[str, ...]:
-  """Every task a config can name: built-in corpus tasks, its own_tasks and public_tasks."""
-  from refinedweb_jax.data import corpus
+  """Every task a config can name: built-in tasks, its own_tasks and public_tasks."""
   own = [t["task"] for t in config.get("own_tasks", []) or []]
-  public = [n.strip() for n in config.get("public_tasks", "").split(",") if n.strip()]
-  return tuple(corpus.TASKS) + tuple(own) + tuple(public)
+  return tasks.BUILTIN + tuple(own) + public_task_names(config)
 
 
 def task_names(config) -> tuple[str, ...]:
-  """config.mixture.tasks ("" = all built-in corpus tasks), each a known task name."""
-  from refinedweb_jax.data import corpus
+  """config.mixture.tasks ("" = every built-in task), each a known task name."""
   names = tuple(t.strip() for t in config.mixture.tasks.split(",") if t.strip())
   known = known_tasks(config)
   for name in names:
     if name not in known:
       raise ValueError(f"unknown task {name!r} in config.mixture.tasks; allowed: "
                        f"{', '.join(known)}")
-  return names or tuple(corpus.TASKS)
+  return names or tasks.BUILTIN
 
 
 def validate(config):
@@ -216,10 +219,9 @@ def validate(config):
   cfg = model_config(config)
   cfg.check_lengths(config.data.input_length, config.data.target_length)
   task_names(config)
-  from refinedweb_jax.data import tasks
-  if config.public_tasks.strip():
+  if public_task_names(config):
     from refinedweb_jax.data.datasets import public
-    for name in filter(None, (n.strip() for n in config.public_tasks.split(","))):
+    for name in public_task_names(config):
       if name not in public.PUBLIC:
         raise ValueError(f"unknown public task {name!r} in config.public_tasks; allowed: "
                          f"{', '.join(public.PUBLIC)}")
@@ -242,7 +244,7 @@ def validate(config):
   from refinedweb_jax import sharding
   m = config.mesh
   sharding.check_mesh_sizes(m.data, m.fsdp, m.tensor)
-  sharding.check_model_fits(cfg, m.fsdp, m.tensor)
+  sharding.check_model_fits(cfg, dict(data=m.data, fsdp=m.fsdp, tensor=m.tensor))
   _validate_distill(config.distill)
 
 

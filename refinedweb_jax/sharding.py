@@ -1,5 +1,6 @@
 """Device mesh, logical-axis rules (the only logical -> mesh axis mapping) and multi-host setup."""
 
+import contextlib
 import glob
 import importlib.util
 import math
@@ -42,14 +43,26 @@ def check_mesh_sizes(data: int, fsdp: int, tensor: int, where: str = "config.mes
                      + " ".join(f"{k}={v}" for k, v in sizes.items()))
 
 
-def check_model_fits(model_cfg, fsdp: int, tensor: int, where: str = "config.mesh"):
-  """Heads and FFN width split over `tensor`, d_model over `fsdp` (sizes -1 are not checked)."""
-  for dim, size, axis in (("num_heads", model_cfg.num_heads, ("tensor", tensor)),
-                          ("d_ff", model_cfg.d_ff, ("tensor", tensor)),
-                          ("d_model", model_cfg.d_model, ("fsdp", fsdp))):
-    if axis[1] > 0 and size % axis[1]:
-      raise ValueError(f"model.{dim}={size} is not divisible by {where}.{axis[0]}={axis[1]}; "
-                       f"use a {axis[0]} size that divides {size}")
+# Model dimensions by the logical axis of the parameters that carry them: each must
+# split over the mesh axes the rules give that logical axis (an odd vocabulary may
+# stay whole, see state_shardings).
+_MODEL_DIMS = (("heads", "num_heads"), ("mlp", "d_ff"), ("embed", "d_model"))
+
+
+def mesh_axes(name: str) -> tuple:
+  """The mesh axes a logical axis name is split over, from the rules."""
+  axes = dict(LOGICAL_RULES)[name]
+  return () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+def check_model_fits(model_cfg, sizes: dict, where: str = "config.mesh"):
+  """Each model dimension divides the sizes of the mesh axes it splits over (-1: unchecked)."""
+  for logical, dim in _MODEL_DIMS:
+    size = getattr(model_cfg, dim)
+    for axis in mesh_axes(logical):
+      if sizes[axis] > 0 and size % sizes[axis]:
+        raise ValueError(f"model.{dim}={size} is not divisible by {where}.{axis}="
+                         f"{sizes[axis]}; use a {axis} size that divides {size}")
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> Mesh:
@@ -114,13 +127,34 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def batch_rows(mesh: Mesh) -> int:
   """How many ways a batch splits: its row count must be a multiple of this."""
-  axes = nn.logical_to_mesh_axes(("batch",), LOGICAL_RULES)[0]
-  axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
-  return math.prod(mesh.shape[a] for a in axes)
+  return math.prod(mesh.shape[a] for a in mesh_axes("batch"))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh):
+  """The logical-axis rules and `mesh` in effect: where sharded model code runs."""
+  with nn.logical_axis_rules(LOGICAL_RULES), jax.set_mesh(mesh):
+    yield
+
+
+def jit(fn, mesh: Mesh, **jit_kwargs):
+  """jax.jit(fn, **jit_kwargs) that traces and runs under use_mesh(mesh); also has .lower."""
+  jitted = jax.jit(fn, **jit_kwargs)
+
+  def run(*args, **kwargs):
+    with use_mesh(mesh):
+      return jitted(*args, **kwargs)
+
+  def lower(*args, **kwargs):
+    with use_mesh(mesh):
+      return jitted.lower(*args, **kwargs)
+
+  run.lower = lower  # for compiled-memory and cost analysis
+  return run
 
 
 def to_global(batch: dict, mesh: Mesh) -> dict:
@@ -142,11 +176,16 @@ def to_host(tree):
   return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def check_batch_split(mesh: Mesh, batch_size: int):
-  """Every process must feed its own batch_size / process_count rows (no cross-host replicas)."""
-  n = mesh.shape["data"] * mesh.shape["fsdp"]
-  if batch_size % n:
-    raise ValueError(f"batch size {batch_size} must be divisible by the data*fsdp mesh size {n}")
+def check_batch(mesh: Mesh, batch_size: int, microbatches: int = 1):
+  """The batch splits into microbatches over the batch axes, each process feeding its own share.
+
+  Every process must feed batch_size / process_count rows (no cross-host replicas).
+  """
+  axes, n = mesh_axes("batch"), batch_rows(mesh)
+  if batch_size % (n * microbatches) or batch_size % jax.process_count():
+    raise ValueError(f"data.batch_size={batch_size} must be divisible by the {'*'.join(axes)} "
+                     f"mesh size {n} times train.microbatches={microbatches}, and by the "
+                     f"process count {jax.process_count()}")
   index_map = batch_sharding(mesh).addressable_devices_indices_map((batch_size,))
   rows = {index[0].indices(batch_size)[:2] for index in index_map.values()}
   local = sum(stop - start for start, stop in rows)

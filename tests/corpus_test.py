@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from refinedweb_jax.data import corpus
+from refinedweb_jax.data import corpus, tasks
 from refinedweb_jax.data.corpus import verbalize
 
 NUMBERS = {
@@ -63,8 +63,8 @@ def test_splits_differ():
 
 
 def test_weights_cover_tasks_and_favour_english_pairs():
-  assert set(corpus.TASK_WEIGHTS) == set(corpus.TASKS)
-  assert len(corpus.TASKS) == 16
+  assert set(corpus.TASK_WEIGHTS) == set(tasks.BUILTIN)
+  assert len(tasks.BUILTIN) == 16
   assert sum(corpus.TASK_WEIGHTS.values()) == pytest.approx(1.0)
   assert corpus.TASK_WEIGHTS["translate_en_de"] > corpus.TASK_WEIGHTS["translate_de_fr"]
   assert corpus.TASK_WEIGHTS["translate_zh_en"] > corpus.TASK_WEIGHTS["translate_zh_fr"]
@@ -72,10 +72,10 @@ def test_weights_cover_tasks_and_favour_english_pairs():
 
 def test_every_task_has_its_prefix_and_fields():
   rng = random.Random(0)
-  for task in corpus.TASKS:
-    if task in corpus.TRANSLATION_TASKS:
+  for task in tasks.BUILTIN:
+    if task in tasks.TRANSLATION_TASKS:
       src, tgt = task.split("_")[1:]
-      prefix = f"translate {corpus.LANGUAGE_NAMES[src]} to {corpus.LANGUAGE_NAMES[tgt]}: "
+      prefix = f"translate {tasks.LANGUAGE_NAMES[src]} to {tasks.LANGUAGE_NAMES[tgt]}: "
     else:
       prefix = PREFIXES[task]
     for _ in range(20):

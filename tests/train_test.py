@@ -1,18 +1,17 @@
 """train_step and checkpoint save -> restore on one device (sharded meshes: scale_test.py)."""
 
 import json
+import types
 
 import jax
 import numpy as np
 import pytest
 
-from refinedweb_jax.train import checkpoint
-from refinedweb_jax import configs
-from refinedweb_jax.data import pipeline as data
-from refinedweb_jax.train import optim
-from refinedweb_jax import sharding
-from refinedweb_jax.train import loop as trainer
+from refinedweb_jax import configs, sharding
+from refinedweb_jax.data import pipeline
 from refinedweb_jax.model.transformer import EncoderDecoder
+from refinedweb_jax.train import checkpoint, optim
+from refinedweb_jax.train import step as step_lib
 
 
 def tiny_setup(mesh_devices=None, data_axis=-1, fsdp=1, tensor=1, optimizer="adamw"):
@@ -24,21 +23,21 @@ def tiny_setup(mesh_devices=None, data_axis=-1, fsdp=1, tensor=1, optimizer="ada
   model = EncoderDecoder(configs.model_config(config))
   tx, _ = optim.make_optimizer(config.optimizer, config.train.num_steps)
   mesh = sharding.make_mesh(data_axis, fsdp, tensor, devices=mesh_devices)
-  state, shardings = trainer.create_train_state(model, tx, mesh, jax.random.key(0),
+  state, shardings = step_lib.create_train_state(model, tx, mesh, jax.random.key(0),
                                               input_length=16, target_length=8)
-  step = trainer.jit_train_step(model, config, mesh, shardings)
+  step = step_lib.jit_train_step(model, config, mesh, shardings)
   return config, model, tx, mesh, state, shardings, step
 
 
 def random_batch(seed, batch=8, input_length=16, target_length=8, vocab=512):
   rng = np.random.default_rng(seed)
-  pad = data.PadOne(input_length, target_length)
+  pad = pipeline.PadOne(input_length, target_length)
   rows = []
   for _ in range(batch):
     n, m = rng.integers(3, input_length + 1), rng.integers(2, target_length + 1)
     rows.append(pad.map({"inputs": rng.integers(3, vocab, n).astype(np.int32),
                          "targets": rng.integers(3, vocab, m).astype(np.int32)}))
-  return data.to_model_features({k: np.stack([r[k] for r in rows]) for k in rows[0]})
+  return pipeline.to_model_features({k: np.stack([r[k] for r in rows]) for k in rows[0]})
 
 
 def test_shift_right_restarts_every_packed_segment():
@@ -47,7 +46,7 @@ def test_shift_right_restarts_every_packed_segment():
            "targets_positions": np.array([[0, 1, 2, 0, 1, 0]]),
            "inputs": np.zeros((1, 2)), "inputs_segment_ids": np.zeros((1, 2)),
            "inputs_positions": np.zeros((1, 2))}
-  out = data.to_model_features(batch)
+  out = pipeline.to_model_features(batch)
   np.testing.assert_array_equal(out["decoder_input_tokens"], [[0, 5, 6, 0, 8, 0]])
   np.testing.assert_array_equal(out["decoder_loss_weights"], [[1, 1, 1, 1, 1, 0]])
 
@@ -59,7 +58,7 @@ def test_save_restore_gives_identical_params_and_next_loss(tmp_path):
   ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), save_every=1)
   ckpt.save(1, state, config={"a": 1}, tokenizer_proto=b"\x00spm", force=True)
   ckpt.wait()
-  abstract, _ = trainer.abstract_train_state(model, tx, mesh, input_length=16, target_length=8)
+  abstract, _ = step_lib.abstract_train_state(model, tx, mesh, input_length=16, target_length=8)
   restored = ckpt.restore(1, abstract)
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -98,14 +97,15 @@ def test_throughput_leaves_out_evaluations_between_log_steps(tiny_data_dir, tmp_
   from refinedweb_jax.evaluate import evaluator
   from refinedweb_jax.train import loop
   clock = {"now": 0.0}
-  monkeypatch.setattr(loop.time, "time", lambda: clock["now"])
+  # The loop's clock only: other threads (TensorBoard's writer) keep the real one.
+  monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: clock["now"]))
   tokens = []
-  real_jit = loop.jit_train_step
+  real_jit = step_lib.jit_train_step
 
   def timed_jit(*args, **kwargs):
     step = real_jit(*args, **kwargs)
 
-    def run(state, batch, rng):
+    def run(state, batch, rng):  # a fake 1 s per step
       clock["now"] += 1.0
       tokens.append(int(np.sum(np.asarray(batch["encoder_segment_ids"]) > 0)
                         + np.sum(np.asarray(batch["decoder_loss_weights"]))))
@@ -118,7 +118,7 @@ def test_throughput_leaves_out_evaluations_between_log_steps(tiny_data_dir, tmp_
     clock["now"] += 100.0
     return real_eval(self, *args, **kwargs)
 
-  monkeypatch.setattr(loop, "jit_train_step", timed_jit)
+  monkeypatch.setattr(step_lib, "jit_train_step", timed_jit)
   monkeypatch.setattr(evaluator.Evaluator, "run", slow_eval)
   config = tiny_config(tiny_data_dir)
   config.train.update(num_steps=8, log_every=4, eval_every=2, decode_examples_per_task=0)

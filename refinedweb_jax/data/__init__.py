@@ -1,1 +1,1 @@
-"""Data: the built-in corpus, TFDS datasets, tasks and mixtures, the tokenizer, the Grain pipeline."""
+"""Data: the built-in corpus, TFDS datasets, tasks and mixtures, tokenizer, Grain pipeline."""

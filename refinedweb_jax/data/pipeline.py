@@ -112,9 +112,8 @@ def train_dataset(sources, rates, tokenizer, *, batch_size: int, input_length: i
   restored iterator continues the exact same example sequence. `batch_size` is
   this host's share. `tokenize` (default: Tokenize) may add `target_features`,
   arrays with one row per target token that are packed or padded with the targets
-  and kept in the batch (a teacher's top-k log-probabilities, say). `alignment`
-  (inputs, targets): packed examples start on multiples of these, as sparse kinds whose
-  pattern follows an example's block grid need (ModelConfig.packing_alignment).
+  and kept in the batch (a teacher's top-k log-probabilities, say); `alignment`: see
+  pack_rows.
   """
   if batch_size <= 0:
     raise ValueError(f"per-host batch size must be > 0, got {batch_size}")
@@ -126,18 +125,52 @@ def train_dataset(sources, rates, tokenizer, *, batch_size: int, input_length: i
   if pack:
     # Target-aligned arrays fit exactly where the targets do, so packing decisions stay
     # those of the plain pipeline and the arrays move along.
-    align_inputs, align_targets = alignment
-    it = grain.experimental.FirstFitPackIterDataset(
-        it, length_struct={"inputs": input_length, "targets": target_length,
-                           **{key: target_length for key in target_features}},
-        meta_features=target_features, num_packing_bins=batch_size, seed=seed,
-        shuffle_bins=True, pack_alignment_struct={
-            "inputs": align_inputs, "targets": align_targets,
-            **{key: align_targets for key in target_features}})
+    it = pack_rows(it, batch_size=batch_size, input_length=input_length,
+                   target_length=target_length, seed=seed, target_features=target_features,
+                   alignment=alignment)
   else:
     it = it.map(PadOne(input_length, target_length, target_features))
   return it.batch(batch_size, drop_remainder=True).map(
       functools.partial(to_model_features, target_features=target_features))
+
+
+def pack_rows(it, *, batch_size: int, input_length: int, target_length: int, seed: int,
+         target_features: tuple = (), alignment: tuple = (1, 1), shuffle_bins: bool = True):
+  """First-fit packing of tokenized examples into rows (the one packer of the project).
+
+  Examples go, in order, into the first of `batch_size` rows that holds them; each
+  starts on a multiple of `alignment` (inputs, targets), as sparse kinds whose pattern
+  follows an example's block grid need (ModelConfig.packing_alignment).
+  `target_features`: arrays with one row per target token, packed with the targets.
+  """
+  align_inputs, align_targets = alignment
+  return grain.experimental.FirstFitPackIterDataset(
+      it, length_struct={"inputs": input_length, "targets": target_length,
+                         **{key: target_length for key in target_features}},
+      meta_features=target_features, num_packing_bins=batch_size, seed=seed,
+      shuffle_bins=shuffle_bins, pack_alignment_struct={
+          "inputs": align_inputs, "targets": align_targets,
+          **{key: align_targets for key in target_features}})
+
+
+def packed_batches(examples, *, batch_size: int, input_length: int, target_length: int,
+                   alignment: tuple = (1, 1)):
+  """One pass over tokenized examples, packed: yields (features, example_BxT) per batch.
+
+  example_BxT numbers each target token's example (its index in `examples`; -1 for
+  padding). The last batch is padded with empty rows, so shapes stay fixed.
+  """
+  numbered = [{**ex, "example": np.full(len(ex["targets"]), i, np.int32)}
+              for i, ex in enumerate(examples)]
+  it = pack_rows(grain.MapDataset.source(numbered).to_iter_dataset(), batch_size=batch_size,
+            input_length=input_length, target_length=target_length, seed=0,
+            target_features=("example",), alignment=alignment, shuffle_bins=False)
+  for batch in it.batch(batch_size, drop_remainder=False):
+    rows = len(batch["targets"])
+    batch = {k: np.pad(v, [(0, batch_size - rows)] + [(0, 0)] * (v.ndim - 1))
+             for k, v in batch.items()}
+    example = np.where(batch["targets_segment_ids"] > 0, batch.pop("example"), -1)
+    yield to_model_features(batch), example
 
 
 def eval_batches(source, tokenizer, *, batch_size: int, input_length: int, target_length: int,

@@ -1,10 +1,13 @@
-"""Tasks (data source + metrics) and mixtures (tasks + sampling rates).
+"""Tasks (data source, prefix, metrics, target language) and mixtures (tasks + sampling rates).
 
-A Task is a named source of {"inputs", "targets", "task", ...} examples per
-split, the metrics its decoded outputs are scored with, and the language of
-its targets. Tasks come from the built-in corpus, from the user's own files
-(config.own_tasks) and from public TFDS datasets (config.public_tasks); a
-mixture picks some of them and samples them at rates computed from their sizes.
+A Task is a named source of {"inputs", "targets", "task", ...} examples per split,
+the prefix its inputs start with, the metrics its decoded outputs are scored with
+and the language of its targets. What the built-in tasks are (names, prefixes, the
+QA and chat input formats, languages, metrics) is defined here once: the corpus
+generator, the datasets and the applications API all read it. Tasks come from the
+built-in corpus, from the user's own files (config.own_tasks) and from public TFDS
+datasets (config.public_tasks); a mixture samples some of them at rates computed
+from their sizes.
 """
 
 import dataclasses
@@ -12,22 +15,89 @@ from typing import Callable
 
 import numpy as np
 
-from refinedweb_jax.data import corpus
-
+LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "zh": "Chinese"}
+LANGUAGES = tuple(LANGUAGE_NAMES)
+TRANSLATION_TASKS = tuple(f"translate_{src}_{tgt}" for src in LANGUAGES for tgt in LANGUAGES
+                          if src != tgt)
+BUILTIN = TRANSLATION_TASKS + ("summarize", "qa", "code", "chat")
 RATES = ("proportional", "temperature", "explicit")
 METRICS = ("bleu", "chrf", "rouge", "squad", "pass@1", "exact_match")
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-  """A named text-to-text task: split -> source, plus how its outputs are scored."""
+  """A named text-to-text task: split -> source, its inputs' prefix, how outputs are scored."""
   name: str
   source_fn: Callable
   metrics: tuple = ()
   language: str = "en"
+  prefix: str = ""
 
   def source(self, split: str):
     return self.source_fn(split)
+
+
+def translation_prefix(source: str, target: str) -> str:
+  """'translate English to German: ' (T5's wording)."""
+  return f"translate {LANGUAGE_NAMES[source]} to {LANGUAGE_NAMES[target]}: "
+
+
+def prefix(task: str) -> str:
+  """The inputs prefix of a built-in task (qa inputs are qa_input's, with no prefix)."""
+  if task.startswith("translate_"):
+    _, src, tgt = task.split("_")
+    return translation_prefix(src, tgt)
+  return {"summarize": "summarize: ", "qa": "", "code": "write python: ", "chat": "chat: "}[task]
+
+
+def own_prefix(task: str) -> str:
+  """The default inputs prefix of an own-data task: 'TASK: '."""
+  return f"{task}: "
+
+
+def language(task: str) -> str:
+  """The language of a built-in task's targets."""
+  return task.split("_")[2] if task.startswith("translate_") else "en"
+
+
+def metrics(task: str) -> tuple:
+  """The metrics of a built-in task, by family."""
+  if task.startswith("translate_"):
+    return ("bleu", "chrf", "exact_match")
+  return {"summarize": ("rouge", "exact_match"), "qa": ("squad",), "code": ("pass@1",),
+          "chat": ("exact_match", "chrf")}[task]
+
+
+def qa_input(question: str, context: str) -> str:
+  """The QA task's input (T5's SQuAD format)."""
+  return f"question: {question} context: {context}"
+
+
+def chat_prompt(messages) -> str:
+  """A conversation -> the chat task's input: 'chat: user: .. assistant: .. user: ..'.
+
+  messages: one string (a single user turn), or a list of {"role", "content"} dicts
+  or of strings alternating user / assistant, ending with the user's turn.
+  """
+  if isinstance(messages, str):
+    messages = [messages]
+  turns = []
+  for i, m in enumerate(messages):
+    role, content = (m.get("role"), m.get("content")) if isinstance(m, dict) else (
+        ("user", "assistant")[i % 2], m)
+    if role != ("user", "assistant")[i % 2]:
+      raise ValueError(f"chat message {i} has role {role!r}; roles must alternate user, "
+                       "assistant, ... starting with user")
+    if not isinstance(content, str) or not content.strip():
+      raise ValueError(f"chat message {i} is empty; give non-empty text")
+    turns.append(content.strip())
+  if not turns or len(turns) % 2 == 0:
+    raise ValueError("a chat must end with a user message")
+  if len(turns) == 1:
+    return prefix("chat") + turns[0]
+  history = " ".join(f"user: {turns[i]} assistant: {turns[i + 1]}"
+                     for i in range(0, len(turns) - 1, 2))
+  return f"{prefix('chat')}{history} user: {turns[-1]}"
 
 
 class Subset:
@@ -43,16 +113,8 @@ class Subset:
     return self.source[int(self.indices[i])]
 
 
-def corpus_metrics(task: str) -> tuple:
-  """Metrics of a built-in corpus task by family."""
-  if task.startswith("translate_"):
-    return ("bleu", "chrf", "exact_match")
-  return {"summarize": ("rouge", "exact_match"), "qa": ("squad",), "code": ("pass@1",),
-          "chat": ("exact_match", "chrf")}[task]
-
-
 def builtin_tasks(source_fn) -> dict:
-  """One Task per corpus task; source_fn(split) is the whole built-in split."""
+  """One Task per built-in task; source_fn(split) is the whole built-in split."""
   cache = {}
 
   def split_index(split):
@@ -66,50 +128,41 @@ def builtin_tasks(source_fn) -> dict:
     def source(split):
       whole, names = split_index(split)
       return Subset(whole, np.flatnonzero(names == name))
-    language = name.split("_")[2] if name.startswith("translate_") else "en"
-    return Task(name, source, corpus_metrics(name), language)
+    return Task(name, source, metrics(name), language(name), prefix(name))
 
-  return {name: make(name) for name in corpus.TASKS}
+  return {name: make(name) for name in BUILTIN}
 
 
-def own_tasks(config) -> dict:
-  """Tasks from the user's files, declared in config.own_tasks (a list of dicts)."""
+def own_tasks(specs, data_dir: str) -> dict:
+  """Tasks from the user's files: config.own_tasks entries (own_data.build arguments)."""
   from refinedweb_jax.data.datasets import own_data
   out = {}
-  for spec in config.get("own_tasks", []) or []:
+  for spec in specs or []:
     spec = dict(spec)
     name = spec["task"]
-    metrics = tuple(spec.pop("metrics", ("bleu", "chrf")))
-    language = spec.pop("language", "en")
-    for metric in metrics:
+    task_metrics = tuple(spec.pop("metrics", ("bleu", "chrf")))
+    task_language = spec.pop("language", "en")
+    for metric in task_metrics:
       if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r} for own task {name!r}; allowed: "
                          f"{', '.join(METRICS)}")
-    data_dir = config.data.data_dir
     source = lambda split, spec=spec: own_data.data_source(data_dir, split, **spec)
-    out[name] = Task(name, source, metrics, language)
+    out[name] = Task(name, source, task_metrics, task_language,
+                     spec.get("prefix", own_prefix(name)))
   return out
 
 
-def public_metrics(name: str) -> tuple:
-  """Metrics of a public dataset task by family."""
-  if name.startswith("wmt"):
-    return ("bleu", "chrf")
-  return {"cnn_dailymail": ("rouge",), "xsum": ("rouge",), "squad": ("squad",),
-          "mbpp": ("pass@1",)}[name]
-
-
-def public_tasks(config) -> dict:
-  """Public TFDS datasets named in config.public_tasks, read from config.data.public_data_dir."""
+def public_tasks(names, data_dir: str) -> dict:
+  """Public TFDS datasets by name (datasets.public.PUBLIC), read from data_dir."""
   from refinedweb_jax.data.datasets import public
   out = {}
-  for name in filter(None, (n.strip() for n in config.public_tasks.split(","))):
+  for name in names:
     if name not in public.PUBLIC:
       raise ValueError(f"unknown public task {name!r} in config.public_tasks; allowed: "
                        f"{', '.join(public.PUBLIC)}")
-    data_dir = config.data.public_data_dir
+    spec = public.PUBLIC[name]
     source = lambda split, name=name: public.data_source(name, split, data_dir)
-    out[name] = Task(name, source, public_metrics(name), public.PUBLIC[name].language)
+    out[name] = Task(name, source, spec.metrics, spec.language, spec.prefix)
   return out
 
 

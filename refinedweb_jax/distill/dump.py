@@ -2,27 +2,27 @@
 
 The teacher runs with teacher forcing over the train split of the student config's
 task mixture, tokenized with the teacher's tokenizer. Examples are packed first-fit
-into fixed-shape rows (no padding to the longest example), one jitted forward per
-batch returns the top-k log-probabilities, their ids and each row's log-sum-exp, and
-each shard (a fixed contiguous range of examples) is written atomically; see
-logit_store for the format. With `sequence_kd` the record also holds the teacher's
-own decoded output (Kim & Rush 2016 sequence-level KD).
+into fixed-shape rows by the training pipeline's packer (no padding to the longest
+example), one jitted forward per batch returns the top-k log-probabilities, their ids
+and each row's log-sum-exp, and each shard (a fixed contiguous range of examples) is
+written atomically; see store.py for the format. With `sequence_kd` the record also
+holds the teacher's own decoded output (Kim & Rush 2016 sequence-level KD).
 """
 
 import functools
 import os
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from refinedweb_jax.data import pipeline as data
-from refinedweb_jax.model import decode
-from refinedweb_jax.evaluate import evaluator as evaluation
-from refinedweb_jax.distill import store as logit_store
 from refinedweb_jax import sharding
+from refinedweb_jax.data import pipeline
+from refinedweb_jax.distill import store as logit_store
+from refinedweb_jax.model import decode
+from refinedweb_jax.model.transformer import forward
+from refinedweb_jax.train import setup
 
 
 def check_same_vocabulary(config, tokenizer, where: str):
@@ -42,87 +42,49 @@ def check_same_vocabulary(config, tokenizer, where: str):
                      f"teacher's vocabulary size ({where})")
 
 
-def check_same_tokenizer(exp, proto: bytes, where: str):
+def check_same_tokenizer(tokenizer, proto: bytes, where: str):
   """The tokenizer the student config prepares must be the teacher's, piece for piece."""
-  if exp.tokenizer.serialized_model_proto() != proto:
+  if tokenizer.serialized_model_proto() != proto:
     raise ValueError(f"tokenizer mismatch: the student config's tokenizer "
-                     f"({exp.tokenizer.model_path or 'built from the config'}) differs from the "
-                     f"teacher's ({where}) although both have {exp.tokenizer.vocab_size} pieces; "
+                     f"({tokenizer.model_path or 'built from the config'}) differs from the "
+                     f"teacher's ({where}) although both have {tokenizer.vocab_size} pieces; "
                      f"use the teacher's data settings (config.data) for the student")
-
-
-def pack_rows(lengths_Nx2, input_length: int, target_length: int):
-  """First-fit packing: rows as lists of (example, input offset, target offset)."""
-  rows, free = [], np.zeros((0, 2), np.int64)
-  capacity = np.array([input_length, target_length])
-  for i, need in enumerate(lengths_Nx2):
-    fits = np.flatnonzero(np.all(free >= need, axis=1))
-    if len(fits):
-      r = fits[0]
-    else:
-      r, rows, free = len(rows), rows + [[]], np.vstack([free, capacity])
-    used = capacity - free[r]
-    rows[r].append((i, int(used[0]), int(used[1])))
-    free[r] -= need
-  return rows
-
-
-def row_features(tokenized, rows, batch_size: int, input_length: int, target_length: int):
-  """Packed rows -> model features, padded with empty rows to batch_size."""
-  out = {k: np.zeros((batch_size, n), np.int32) for k, n in (
-      ("inputs", input_length), ("inputs_segment_ids", input_length),
-      ("inputs_positions", input_length), ("targets", target_length),
-      ("targets_segment_ids", target_length), ("targets_positions", target_length))}
-  for r, row in enumerate(rows):
-    for segment, (i, a, b) in enumerate(row, start=1):
-      for key, start in (("inputs", a), ("targets", b)):
-        ids = tokenized[i][key]
-        out[key][r, start: start + len(ids)] = ids
-        out[f"{key}_segment_ids"][r, start: start + len(ids)] = segment
-        out[f"{key}_positions"][r, start: start + len(ids)] = np.arange(len(ids))
-  return data.to_model_features(out)
 
 
 def teacher_topk(model, params, batch, k: int):
   """Teacher-forced (log-probabilities, ids) of the top k, and the log-sum-exp, per position."""
-  logits_BxTxV = evaluation.forward(model, params, batch)
+  logits_BxTxV = forward(model, params, batch)
   lse_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
-  values_BxTxK, ids_BxTxK = jax.lax.top_k(logits_BxTxV, k)
-  return values_BxTxK - lse_BxT[..., None], ids_BxTxK.astype(jnp.int32), lse_BxT
+  values_BxTxJ, ids_BxTxJ = jax.lax.top_k(logits_BxTxV, k)
+  return values_BxTxJ - lse_BxT[..., None], ids_BxTxJ.astype(jnp.int32), lse_BxT
 
 
-def _topk_fn(model, k: int, value_dtype: str, mesh):
+def topk_fn(teacher, k: int, value_dtype: str):
+  """A jitted f(params, host batch) -> (log-probabilities in value_dtype, ids, lse)."""
   dtype = logit_store.VALUE_DTYPES[value_dtype]
+  mesh = teacher.run.mesh
 
   def fn(params, batch):
-    logprobs, ids, lse = teacher_topk(model, params, batch, k)
+    logprobs, ids, lse = teacher_topk(teacher.run.model, params, batch, k)
     return logprobs.astype(dtype), ids, lse
-  jitted = jax.jit(fn)
-
-  def run(params, batch):
-    with nn.logical_axis_rules(sharding.LOGICAL_RULES), jax.set_mesh(mesh):
-      return jitted(params, sharding.to_global(batch, mesh))
-  return run
+  jitted = sharding.jit(fn, mesh)
+  return lambda params, batch: jitted(params, sharding.to_global(batch, mesh))
 
 
-def _sequence_fn(teacher, config):
+def sequence_fn(teacher, config):
   """A function inputs_BxS -> teacher outputs tokens_BxL (greedy, or beam search)."""
   beam, length = config.distill.sequence_kd_beam, config.data.target_length
-  eos = teacher.tokenizer.eos_id
+  model, mesh, eos = teacher.run.model, teacher.run.mesh, teacher.run.tokenizer.eos_id
   if beam > 1:
-    search = getattr(decode, "beam_search", None)
-    if search is None:
-      raise ValueError(f"config.distill.sequence_kd_beam={beam} needs decode.beam_search, "
-                       "which this version lacks; use 1 (greedy)")
-    fn = jax.jit(lambda p, x: search(teacher.model, p, x, beam_size=beam, alpha=0.6,
-                                     max_length=length, eos_id=eos)[0])
+    fn = lambda p, x: decode.beam_search(model, p, x, beam_size=beam, alpha=0.6,
+                                         max_length=length, eos_id=eos)[0]
   else:
-    fn = decode.make_greedy_fn(teacher.model, max_length=length, eos_id=eos)
+    fn = functools.partial(decode.greedy_decode, model, max_length=length, eos_id=eos)
+  jitted = sharding.jit(fn, mesh)
 
   def run(inputs_BxS):
-    with nn.logical_axis_rules(sharding.LOGICAL_RULES), jax.set_mesh(teacher.mesh):
-      inputs = jax.device_put(inputs_BxS, sharding.batch_sharding(teacher.mesh))
-      return np.asarray(jax.device_get(fn(teacher.params, inputs)))
+    inputs = jax.device_put(inputs_BxS, sharding.batch_sharding(mesh))
+    return np.asarray(jax.device_get(jitted(teacher.params, inputs)))
   return run
 
 
@@ -149,21 +111,23 @@ def teacher_sequences(run, tokenized, batch_size: int, input_length: int, eos_id
   return out
 
 
-def plan(config, exp, teacher, *, sequence_kd: bool) -> dict:
+def plan(config, run, teacher, *, sequence_kd: bool) -> dict:
   """The index of a dump: which examples, in which shards, with which settings."""
   d, kd = config.data, config.distill
   tasks, offset = [], 0
-  for task in exp.tasks:
+  for task in run.tasks:
     count = len(task.source("train"))
     tasks.append({"name": task.name, "count": count, "offset": offset})
     offset += count
+  proto = teacher.run.tokenizer.serialized_model_proto()
   return {
       "format": logit_store.FORMAT_VERSION, "num_examples": offset,
       "shard_examples": kd.shard_examples, "num_shards": -(-offset // kd.shard_examples),
-      "top_k": kd.top_k, "value_dtype": kd.value_dtype, "vocab_size": teacher.tokenizer.vocab_size,
+      "top_k": kd.top_k, "value_dtype": kd.value_dtype,
+      "vocab_size": teacher.run.tokenizer.vocab_size,
       "input_length": d.input_length, "target_length": d.target_length,
       "sequence_kd": bool(sequence_kd), "sequence_kd_beam": kd.sequence_kd_beam,
-      "tokenizer": logit_store.tokenizer_digest(teacher.tokenizer.serialized_model_proto()),
+      "tokenizer": logit_store.tokenizer_digest(proto),
       "tasks": tasks, "teacher": {"workdir": os.path.abspath(teacher.workdir),
                                   "step": int(teacher.step)}}
 
@@ -180,19 +144,18 @@ def _check_same_plan(out_dir: str, old: dict, new: dict):
 def dump(config, teacher_workdir: str, out_dir: str, *, sequence_kd: bool = False,
          max_shards: int | None = None, log=print) -> dict:
   """Writes (or finishes) the dump in out_dir; returns size and throughput statistics."""
-  from refinedweb_jax import api
-  from refinedweb_jax.train import loop as trainer
   if jax.process_count() > 1:
     raise ValueError(f"distill dump runs in one process, got {jax.process_count()}; run it on "
                      "one host (each shard is a separate file, so hosts could split them later)")
-  teacher = api.RefinedWeb.load(teacher_workdir)
+  teacher = setup.restore(teacher_workdir)
+  tokenizer = teacher.run.tokenizer
   where = f"from --teacher {teacher_workdir}"
-  check_same_vocabulary(config, teacher.tokenizer, where)
+  check_same_vocabulary(config, tokenizer, where)
   os.makedirs(out_dir, exist_ok=True)
-  exp = trainer.Experiment(config, out_dir)
-  proto = teacher.tokenizer.serialized_model_proto()
-  check_same_tokenizer(exp, proto, where)
-  index = plan(config, exp, teacher, sequence_kd=sequence_kd)
+  run = setup.build(config)
+  proto = tokenizer.serialized_model_proto()
+  check_same_tokenizer(run.tokenizer, proto, where)
+  index = plan(config, run, teacher, sequence_kd=sequence_kd)
   if os.path.isfile(os.path.join(out_dir, logit_store.INDEX)):
     _check_same_plan(out_dir, logit_store.read_index(out_dir), index)
   else:
@@ -206,25 +169,24 @@ def dump(config, teacher_workdir: str, out_dir: str, *, sequence_kd: bool = Fals
   log(f"teacher {teacher_workdir} (step {teacher.step}): {index['num_examples']} examples of "
       f"{len(index['tasks'])} tasks in {index['num_shards']} shards, top-k {index['top_k']} "
       f"{index['value_dtype']}; {index['num_shards'] - len(todo)} shards already done")
-  sources = [task.source("train") for task in exp.tasks]
-  topk = _topk_fn(teacher.model, index["top_k"], index["value_dtype"], teacher.mesh)
-  sequences = _sequence_fn(teacher, config) if sequence_kd else None
+  sources = [task.source("train") for task in run.tasks]
+  topk = topk_fn(teacher, index["top_k"], index["value_dtype"])
+  sequences = sequence_fn(teacher, config) if sequence_kd else None
+  tokenize = pipeline.Tokenize(tokenizer, index["input_length"], index["target_length"])
   tokens, seconds = 0, 0.0
-  for n, shard in enumerate(todo[:max_shards]):
+  for shard in todo[:max_shards]:
     start = time.time()
-    examples = _shard_examples(index, sources, shard)
-    tokenize = data.Tokenize(teacher.tokenizer, index["input_length"], index["target_length"])
-    tokenized = [tokenize.map(ex) for ex in examples]
+    tokenized = [tokenize.map(ex) for ex in _shard_examples(index, sources, shard)]
     outputs = None
     if sequences is not None:
       outputs = teacher_sequences(sequences, tokenized, config.distill.dump_batch_size,
-                                  index["input_length"], teacher.tokenizer.eos_id)
-    records = shard_records(index, shard, tokenized, topk, teacher.params,
+                                  index["input_length"], tokenizer.eos_id)
+    records = shard_records(teacher, index, shard, tokenized, topk,
                             config.distill.dump_batch_size, outputs)
     logit_store.write_shard(out_dir, shard, index["num_shards"], records)
     seconds += time.time() - start
     tokens += sum(len(t["inputs"]) + len(t["targets"]) for t in tokenized)
-    log(f"  shard {shard + 1}/{index['num_shards']}: {len(examples)} examples, "
+    log(f"  shard {shard + 1}/{index['num_shards']}: {len(tokenized)} examples, "
         f"{tokens / seconds:,.0f} tokens/s")
   stats = size_stats(out_dir)
   stats["tokens_per_second"] = tokens / seconds if seconds else None
@@ -251,29 +213,29 @@ def _shard_examples(index: dict, sources, shard: int) -> list:
   return out
 
 
-def shard_records(index: dict, shard: int, tokenized, topk, params, batch_size: int,
+def shard_records(teacher, index: dict, shard: int, tokenized, topk, batch_size: int,
                   outputs=None) -> list[bytes]:
   """Packs a shard's examples, runs the teacher batch by batch, slices out each example."""
-  lengths = np.array([(len(t["inputs"]), len(t["targets"])) for t in tokenized])
-  rows = pack_rows(lengths, index["input_length"], index["target_length"])
   first = shard * index["shard_examples"]
   records, pending = [None] * len(tokenized), None
-  batches = [rows[i: i + batch_size] for i in range(0, len(rows), batch_size)]
+  batches = pipeline.packed_batches(tokenized, batch_size=batch_size,
+                                    input_length=index["input_length"],
+                                    target_length=index["target_length"],
+                                    alignment=teacher.run.alignment())
   # One batch in flight while the host slices the previous one.
-  for group in batches + [None]:
+  for batch in [*batches, None]:
     launched = None
-    if group is not None:
-      features = row_features(tokenized, group, batch_size, index["input_length"],
-                              index["target_length"])
-      launched = (group, topk(params, features))
+    if batch is not None:
+      features, example_BxT = batch
+      launched = (example_BxT, topk(teacher.params, features))
     if pending is not None:
-      done_rows, arrays = pending
+      example_BxT, arrays = pending
       logprobs, ids, lse = (np.asarray(a) for a in jax.device_get(arrays))
-      for r, row in enumerate(done_rows):
-        for i, _, b in row:
-          n = len(tokenized[i]["targets"])
+      for r in range(example_BxT.shape[0]):
+        for i in np.unique(example_BxT[r][example_BxT[r] >= 0]):
+          where = example_BxT[r] == i
           records[i] = logit_store.encode_record(
-              first + i, logprobs[r, b: b + n], ids[r, b: b + n], lse[r, b: b + n],
+              first + int(i), logprobs[r, where], ids[r, where], lse[r, where],
               None if outputs is None else outputs[i])
     pending = launched
   return records
@@ -296,43 +258,3 @@ def size_stats(out_dir: str) -> dict:
     reader.close()
   return {"examples": examples, "target_tokens": tokens, "bytes": size,
           "bytes_per_token": size / max(tokens, 1)}
-
-
-def eval_throughput(teacher, examples, *, batch_size: int, input_length: int,
-                    target_length: int) -> float:
-  """Real (input + target) tokens/s of the teacher's evaluation step on these examples.
-
-  The same jitted eval_step and unpacked, padded batches as evaluation.Evaluator;
-  the first batch (compilation) is not timed.
-  """
-  step = jax.jit(functools.partial(evaluation.eval_step, model=teacher.model))
-  source = list(examples)
-  batches = list(data.eval_batches(source, teacher.tokenizer, batch_size=batch_size,
-                                   input_length=input_length, target_length=target_length))
-  tokens, start = 0, None
-  for i, (features, _) in enumerate(batches):
-    with nn.logical_axis_rules(sharding.LOGICAL_RULES), jax.set_mesh(teacher.mesh):
-      out = step(teacher.params, sharding.to_global(features, teacher.mesh))
-    jax.block_until_ready(out)
-    if i == 0:
-      start = time.time()
-      continue
-    tokens += int(np.sum(features["encoder_segment_ids"] > 0)
-                  + np.sum(features["decoder_loss_weights"]))
-  return tokens / max(time.time() - start, 1e-9)
-
-
-def dump_throughput(teacher, examples, *, batch_size: int, input_length: int,
-                    target_length: int, top_k: int, value_dtype: str = "bfloat16"):
-  """(real tokens/s, records) of the dump's packed top-k pass (records encoded, not written)."""
-  tokenize = data.Tokenize(teacher.tokenizer, input_length, target_length)
-  tokenized = [tokenize.map(ex) for ex in examples]
-  index = {"input_length": input_length, "target_length": target_length,
-           "shard_examples": len(tokenized)}
-  topk = _topk_fn(teacher.model, top_k, value_dtype, teacher.mesh)
-  warm = row_features(tokenized, [[(0, 0, 0)]], batch_size, input_length, target_length)
-  jax.block_until_ready(topk(teacher.params, warm))  # compile outside the timing
-  start = time.time()
-  records = shard_records(index, 0, tokenized, topk, teacher.params, batch_size)
-  tokens = sum(len(t["inputs"]) + len(t["targets"]) for t in tokenized)
-  return tokens / max(time.time() - start, 1e-9), records

@@ -40,15 +40,15 @@ def raw_bytes_per_token(top_k: int, value_dtype: str) -> int:
   return top_k * (np.dtype(VALUE_DTYPES[value_dtype]).itemsize + 4) + 4
 
 
-def encode_record(example: int, logprobs_NxK, ids_NxK, lse_N, sequence_M=None) -> bytes:
+def encode_record(example: int, logprobs_NxJ, ids_NxJ, lse_N, sequence_M=None) -> bytes:
   """One example's teacher outputs as compact bytes (see the module docstring)."""
   n = len(lse_N)
   sequence_M = np.zeros((0,), np.int32) if sequence_M is None else sequence_M
   if n > 0xFFFF or len(sequence_M) > 0xFFFF:
     raise ValueError(f"example {example}: {n} target / {len(sequence_M)} sequence tokens; "
                      "at most 65535 fit the record header")
-  return b"".join((_HEADER.pack(example, n, len(sequence_M)), logprobs_NxK.tobytes(),
-                   np.asarray(ids_NxK, "<i4").tobytes(), np.asarray(lse_N, "<f4").tobytes(),
+  return b"".join((_HEADER.pack(example, n, len(sequence_M)), logprobs_NxJ.tobytes(),
+                   np.asarray(ids_NxJ, "<i4").tobytes(), np.asarray(lse_N, "<f4").tobytes(),
                    np.asarray(sequence_M, "<i4").tobytes()))
 
 

@@ -5,66 +5,50 @@ import functools
 import json
 import math
 
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from refinedweb_jax.data import pipeline as data
-from refinedweb_jax.model import decode
 from refinedweb_jax import sharding
-
-
-def forward(model, params, batch, *, deterministic=True, rngs=None):
-  """Teacher-forced logits_BxTxV for a feature batch."""
-  return model.apply(
-      {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-      batch["encoder_segment_ids"], batch["decoder_segment_ids"], batch["encoder_positions"],
-      batch["decoder_positions"], deterministic=deterministic, rngs=rngs)
+from refinedweb_jax.data import pipeline
+from refinedweb_jax.model import decode, losses
+from refinedweb_jax.model.transformer import forward
 
 
 def eval_step(params, batch, *, model):
   """Per-example sums over target tokens: (nll_B, correct_B, weight_B)."""
   logits = forward(model, params, batch)
   targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  nll_BxT = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-  correct_BxT = jnp.argmax(logits, -1) == targets
+  nll_BxT, _ = losses.cross_entropy(logits, targets)
   w = weights.astype(jnp.float32)
-  return jnp.sum(nll_BxT * w, 1), jnp.sum(correct_BxT * w, 1), jnp.sum(w, 1)
+  return (jnp.sum(nll_BxT * w, 1), jnp.sum(losses.correct(logits, targets) * w, 1),
+          jnp.sum(w, 1))
 
 
 class Evaluator:
   """Per task: teacher-forced loss/accuracy/perplexity and metrics of greedy-decoded outputs."""
 
-  def __init__(self, exp, log, *, split: str = "validation", eval_examples=None,
-               decode_examples=None):
-    """`eval_examples` / `decode_examples` per task default to the config's (-1 = all)."""
-    self.exp, self.log = exp, log
-    cfg, d = exp.config, exp.config.data
-    eval_examples = cfg.train.eval_examples if eval_examples is None else eval_examples
-    decode_examples = (cfg.train.decode_examples_per_task if decode_examples is None
-                       else decode_examples)
-    rows = exp.mesh.shape["data"] * exp.mesh.shape["fsdp"]
+  def __init__(self, tasks, tokenizer, model, mesh, log, *, split: str, input_length: int,
+               target_length: int, batch_size: int, max_decode_length: int,
+               eval_examples: int, decode_examples: int):
+    """Examples per task: `eval_examples` teacher-forced, `decode_examples` decoded (-1 = all)."""
+    self.tasks, self.tokenizer, self.mesh, self.log = tasks, tokenizer, mesh, log
+    self.input_length = input_length
+    rows = sharding.batch_rows(mesh)
     # Batches must split evenly over the batch-sharded mesh axes.
-    self.batch_size = -(-cfg.train.eval_batch_size // rows) * rows
+    self.batch_size = -(-batch_size // rows) * rows
     self.batches, self.samples = [], []
-    for task in exp.tasks:
+    for task in tasks:
       source = task.source(split)
-      self.batches += list(data.eval_batches(
-          source, exp.tokenizer, batch_size=self.batch_size, input_length=d.input_length,
-          target_length=d.target_length,
+      self.batches += list(pipeline.eval_batches(
+          source, tokenizer, batch_size=self.batch_size, input_length=input_length,
+          target_length=target_length,
           max_examples=None if eval_examples < 0 else eval_examples))
       n = len(source) if decode_examples < 0 else min(decode_examples, len(source))
       self.samples += [dict(source[i]) for i in range(n)]
-    self.by_name = {t.name: t for t in exp.tasks}
-    self._eval_step = jax.jit(functools.partial(eval_step, model=exp.model))
-    self._greedy = decode.make_greedy_fn(exp.model, max_length=cfg.train.max_decode_length,
-                                         eos_id=exp.tokenizer.eos_id)
-
-  def _run(self, fn, *args):
-    with nn.logical_axis_rules(sharding.LOGICAL_RULES), jax.set_mesh(self.exp.mesh):
-      return fn(*args)
+    self.by_name = {t.name: t for t in tasks}
+    self._eval_step = sharding.jit(functools.partial(eval_step, model=model), mesh)
+    self._greedy = sharding.jit(functools.partial(
+        decode.greedy_decode, model, max_length=max_decode_length, eos_id=tokenizer.eos_id), mesh)
 
   def run(self, params, *, step: int, decode: bool = True) -> dict:
     """Computes, logs and prints eval metrics; returns them."""
@@ -72,7 +56,7 @@ class Evaluator:
     for features, examples in self.batches:
       # Every process holds the whole eval batch and gets all results back.
       loss_B, correct_B, weight_B = sharding.to_host(
-          self._run(self._eval_step, params, sharding.from_full_batch(features, self.exp.mesh)))
+          self._eval_step(params, sharding.from_full_batch(features, self.mesh)))
       for i, ex in enumerate(examples):
         for key in (ex["task"], "all"):
           totals[key] += (loss_B[i], correct_B[i], weight_B[i])
@@ -85,21 +69,21 @@ class Evaluator:
     if decode and self.samples:
       metrics.update(self.decode_and_score(params, step))
     self.log.scalars(step, "eval", metrics)
-    self.log.text(metrics_table(step, metrics, [t.name for t in self.exp.tasks]))
+    self.log.text(metrics_table(step, metrics, [t.name for t in self.tasks]))
     return metrics
 
   def predict(self, params, texts):
     """Greedy-decoded strings for input strings (batched, padded to the mesh)."""
-    tok, d = self.exp.tokenizer, self.exp.config.data
+    tok, length = self.tokenizer, self.input_length
     out = []
     for start in range(0, len(texts), self.batch_size):
       chunk = texts[start: start + self.batch_size]
-      inputs = np.zeros((self.batch_size, d.input_length), np.int32)
+      inputs = np.zeros((self.batch_size, length), np.int32)
       for i, text in enumerate(chunk):
-        ids = tok.encode(text)[: d.input_length - 1] + [tok.eos_id]
+        ids = tok.encode(text)[: length - 1] + [tok.eos_id]
         inputs[i, : len(ids)] = ids
-      inputs = sharding.from_full_batch({"inputs": inputs}, self.exp.mesh)["inputs"]
-      tokens = np.asarray(sharding.to_host(self._run(self._greedy, params, inputs)))
+      inputs = sharding.from_full_batch({"inputs": inputs}, self.mesh)["inputs"]
+      tokens = np.asarray(sharding.to_host(self._greedy(params, inputs)))
       out += [tok.decode(row.tolist()) for row in tokens[: len(chunk)]]
     return out
 
@@ -126,7 +110,7 @@ class Evaluator:
 
 def score(task, examples, predictions) -> dict:
   """The task's metrics on decoded predictions (0-100 scale)."""
-  from refinedweb_jax.evaluate import metrics as m
+  from refinedweb_jax.evaluate import metrics as m  # sacrebleu and rouge load only here
   targets = [ex["targets"] for ex in examples]
   out = {}
   for name in task.metrics:

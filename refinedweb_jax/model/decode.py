@@ -244,23 +244,3 @@ def decode(model, params, inputs_BxS, rng, *, decoding: Decoding, eos_id: int):
 def make_decode_fn(model, decoding: Decoding, *, eos_id: int):
   """A jitted f(params, inputs_BxS, rng) -> tokens_BxL for one decoding setting."""
   return jax.jit(functools.partial(decode, model, decoding=decoding, eos_id=eos_id))
-
-
-def make_greedy_fn(model, *, max_length: int, eos_id: int):
-  """A jitted greedy decoder f(params, inputs_BxS) -> tokens_BxL."""
-  return jax.jit(functools.partial(greedy_decode, model, max_length=max_length, eos_id=eos_id))
-
-
-def full_forward_greedy(model, params, inputs_BxS, *, max_length: int, eos_id: int):
-  """Greedy decoding by re-running the whole decoder each step (the uncached reference)."""
-  batch = inputs_BxS.shape[0]
-  out_BxL = jnp.zeros((batch, max_length), jnp.int32)
-  done_B = jnp.zeros((batch,), bool)
-  forward = jax.jit(lambda p, x, y: model.apply({"params": p}, x, y))
-  for step in range(max_length):
-    decoder_inputs = jnp.pad(out_BxL[:, :-1], ((0, 0), (1, 0)))
-    logits = forward(params, inputs_BxS, decoder_inputs)
-    next_B = jnp.where(done_B, 0, jnp.argmax(logits[:, step], axis=-1).astype(jnp.int32))
-    out_BxL = out_BxL.at[:, step].set(next_B)
-    done_B = done_B | (next_B == eos_id)
-  return out_BxL

@@ -250,6 +250,14 @@ class EncoderDecoder(nn.Module):
                        decoder_segment_ids, decoder_positions, deterministic=deterministic)
 
 
+def forward(model, params, batch, *, deterministic=True, rngs=None):
+  """Teacher-forced logits_BxTxV for a batch of model features (pipeline.FEATURES)."""
+  return model.apply(
+      {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+      batch["encoder_segment_ids"], batch["decoder_segment_ids"], batch["encoder_positions"],
+      batch["decoder_positions"], deterministic=deterministic, rngs=rngs)
+
+
 def count_params(params) -> int:
   """Number of scalars in a (possibly boxed) parameter tree."""
   return sum(x.size for x in jax.tree.leaves(nn.meta.unbox(params)))

@@ -11,15 +11,12 @@ import hashlib
 import random
 from typing import Iterable, Iterator
 
+from refinedweb_jax.data import tasks
 from refinedweb_jax.data.corpus import code as corpus_code
 from refinedweb_jax.data.corpus import long as corpus_long
 from refinedweb_jax.data.corpus import verbalize
-from refinedweb_jax.data.corpus.verbalize import LANGUAGES
+from refinedweb_jax.data.tasks import BUILTIN, LANGUAGES, TRANSLATION_TASKS
 
-LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "zh": "Chinese"}
-TRANSLATION_TASKS = tuple(f"translate_{src}_{tgt}" for src in LANGUAGES for tgt in LANGUAGES
-                          if src != tgt)
-TASKS = TRANSLATION_TASKS + ("summarize", "qa", "code", "chat")
 LONG_TASKS = ("summarize", "qa")
 _CONTEXT_WORDS = 400  # upper end of a normal QA context
 SPLITS = ("train", "validation", "test")
@@ -111,7 +108,7 @@ _GREETINGS = {
            ("谢谢", "不客气！"), ("再见", "再见！")),
 }
 # Each language's name for each language, as used after "in" / "auf" / "en" / "用".
-_NAMES_IN = {"en": LANGUAGE_NAMES,
+_NAMES_IN = {"en": tasks.LANGUAGE_NAMES,
              "de": {"en": "Englisch", "de": "Deutsch", "fr": "Französisch", "zh": "Chinesisch"},
              "fr": {"en": "anglais", "de": "allemand", "fr": "français", "zh": "chinois"},
              "zh": {"en": "英语", "de": "德语", "fr": "法语", "zh": "中文"}}
@@ -138,7 +135,8 @@ def _arithmetic(rng: random.Random, a: int | None = None) -> tuple[int, int, int
   return op, a, b, (a + b, a - b, a * b)[op]
 
 
-def _chat(rng: random.Random) -> tuple[str, str]:
+def _chat(rng: random.Random) -> tuple[list, str]:
+  """(turns: earlier user/assistant turns and the question, the reply)."""
   lang = rng.choice(LANGUAGES)
   kind = rng.choices(("greet", "math", "say", "math_again", "say_again"),
                      weights=(3, 3, 3, 1, 1))[0]
@@ -166,10 +164,7 @@ def _chat(rng: random.Random) -> tuple[str, str]:
       target = rng.choice([t for t in LANGUAGES if t != target])
       question = _SAY_AGAIN[lang].format(lang=_NAMES_IN[lang][target])
       reply = verbalize.number_words(n, target)
-  if not turns:
-    return question, reply
-  history = " ".join(f"user: {turns[i]} assistant: {turns[i + 1]}" for i in range(0, len(turns), 2))
-  return f"{history} user: {question}", reply
+  return turns + [question], reply
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,8 +172,8 @@ def _chat(rng: random.Random) -> tuple[str, str]:
 
 
 def _check_task(task: str) -> None:
-  if task not in TASKS:
-    raise ValueError(f"unknown task {task!r}; expected one of: {', '.join(TASKS)}")
+  if task not in BUILTIN:
+    raise ValueError(f"unknown task {task!r}; expected one of: {', '.join(BUILTIN)}")
 
 
 def _build(task: str, rng: random.Random, max_context_words: int, long: bool) -> dict:
@@ -189,18 +184,18 @@ def _build(task: str, rng: random.Random, max_context_words: int, long: bool) ->
   if task in TRANSLATION_TASKS:
     src, tgt = task.split("_")[1:]
     text, targets = _translation(src, tgt, rng)
-    inputs = f"translate {LANGUAGE_NAMES[src]} to {LANGUAGE_NAMES[tgt]}: {text}"
+    inputs = tasks.prefix(task) + text
   elif task == "summarize":
     document, targets = corpus_long.summarize(rng, long)
-    inputs = f"summarize: {document}"
+    inputs = tasks.prefix(task) + document
   elif task == "qa":
     inputs, targets = corpus_long.qa(rng, long, max_context_words)
   elif task == "code":
     description, targets, tests = corpus_code.code(rng)
-    inputs = f"write python: {description}"
+    inputs = tasks.prefix(task) + description
   else:
-    text, targets = _chat(rng)
-    inputs = f"chat: {text}"
+    turns, targets = _chat(rng)
+    inputs = tasks.chat_prompt(turns)
   return {"inputs": inputs, "targets": targets, "task": task, "tests": tests}
 
 
@@ -224,9 +219,9 @@ def generate_split(split: str, num_examples: int, seed: int = 0, *, long_fractio
     raise ValueError(f"num_examples must be >= 0, got {num_examples}")
   if not 0.0 <= long_fraction <= 1.0:
     raise ValueError(f"long_fraction must be in [0, 1], got {long_fraction}")
-  names = TASKS if tasks is None else (tasks,) if isinstance(tasks, str) else tuple(tasks)
+  names = BUILTIN if tasks is None else (tasks,) if isinstance(tasks, str) else tuple(tasks)
   if not names:
-    raise ValueError(f"tasks must name at least one of: {', '.join(TASKS)}")
+    raise ValueError(f"tasks must name at least one of: {', '.join(BUILTIN)}")
   for task in names:
     _check_task(task)
   weights = [TASK_WEIGHTS[t] for t in names]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import random
 
+from refinedweb_jax.data import tasks
+
 # ---------------------------------------------------------------------------------------------
 # Summarization.
 
@@ -179,4 +181,4 @@ def qa(rng: random.Random, long: bool, max_context_words: int) -> tuple[str, str
     words += _size(fact, zh)
   facts.insert(rng.randint(0, len(facts)), answer_fact)
   context = ("" if zh else " ").join(facts)
-  return f"question: {question} context: {context}", answer
+  return tasks.qa_input(question, context), answer

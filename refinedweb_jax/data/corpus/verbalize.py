@@ -16,7 +16,8 @@ from __future__ import annotations
 import datetime
 import random
 
-LANGUAGES = ("en", "de", "fr", "zh")
+from refinedweb_jax.data.tasks import LANGUAGES
+
 MAX_NUMBER = 999_999_999
 
 _EN_SMALL = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "

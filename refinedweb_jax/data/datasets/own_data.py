@@ -21,6 +21,7 @@ from typing import Any, Iterator, NamedTuple
 from etils import epath
 import tensorflow_datasets as tfds
 
+from refinedweb_jax.data import tasks
 from refinedweb_jax.data.datasets.builtin import LocalBuilder, StrDataSource
 
 FORMATS = ("tsv", "text", "jsonl", "squad")
@@ -109,7 +110,7 @@ def make_config(*, task: str, format: str, train, validation=None, test=None,
     raise ValueError(f"input_field/target_field apply to format 'jsonl' only, not {format!r}")
   if format != "tsv" and columns != (0, 1):
     raise ValueError(f"columns apply to format 'tsv' only, not {format!r}")
-  prefix = f"{task}: " if prefix is None else prefix
+  prefix = tasks.own_prefix(task) if prefix is None else prefix
   files = {split: _file_entries(split, paths, format)
            for split, paths in (("train", train), ("validation", validation), ("test", test))
            if split == "train" or paths is not None}
@@ -269,7 +270,7 @@ def _read_squad(config: OwnConfig, path: str):
           yield _Problem(f"{path}:{loc}: empty input (question or paragraph context)", path)
         else:
           yield _example(config, ((path, loc), (path, f"{loc}.answers[0]")),
-                         f"question: {question} context: {context}", answers[0],
+                         tasks.qa_input(question, context), answers[0],
                          f"{name}:{_get(qa, 'id', k)}",
                          answers=json.dumps(answers, ensure_ascii=False))
 

@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterator, SupportsIndex
 
 import numpy as np
 
+from refinedweb_jax.data import tasks
+
 
 def _str(value: Any) -> str:
   """TFDS Text features arrive as bytes (or numpy bytes/str scalars)."""
@@ -36,6 +38,7 @@ class Spec:
   targets: Callable[[dict], str]
   prefix: str
   language: str  # Of the targets (picks the metric tokenisation, e.g. zh).
+  metrics: tuple  # tasks.METRICS that score its outputs
   splits: tuple = ("train", "validation", "test")
   extra: Callable[[dict], dict] | None = None  # Record -> further str fields.
   prepare: str = ""  # Command that prepares the data; default: tfds build.
@@ -46,15 +49,11 @@ class Spec:
             "--data_dir={data_dir}").format(name=self.tfds_name, data_dir=data_dir)
 
 
-LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "zh": "Chinese"}
-
-
 def _translation(year: int, pair: str, source: str, target: str, splits: tuple) -> Spec:
   # Translation features are one Text per language: {"de": ..., "en": ...}.
   return Spec(f"wmt{year}_translate/{pair}", lambda r: _str(r[source]),
-              lambda r: _str(r[target]),
-              f"translate {LANGUAGE_NAMES[source]} to {LANGUAGE_NAMES[target]}: ",
-              target, splits)
+              lambda r: _str(r[target]), tasks.translation_prefix(source, target),
+              target, ("bleu", "chrf"), splits)
 
 
 def _squad_extra(record: dict) -> dict:
@@ -79,22 +78,21 @@ PUBLIC: dict[str, Spec] = {
     "wmt19_en_zh": _translation(19, "zh-en", "en", "zh", WMT19_SPLITS),
     # highlights: one sentence a line, kept as TFDS joins them.
     "cnn_dailymail": Spec("cnn_dailymail", lambda r: _str(r["article"]),
-                          lambda r: _str(r["highlights"]), "summarize: ", "en"),
+                          lambda r: _str(r["highlights"]), "summarize: ", "en", ("rouge",)),
     "xsum": Spec("xsum", lambda r: _str(r["document"]), lambda r: _str(r["summary"]),
-                 "summarize: ", "en",
+                 "summarize: ", "en", ("rouge",),
                  prepare="tfds build {name} --file_format=array_record --data_dir={data_dir}"
                          "\n(first put xsum-extracts-from-downloads.tar.gz, see the TFDS xsum "
                          "page, in {data_dir}/downloads/manual/)"),
     # Features: id, title, context, question, answers{text, answer_start}.
-    "squad": Spec("squad/v1.1",
-                  lambda r: f"{_str(r['question'])} context: {_str(r['context'])}",
-                  lambda r: _strs(r["answers"]["text"])[0], "question: ", "en",
+    "squad": Spec("squad/v1.1", lambda r: tasks.qa_input(_str(r["question"]), _str(r["context"])),
+                  lambda r: _strs(r["answers"]["text"])[0], "", "en", ("squad",),
                   ("train", "validation"), extra=_squad_extra),
     # Not in the TFDS catalog; TFDS's Hugging Face bridge writes it as mbpp/full
     # (features task_id, text, code, test_list, test_setup_code, challenge_test_list),
     # which is then read from the files alone.
     "mbpp": Spec("mbpp/full", _mbpp_inputs, lambda r: _str(r["code"]), "write python: ", "en",
-                 ("train", "validation", "test", "prompt"),
+                 ("pass@1",), ("train", "validation", "test", "prompt"),
                  extra=lambda r: {"tests": "\n".join(_strs(r["test_list"]))},
                  prepare="pip install datasets && tfds build huggingface:mbpp/full "
                          "--file_format=array_record --data_dir={data_dir}"),

@@ -225,7 +225,7 @@ def global_rows(out, q, k, v, lay: Layout, slots, causal: bool):
   and the per-block results are merged per example (a segment sum), so the cost is
   O(N * len(slots)) however many examples a row holds. Needs aligned examples.
   """
-  b, (batch, n, heads, dim) = lay.block, q.shape
+  b, (batch, n, _, dim) = lay.block, q.shape
   nb = n // b
   slots = jnp.asarray(np.asarray(slots, np.int32))
   first = lay.first_block_BxR  # [B, R]: the example each key block belongs to

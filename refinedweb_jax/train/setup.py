@@ -1,0 +1,188 @@
+"""A run's parts assembled from its config: tasks, tokenizer, model, mesh; and trained runs.
+
+build(config) prepares what training needs (the built-in corpus, the tokenizer) and
+checks that the batch splits over the mesh; restore(path) gives a trained run's
+parts from its checkpoint (its own config and tokenizer) with its parameters only,
+on the mesh its config asks for. Training, evaluation, distillation and the API
+all start from a Setup.
+"""
+
+import dataclasses
+import hashlib
+import os
+from typing import Any
+
+import jax
+import ml_collections
+from jax.experimental import multihost_utils
+
+from refinedweb_jax import configs, sharding
+from refinedweb_jax.data import pipeline, tasks as tasks_lib
+from refinedweb_jax.data import tokenizer as tok
+from refinedweb_jax.evaluate.evaluator import Evaluator
+from refinedweb_jax.model.config import ModelConfig
+from refinedweb_jax.model.transformer import EncoderDecoder
+from refinedweb_jax.train import checkpoint, step as step_lib
+
+
+@dataclasses.dataclass
+class Setup:
+  """What a run is made of; `tasks` are the mixture's, in config order."""
+  config: ml_collections.ConfigDict
+  tasks: list
+  tokenizer: Any
+  model_cfg: ModelConfig
+  model: EncoderDecoder
+  mesh: jax.sharding.Mesh
+
+  def mixture(self):
+    """(train sources, rates) of the mixture's tasks, in config order."""
+    m = self.config.mixture
+    sources = [task.source("train") for task in self.tasks]
+    rates = tasks_lib.mixture_rates(
+        {t.name: len(s) for t, s in zip(self.tasks, sources)}, method=m.rate, cap=m.cap,
+        temperature=m.temperature, weights=tasks_lib.parse_weights(m.weights))
+    return sources, [rates[t.name] for t in self.tasks]
+
+  def alignment(self) -> tuple:
+    """Where packed examples may start in the encoder and decoder rows."""
+    return (self.model_cfg.packing_alignment("encoder"),
+            self.model_cfg.packing_alignment("decoder"))
+
+  def train_iterator(self, sources=None, **pipeline_args):
+    """This host's infinite batched iterator over the mixture (pipeline.train_dataset)."""
+    d = self.config.data
+    default_sources, rates = self.mixture()
+    ds = pipeline.train_dataset(
+        sources or default_sources, rates, self.tokenizer,
+        batch_size=d.batch_size // jax.process_count(), input_length=d.input_length,
+        target_length=d.target_length, pack=d.pack, seed=d.shuffle_seed,
+        shard_index=jax.process_index(), shard_count=jax.process_count(),
+        alignment=self.alignment(), **pipeline_args)
+    return iter(ds)
+
+  def evaluator(self, log, *, split: str = "validation", eval_examples=None,
+                decode_examples=None) -> Evaluator:
+    """The Evaluator of this run's tasks on a split (examples per task default to the config's)."""
+    t, d = self.config.train, self.config.data
+    return Evaluator(
+        self.tasks, self.tokenizer, self.model, self.mesh, log, split=split,
+        input_length=d.input_length, target_length=d.target_length,
+        batch_size=t.eval_batch_size, max_decode_length=t.max_decode_length,
+        eval_examples=t.eval_examples if eval_examples is None else eval_examples,
+        decode_examples=(t.decode_examples_per_task if decode_examples is None
+                         else decode_examples))
+
+
+def run_tasks(config) -> list:
+  """The Tasks of config.mixture.tasks, in order."""
+  available = all_tasks(config)
+  return [available[name] for name in configs.task_names(config)]
+
+
+def builtin_source(config, split: str):
+  """The config's built-in corpus split, every task mixed (datasets.builtin)."""
+  from refinedweb_jax.data.datasets import builtin  # TFDS is slow to import: only when read
+  d = config.data
+  return builtin.data_source(d.data_dir, split, num_train=d.num_train,
+                             num_validation=d.num_validation, num_test=d.num_test,
+                             seed=d.corpus_seed, long_fraction=d.long_fraction)
+
+
+def all_tasks(config) -> dict:
+  """Every task a config can name, by name: built-in, own (config.own_tasks) and public."""
+  d = config.data
+  return {**tasks_lib.builtin_tasks(lambda split: builtin_source(config, split)),
+          **tasks_lib.own_tasks(config.get("own_tasks", []), d.data_dir),
+          **tasks_lib.public_tasks(configs.public_task_names(config), d.public_data_dir)}
+
+
+def _prepare_tokenizer(config, run_tasks_: list) -> str:
+  """The run's tokenizer file, trained if missing: on the built-in corpus or the mixture."""
+  d = config.data
+  if d.tokenizer == "builtin":
+    return tok.prepare_builtin(
+        d.data_dir, num_train=d.num_train, num_validation=d.num_validation,
+        num_test=d.num_test, seed=d.corpus_seed, long_fraction=d.long_fraction,
+        vocab_size=d.vocab_size)[1]
+  if d.tokenizer == "mixture":
+    sources = [t.source("train") for t in run_tasks_]
+    text = ",".join(f"{t.name}:{len(s)}" for t, s in zip(run_tasks_, sources))
+    key = hashlib.sha256(text.encode()).hexdigest()[:12]  # the mixture's tasks and sizes
+    return tok.prepare_for_sources(d.data_dir, key, sources, vocab_size=d.vocab_size)
+  raise ValueError(f"unknown config.data.tokenizer {d.tokenizer!r}; allowed: builtin, mixture")
+
+
+def make_mesh(config) -> jax.sharding.Mesh:
+  m = config.mesh
+  return sharding.make_mesh(m.data, m.fsdp, m.tensor)
+
+
+def inference_mesh(config) -> jax.sharding.Mesh:
+  """The config's model-parallel axes (fsdp, tensor); data takes the remaining devices."""
+  return sharding.make_mesh(-1, config.mesh.fsdp, config.mesh.tensor)
+
+
+def build(config) -> Setup:
+  """Everything training needs from a config; one host prepares data and tokenizer."""
+  run_tasks_ = run_tasks(config)
+  if jax.process_index() == 0:
+    _prepare_tokenizer(config, run_tasks_)
+  multihost_utils.sync_global_devices("data prepared")
+  tokenizer = tok.Tokenizer(_prepare_tokenizer(config, run_tasks_))
+  model_cfg = configs.model_config(config, vocab_size=tokenizer.vocab_size)
+  mesh = make_mesh(config)
+  sharding.check_model_fits(model_cfg, dict(mesh.shape))
+  sharding.check_batch(mesh, config.data.batch_size, config.train.microbatches)
+  return Setup(config, run_tasks_, tokenizer, model_cfg, EncoderDecoder(model_cfg), mesh)
+
+
+def locate(path: str):
+  """A workdir, its checkpoints/ folder or one checkpoints/STEP -> (workdir, ckpt_dir, step)."""
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    return path, os.path.join(path, "checkpoints"), None
+  name = os.path.basename(path)
+  if name.isdigit() and os.path.isdir(path):
+    return os.path.dirname(os.path.dirname(path)), os.path.dirname(path), int(name)
+  if name == "checkpoints" and os.path.isdir(path):
+    return os.path.dirname(path), path, None
+  raise FileNotFoundError(f"no checkpoint in {path!r} (no {os.path.join(path, 'checkpoints')}); "
+                          f"train first with: refinedweb train --workdir {path}")
+
+
+@dataclasses.dataclass
+class Trained:
+  """A trained run restored from a checkpoint: its Setup, parameters and step."""
+  run: Setup
+  params: Any
+  step: int
+  workdir: str
+
+
+def restore(path: str) -> Trained:
+  """A trained run from its newest (or given) checkpoint.
+
+  The config and tokenizer are the ones saved with the checkpoint; only the
+  parameters are read (no optimizer state), straight into their shardings on the
+  mesh that config asks for (inference_mesh).
+  """
+  workdir, ckpt_dir, step = locate(path)
+  ckpt = checkpoint.Checkpointer(ckpt_dir, async_save=False)
+  step = ckpt.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no finished checkpoint in {ckpt_dir}; "
+                            f"train first with: refinedweb train --workdir {workdir}")
+  saved, proto = ckpt.restore_metadata(step)
+  config = configs.default_config()
+  config.update(ml_collections.ConfigDict(saved))
+  tokenizer = tok.Tokenizer(model_proto=proto)
+  model_cfg = configs.model_config(config, vocab_size=tokenizer.vocab_size)
+  model = EncoderDecoder(model_cfg)
+  mesh = inference_mesh(config)
+  abstract = step_lib.abstract_params(model, mesh, input_length=config.data.input_length,
+                                      target_length=config.data.target_length)
+  params = ckpt.restore_params(step, abstract)
+  ckpt.close()
+  run = Setup(config, run_tasks(config), tokenizer, model_cfg, model, mesh)
+  return Trained(run, params, step, workdir)
