@@ -95,34 +95,38 @@ def _softmax_part(scores, mask, v_values, einsum_out):
   return jnp.einsum(einsum_out, probs.astype(v_values.dtype), v_values), lse
 
 
-def _pair_mask(rule, lay_q, lay_k, causal):
-  """rule(i, j, n) on own positions, same example, key not padding, and j <= i if causal.
+def _pair_mask(rule, queries, keys, causal):
+  """rule(i, j), same example, key not padding, and j <= i if causal.
 
-  lay_q / lay_k: (segment, position, length) of queries [..., Q] and keys [..., E].
+  queries / keys: (segment ids, coordinates) of queries [..., Q] and keys [..., E];
+  coordinates are row indices or own positions: within one example they differ by
+  the example's start, so relative rules (i - j) and causality hold on either.
   """
-  (sq, pq, nq), (sk, pk, _) = lay_q, lay_k
-  i, j = pq[..., :, None], pk[..., None, :]
+  (sq, i), (sk, j) = queries, keys
+  i, j = i[..., :, None], j[..., None, :]
   mask = (sq[..., :, None] == sk[..., None, :]) & (sk[..., None, :] != 0)
   if rule is not None:
-    mask &= rule(i, j, nq[..., :, None])
+    mask &= rule(i, j)
   if causal:
     mask &= j <= i
   return mask
 
 
-def _gather_blocks(x_BxNx, table, block):
-  """x's blocks per table entry: x [B, N, ...], table [B or 1, ..., M] -> [B, ..., M, block, ...]."""
-  blocks = x_BxNx.reshape((x_BxNx.shape[0], -1, block) + x_BxNx.shape[2:])
+def _gather_blocks(blocks_BxRxb, table):
+  """The blocks of each table entry: [B, R, block, ...], table [B or 1, C, M] -> [B, C, M, block, ...]."""
   if table.shape[0] == 1:
-    return blocks[:, table[0]]
-  return jax.vmap(lambda b_, t: b_[t])(blocks, table)
+    return blocks_BxRxb[:, table[0]]
+  return jax.vmap(lambda b_, t: b_[t])(blocks_BxRxb, table)
 
 
-def blocked_part(q, k, v, lay: Layout, table, valid, rule, causal: bool, chunk: int):
-  """Per query block, the pairs of rule(i, j, n) in the key blocks of its table row.
+def blocked_part(q, k, v, lay: Layout, table, valid, rule, causal: bool, chunk: int, *,
+                 own_positions: bool = False):
+  """Per query block, the pairs of rule(i, j) in the key blocks of its table row.
 
   table/valid: key block numbers and which are used, [1 or B, R, M] (NumPy for a
-  table shared by all rows, traced when it depends on where examples lie).
+  table shared by all rows, traced when it depends on where examples lie). rule sees
+  row indices, or each example's own positions with `own_positions` (rules on where
+  in its example a token is, not only on i - j).
   """
   b, (batch, n, heads, dim) = lay.block, q.shape
   nb = n // b
@@ -132,50 +136,60 @@ def blocked_part(q, k, v, lay: Layout, table, valid, rule, causal: bool, chunk: 
   table, valid = jnp.asarray(table), jnp.asarray(valid)
   pad_rows = lambda x: jnp.pad(x, ((0, 0), (0, pad_blocks)) + ((0, 0),) * (x.ndim - 2))
   table, valid = pad_rows(table), pad_rows(valid)
-  seq = lambda x: pad_rows(x.reshape((batch, nb, b) + x.shape[2:]))
-  tokens = (lay.segment_BxN, lay.position_BxN, lay.length_BxN)
+  blocks = lambda x: x.reshape((batch, nb, b) + x.shape[2:])
+  seq = lambda x: pad_rows(blocks(x))
+  # Block views made once, outside the chunk loop: reshaping inside it costs ~30% more
+  # in the backward pass on CPU.
+  k_blocks, v_blocks = blocks(k), blocks(v)
+  seg_blocks, pos_blocks = blocks(lay.segment_BxN), blocks(lay.position_BxN)
   scale = dim ** -0.5
 
   @jax.checkpoint
   def one_chunk(xs):
-    q_c, lay_c, t_c, valid_c = xs  # q_c [B, C, b, H, K]; t_c [1 or B, C, M]
-    gather = lambda x: _gather_blocks(x, t_c, b).reshape((batch, chunk, -1) + x.shape[2:])
-    k_c, v_c = gather(k), gather(v)  # [B, C, M*b, H, K]
-    lay_k = tuple(gather(x) for x in tokens)  # [B, C, M*b]
-    mask = _pair_mask(rule, lay_c, lay_k, causal)  # [B, C, b, M*b]
+    q_c, seg_c, pos_c, t_c, valid_c, first = xs  # q_c [B, C, b, H, K]; t_c [1 or B, C, M]
+    gather = lambda x: _gather_blocks(x, t_c).reshape((batch, chunk, -1) + x.shape[3:])
+    k_c, v_c = gather(k_blocks), gather(v_blocks)  # [B, C, M*b, H, K]
+    if own_positions:
+      i, j = pos_c, gather(pos_blocks)
+    else:
+      i = ((first + jnp.arange(chunk))[:, None] * b + jnp.arange(b))[None]  # [1, C, b]
+      j = (t_c[..., None] * b + jnp.arange(b)).reshape(t_c.shape[:2] + (-1,))  # [1/B, C, M*b]
+    mask = _pair_mask(rule, (seg_c, i), (gather(seg_blocks), j), causal)  # [B, C, b, M*b]
     mask &= jnp.repeat(valid_c, b, axis=-1)[:, :, None, :]
     scores = jnp.einsum("bcqhd,bckhd->bchqk", q_c, k_c,
                         preferred_element_type=jnp.float32) * scale
     return _softmax_part(scores, mask[:, :, None], v_c, "bchqk,bckhd->bcqhd")
 
   to_chunks = lambda x: x.reshape((x.shape[0], nc, chunk) + x.shape[2:]).swapaxes(0, 1)
-  xs = (to_chunks(seq(q)), tuple(to_chunks(seq(x)) for x in tokens),
-        to_chunks(table), to_chunks(valid))
+  xs = (to_chunks(seq(q)), to_chunks(seq(lay.segment_BxN)), to_chunks(seq(lay.position_BxN)),
+        to_chunks(table), to_chunks(valid), jnp.arange(nc) * chunk)
   out, lse = jax.lax.map(one_chunk, xs)  # [nc, B, C, b, H, K], [nc, B, C, H, b]
   out = out.swapaxes(0, 1).reshape(batch, nc * chunk * b, heads, dim)[:, :n]
   lse = lse.swapaxes(0, 1).transpose(0, 1, 2, 4, 3).reshape(batch, nc * chunk * b, heads)[:, :n]
   return out, lse
 
 
-def keys_part(q, k, v, lay: Layout, index, valid, rule, causal: bool):
-  """The pairs of rule(i, j, n) between queries and a list of keys.
+def keys_part(q, k, v, lay: Layout, index, valid, rule, causal: bool, *,
+              own_positions: bool = False):
+  """The pairs of rule(i, j) between queries and a list of keys (coordinates: blocked_part).
 
   index/valid: key positions [B, E] shared by a row's queries, or [B, R, E] per query block.
   """
   batch, n, heads, dim = q.shape
-  tokens = (lay.segment_BxN, lay.position_BxN, lay.length_BxN)
   take = jax.vmap(lambda x, i: x[i])
   k_e, v_e = take(k, index), take(v, index)
-  lay_k = tuple(take(x, index) for x in tokens)
+  coords = lay.position_BxN if own_positions else jnp.broadcast_to(jnp.arange(n), (batch, n))
+  queries = (lay.segment_BxN, coords)
+  keys = (take(lay.segment_BxN, index), take(coords, index))
   scale = dim ** -0.5
   if index.ndim == 2:
-    mask = _pair_mask(rule, tokens, lay_k, causal) & valid[:, None, :]  # [B, N, E]
+    mask = _pair_mask(rule, queries, keys, causal) & valid[:, None, :]  # [B, N, E]
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k_e, preferred_element_type=jnp.float32)
     out, lse = _softmax_part(scores * scale, mask[:, None], v_e, "bhqk,bkhd->bqhd")
     return out, lse.transpose(0, 2, 1)
   b = lay.block
   blocks = lambda x: x.reshape((batch, n // b, b) + x.shape[2:])
-  mask = _pair_mask(rule, tuple(blocks(x) for x in tokens), lay_k, causal)  # [B, R, b, E]
+  mask = _pair_mask(rule, tuple(blocks(x) for x in queries), keys, causal)  # [B, R, b, E]
   mask &= valid[:, :, None, :]
   scores = jnp.einsum("brqhd,brkhd->brhqk", blocks(q), k_e, preferred_element_type=jnp.float32)
   out, lse = _softmax_part(scores * scale, mask[:, :, None], v_e, "brhqk,brkhd->brqhd")

@@ -32,7 +32,7 @@ def attend(cfg, q, k, v, lay, causal):
   # Per query block, the global keys of its example that the window does not reach.
   index = jnp.minimum(lay.first_block_BxR[..., None] * cfg.block_size + g, q.shape[1] - 1)
   found = g[None, None, :] < lay.length_BxN[:, ::cfg.block_size, None]
-  far = lambda i, j, n: ~local.in_window(cfg, i, j)
+  far = lambda i, j: ~local.in_window(cfg, i, j)
   out = blocked.merge([window, blocked.keys_part(q, k, v, lay, index, found, far, causal)])
   return blocked.global_rows(out, q, k, v, lay, g, causal)
 

@@ -22,7 +22,7 @@ def window_part(cfg, q, k, v, lay, causal):
   """The blocked part of a sliding window: the key blocks it can reach on either side."""
   reach = -(-(cfg.window - 1) // cfg.block_size)
   table, valid = blocked.relative_table(reach, lay.num_query_blocks, causal)
-  rule = lambda i, j, n: in_window(cfg, i, j)
+  rule = lambda i, j: in_window(cfg, i, j)
   return blocked.blocked_part(q, k, v, lay, table, valid, rule, causal, cfg.query_chunk)
 
 

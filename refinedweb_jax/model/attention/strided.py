@@ -40,7 +40,7 @@ def attend(cfg, q, k, v, lay, causal):
   if cfg.variant == "strided":
     reach = -(-(cfg.stride - 1) // cfg.block_size)
     table, valid = blocked.relative_table(reach, lay.num_query_blocks, causal)
-    window = lambda i, j, n: jnp.abs(i - j) < cfg.stride
+    window = lambda i, j: jnp.abs(i - j) < cfg.stride
     return blocked.merge([
         blocked.blocked_part(q, k, v, lay, table, valid, window, causal, cfg.query_chunk),
         blocked.residue_part(q, k, v, lay, cfg.stride, causal)])
@@ -51,8 +51,8 @@ def attend(cfg, q, k, v, lay, causal):
   table = (lay.first_block_BxR + start)[..., None] + np.arange(per)
   valid = (start[..., None] + np.arange(per)) < lay.num_blocks_BxR[..., None]
   period = blocked.blocked_part(q, k, v, lay, jnp.minimum(table, lay.num_query_blocks - 1),
-                                valid, lambda i, j, n: _same_period(cfg, i, j), causal,
-                                cfg.query_chunk)
+                                valid, lambda i, j: _same_period(cfg, i, j), causal,
+                                cfg.query_chunk, own_positions=True)
   # ... and every summary position of its example outside that period. At most
   # n * summary / stride of a row's n tokens are summary positions.
   summary = (lay.segment_BxN > 0) & _summary(cfg, lay.position_BxN)
@@ -60,7 +60,7 @@ def attend(cfg, q, k, v, lay, causal):
   index = jax.vmap(lambda m: jnp.nonzero(m, size=size, fill_value=0)[0])(summary)
   found = jnp.arange(size)[None, :] < jnp.sum(summary, axis=1, keepdims=True)
   rest = blocked.keys_part(q, k, v, lay, index, found,
-                           lambda i, j, n: ~_same_period(cfg, i, j), causal)
+                           lambda i, j: ~_same_period(cfg, i, j), causal, own_positions=True)
   return blocked.merge([period, rest])
 
 
