@@ -8,7 +8,7 @@ from typing import Any, Iterator, SupportsIndex
 from etils import epath
 import tensorflow_datasets as tfds
 
-from refinedweb_jax.data import corpus
+from refinedweb_jax.data import corpus, datasets
 
 FIELDS = ("inputs", "targets", "task", "tests", "id")
 SPLITS = ("train", "validation", "test")
@@ -137,10 +137,7 @@ class StrDataSource:
     return [_to_str(r) for r in self._source.__getitems__(indices)]
 
   def __iter__(self) -> Iterator[dict[str, str]]:
-    # Batched reads are about twice as fast as one record at a time.
-    n = len(self)
-    for start in range(0, n, 1024):
-      yield from self.__getitems__(list(range(start, min(start + 1024, n))))
+    return datasets.iterate_in_batches(self)
 
   def __repr__(self) -> str:
     return f"StrDataSource({self._source!r})"

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, SupportsIndex
 
 import numpy as np
 
-from refinedweb_jax.data import tasks
+from refinedweb_jax.data import datasets, tasks
 
 
 def _str(value: Any) -> str:
@@ -132,9 +132,7 @@ class PublicSource:
     return [convert(self.name, r, self._id(int(i))) for i, r in zip(indices, records)]
 
   def __iter__(self) -> Iterator[dict[str, str]]:
-    n = len(self)
-    for start in range(0, n, 1024):
-      yield from self.__getitems__(list(range(start, min(start + 1024, n))))
+    return datasets.iterate_in_batches(self)
 
   def __repr__(self) -> str:
     return f"PublicSource({self.name!r}, {self.split!r}, {self._source!r})"
