@@ -153,24 +153,31 @@ def test_sandbox_cannot_delete_outside_files(tmp_path):
 
 def test_sandbox_can_use_its_own_directory():
   code = ("import os, shutil, tempfile\n"
-          "assert 'sandbox-' in os.getcwd() and tempfile.gettempdir() == os.getcwd()\n"
+          "assert os.getcwd() == '/sandbox' and tempfile.gettempdir() == os.getcwd()\n"
           "os.makedirs('a/b')\nopen('a/b/f.txt', 'w').write('x')\nshutil.rmtree('a')\n"
           "with tempfile.NamedTemporaryFile() as f:\n  f.write(b'y')\n")
   assert sandbox.run_python(code) == (True, "passed")
 
 
 def test_sandbox_blocks_network():
-  connect = "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)"
+  import socket
+  server = socket.socket()
+  server.bind(("127.0.0.1", 0))
+  server.listen(1)
+  server.settimeout(0.5)
+  port = server.getsockname()[1]
+  connect = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)"
   passed, status = sandbox.run_python(connect)
   assert not passed and status in ("failed", "error")
-  # Raised inside the child, by the guard or the empty network namespace, not by a closed port.
-  raw = ("import _socket, errno\ntry:\n  s = _socket.socket()\n  s.connect(('127.0.0.1', 9))\n"
-         "except ConnectionRefusedError:\n  raise AssertionError('reached 127.0.0.1')\n"
+  # Below the guard: the sandbox's own network namespace has no route to the host's server.
+  raw = (f"import _socket\ns = _socket.socket()\ntry:\n  s.connect(('127.0.0.1', {port}))\n"
          "except OSError:\n  pass\nelse:\n  raise AssertionError('connected')\n")
+  assert sandbox.run_python(raw) == (True, "passed")
+  with pytest.raises(socket.timeout):
+    server.accept()
+  server.close()
   guarded = ("import socket\ntry:\n  socket.socket()\nexcept PermissionError:\n  pass\n"
              "else:\n  raise AssertionError('socket created')\n")
-  if "net+pid" in sandbox.isolation():
-    assert sandbox.run_python(raw) == (True, "passed")
   assert sandbox.run_python(guarded) == (True, "passed")
 
 
@@ -184,7 +191,7 @@ def test_sandbox_environment_is_minimal(monkeypatch):
   monkeypatch.setenv("REFINEDWEB_SANDBOX_PROBE", "secret")
   code = (f"import os, subprocess\nassert os.getpid() != {os.getpid()}\n"
           "assert 'REFINEDWEB_SANDBOX_PROBE' not in os.environ, sorted(os.environ)\n"
-          "allowed = {'PATH', 'LANG', 'HOME', 'TMPDIR', 'LC_CTYPE'}\n"
+          "allowed = {'PATH', 'LANG', 'HOME', 'TMPDIR', 'LC_CTYPE', 'PWD'}\n"
           "assert set(os.environ) <= allowed, sorted(os.environ)\n"
           "try:\n  subprocess.run(['true'])\nexcept PermissionError:\n  pass\n"
           "else:\n  raise AssertionError('started a process')\n")
@@ -193,4 +200,67 @@ def test_sandbox_environment_is_minimal(monkeypatch):
 
 def test_sandbox_program_cannot_exit_early_as_passed():
   assert sandbox.run_python("import sys\nsys.exit(0)\nassert False") == (False, "failed")
+  assert sandbox.run_python("import os\nos._exit(0)\nassert False") == (False, "failed")
+
+
+def test_sandbox_runs_as_nobody_in_a_fresh_root():
+  code = ("import os\nassert os.getuid() == 65534 and os.getgid() == 65534\n"
+          "assert not os.path.exists('/etc/passwd') and not os.path.exists('/root/.cache')\n"
+          "assert sorted(os.listdir('/sandbox')) == []\n")
+  assert sandbox.run_python(code) == (True, "passed")
+
+
+def test_sandbox_blocks_attacks_through_ctypes_and_libc(tmp_path):
+  keep = tmp_path / "keep.txt"
+  keep.write_text("precious")
+  secret = tmp_path / "secret.txt"
+  secret.write_text("s3cret")
+  made = tmp_path / "made_by_system"
+  libc = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+  attacks = {
+      "unlink": libc + f"libc.unlink({str(keep).encode()!r})",
+      "open-write": libc + f"fd = libc.open({str(keep).encode()!r}, os.O_WRONLY | os.O_TRUNC)\n"
+                           "libc.write(fd, b'gone', 4)",
+      "system": libc + f"libc.system(b'touch {made} && rm -f {keep}')",
+      "fork-bomb": libc + "for _ in range(2000):\n  libc.fork()",
+  }
+  for name, code in attacks.items():
+    sandbox.run_python(code, timeout_s=5.0)
+    assert keep.read_text() == "precious", name
+    assert not made.exists(), name
+  # Reading a host file: the program cannot see it, so its assert fails.
+  read = f"assert open({str(secret)!r}).read() == 's3cret'"
+  assert sandbox.run_python(read) == (False, "failed")
+  assert sandbox.run_python(libc + f"assert libc.open({str(secret).encode()!r}, 0) >= 0") == (
+      False, "failed")
+
+
+def test_sandbox_cannot_reach_a_unix_socket_of_the_host(tmp_path):
+  import socket
+  path = str(tmp_path / "host.sock")
+  server = socket.socket(socket.AF_UNIX)
+  server.bind(path)
+  server.listen(1)
+  server.settimeout(0.5)
+  code = f"import _socket\ns = _socket.socket(_socket.AF_UNIX)\ns.connect({path!r})"
+  assert sandbox.run_python(code) == (False, "failed")
+  with pytest.raises(socket.timeout):
+    server.accept()  # nobody connected
+  server.close()
+
+
+def test_a_wrong_solution_that_exits_early_scores_zero():
+  wrong = ("def add(a, b):\n  return a - b\n"
+           "import ctypes\nctypes.CDLL(None)._exit(0)\n")
+  assert metrics.pass_at_1([""], [wrong], tests=["assert add(2, 3) == 5"]) == {"pass@1": 0.0}
+  assert sandbox.run_python(wrong + "assert add(2, 3) == 5") == (False, "failed")
+
+
+def test_without_bwrap_pass_at_1_refuses_unless_asked(monkeypatch):
+  monkeypatch.setattr(sandbox, "_bwrap_works", lambda: False)
+  monkeypatch.delenv(sandbox.UNSAFE, raising=False)
+  with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install -y bubblewrap"):
+    sandbox.run_python("assert True")
+  monkeypatch.setenv(sandbox.UNSAFE, "1")
+  assert sandbox.run_python("assert True") == (True, "passed")
   assert sandbox.run_python("import os\nos._exit(0)\nassert False") == (False, "failed")

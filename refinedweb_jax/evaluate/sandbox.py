@@ -1,21 +1,23 @@
-"""Runs generated Python programs in a separate, resource-limited process (for pass@1).
+"""Runs generated Python programs in an OS-level sandbox (for pass@1).
 
 Isolation, strongest layer first:
-  1. A separate process (`sys.executable -I -B`), never the calling (training) process, in a fresh
-     temporary directory as cwd, with a minimal environment (PATH, LANG; HOME and TMPDIR point to
-     the temporary directory), in its own session so that a timeout kills the whole group.
-  2. Linux namespaces via `unshare`, when it works here (probed once): a new network namespace (no
-     interfaces up, so no connections, not even to 127.0.0.1) and a new pid namespace (the program
-     cannot see or signal the caller). When the caller is root and the interpreter is readable by
-     uid 65534, the program also runs as that unprivileged user.
-  3. Resource limits set first thing in the child, as hard limits so the program cannot lift them:
-     address space (memory_mb), CPU seconds, file size, no core dumps, no new processes. They are
-     not set in a `preexec_fn`, which is unsafe when the caller has threads (JAX always does).
-  4. A best-effort prelude in the child that makes socket creation, process creation, signals and
-     file deletion, renaming or writing outside the temporary directory raise PermissionError. It
-     is a guard against accidents, not a security boundary: code can reach the underlying C
-     functions (e.g. `_socket`, `posix`, `ctypes`). Unless the program runs as uid 65534 it has
-     the caller's file permissions, and this guard is all that keeps it from deleting their files.
+  1. bubblewrap (`bwrap`, Debian's package bubblewrap): new user, pid, network, ipc, uts and
+     cgroup namespaces, running as uid 65534; the interpreter and its standard library are
+     bound read-only, the only writable path is a fresh size-limited tmpfs (the working
+     directory), and nothing else of the host's file system is visible; it dies with its
+     parent. Without bwrap, pass@1 refuses to run unless REFINEDWEB_UNSAFE_SANDBOX=1 is set,
+     which runs the program as a plain process (still with 2-4).
+  2. A separate process (`python -I -B`), never the calling (training) process, with a minimal
+     environment, in its own session so that a timeout kills the whole group.
+  3. Resource limits set first thing in the child, as hard limits so the program cannot lift
+     them: address space (memory_mb), CPU seconds, file size, no core dumps, no new processes.
+  4. A best-effort prelude that makes sockets, processes, signals and writes outside the
+     working directory raise PermissionError (code can reach the C functions through ctypes;
+     the sandbox, not the prelude, is the boundary).
+A program passes only if it exits 0 *and* prints a nonce that the harness writes after the
+program and its tests have run; a program that ends the process early (os._exit(0),
+ctypes' _exit) therefore fails. The nonce lives in the harness's memory, so this guards
+model outputs that end early, not code written to search its own process for it.
 """
 
 import functools
@@ -23,6 +25,7 @@ import logging
 import math
 import os
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
@@ -30,14 +33,25 @@ import sys
 import tempfile
 
 STATUSES = ("passed", "failed", "timeout", "error")
-PYTHON = sys.executable
+PYTHON = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
 NOBODY = 65534
 FILE_SIZE_BYTES = 16 * 2**20
+DISK_BYTES = 64 * 2**20  # the sandbox's writable tmpfs
 SETUP_EXIT = 120  # the child could not set up its limits or guards
 CPU_EXIT = 121  # the child ran out of CPU time
-NAMESPACES = ["--net", "--pid", "--fork", "--mount-proc"]
+UNSAFE = "REFINEDWEB_UNSAFE_SANDBOX"  # =1: run without bwrap (a plain, rlimited process)
+_WORK = "/sandbox"
 
 log = logging.getLogger(__name__)
+
+
+class SandboxUnavailable(ValueError):
+  """bubblewrap cannot run here and the unsafe fallback was not asked for."""
+
+
+def check_available():
+  """Raises SandboxUnavailable (one line: how to install bwrap) unless code can run safely."""
+  _launcher()
 
 
 def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 512) -> tuple[bool, str]:
@@ -46,27 +60,28 @@ def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 512) -> tuple
     raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
   if memory_mb < 64:
     raise ValueError(f"memory_mb must be >= 64 (the interpreter needs ~30 MB), got {memory_mb!r}")
-  prefix, drop_root = _launcher()
+  launcher = _launcher()
   cpu_s = max(1, math.ceil(timeout_s))
-  with tempfile.TemporaryDirectory(prefix="sandbox-", ignore_cleanup_errors=True) as root:
-    program = os.path.join(root, "main.py")
+  nonce = secrets.token_hex(16)
+  with tempfile.TemporaryDirectory(prefix="sandbox-", ignore_cleanup_errors=True) as host:
+    program = os.path.join(host, "main.py")
     with open(program, "w", encoding="utf-8") as f:
       f.write(code)
-    stderr_path = os.path.join(root, ".stderr")
-    if drop_root:
-      os.chown(root, NOBODY, NOBODY)
-      os.chown(program, NOBODY, NOBODY)
-    command = prefix + [PYTHON, "-I", "-B", "-c", _child_source(),
-                        program, str(memory_mb), str(cpu_s)]
+    out_path, err_path = os.path.join(host, ".stdout"), os.path.join(host, ".stderr")
+    prefix, cwd, program_arg, home = launcher(host, program)
+    command = prefix + [PYTHON, "-I", "-B", "-c", _child_source(), program_arg, str(memory_mb),
+                        str(cpu_s)]
     try:
-      with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(command, cwd=root, env=_child_env(root), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+      with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(command, cwd=cwd, env=_child_env(home), stdin=subprocess.PIPE,
+                                stdout=out, stderr=err, start_new_session=True)
+        proc.stdin.write(nonce.encode() + b"\n")
+        proc.stdin.close()
     except OSError as e:
       log.warning("sandbox could not start %s: %s", PYTHON, e)
       return False, "error"
     try:
-      returncode = proc.wait(timeout=timeout_s)
+      returncode = proc.wait(timeout=timeout_s + 2)
     except subprocess.TimeoutExpired:
       returncode = None
     finally:
@@ -74,20 +89,19 @@ def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 512) -> tuple
       _kill_group(proc.pid)
       proc.wait()
     status = "timeout" if returncode is None else _status(returncode)
+    if status == "passed" and _tail(out_path, 200).rstrip().splitlines()[-1:] != [nonce]:
+      status = "failed"  # exited 0 without getting to the end: os._exit(0) and the like
     if status != "passed":
-      log.debug("sandbox %s (exit %s): %s", status, returncode, _tail(stderr_path))
+      log.debug("sandbox %s (exit %s): %s", status, returncode, _tail(err_path))
   return status == "passed", status
 
 
 def isolation() -> str:
   """A one-line description of the isolation this machine gives (for logs and reports)."""
-  prefix, drop_root = _launcher()
-  layers = ["process", "tmp cwd", "rlimits", "prelude guard"]
-  if prefix:
-    layers.insert(1, "net+pid namespaces")
-  if drop_root:
-    layers.insert(1, f"uid {NOBODY}")
-  return " + ".join(layers)
+  if _bwrap_works():
+    return ("bwrap (user/pid/net namespaces, uid 65534, read-only interpreter, tmpfs cwd) + "
+            "rlimits + prelude guard + nonce")
+  return "plain process + rlimits + prelude guard + nonce (UNSAFE)"
 
 
 def _status(returncode: int) -> str:
@@ -120,8 +134,8 @@ def _tail(path: str, size: int = 2000) -> str:
 
 def _child_env(root: str) -> dict:
   """No inherited variables but PATH and LANG; HOME and TMPDIR inside the sandbox."""
-  return {"PATH": os.environ.get("PATH", os.defpath), "LANG": os.environ.get("LANG", "C.UTF-8"),
-          "HOME": root, "TMPDIR": root}
+  return {"PATH": "/usr/bin:/bin", "LANG": os.environ.get("LANG", "C.UTF-8"), "HOME": root,
+          "TMPDIR": root}
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,38 +145,51 @@ def _child_source() -> str:
     return f.read()
 
 
+def _bwrap_prefix(program: str) -> list[str]:
+  """The bwrap command line: read-only system and interpreter, a tmpfs cwd, the program."""
+  prefix = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+            "--uid", str(NOBODY), "--gid", str(NOBODY)]
+  for path in ("/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/etc/localtime"):
+    prefix += ["--ro-bind-try", path, path]
+  base = os.path.realpath(sys.base_prefix)
+  if not base.startswith("/usr/"):
+    prefix += ["--ro-bind", base, base]
+  prefix += ["--proc", "/proc", "--dev", "/dev", "--size", str(DISK_BYTES), "--tmpfs", _WORK,
+             "--ro-bind", program, "/code/main.py", "--chdir", _WORK]
+  return prefix
+
+
 @functools.lru_cache(maxsize=None)
-def _launcher() -> tuple[list[str], bool]:
-  """The strongest (command prefix, runs as nobody) that works on this machine, probed once."""
-  root = os.geteuid() == 0
-  namespaces = ["unshare"] + ([] if root else ["--map-root-user"]) + NAMESPACES
-  candidates = []
-  if root:
-    candidates.append((namespaces + ["--setuid", str(NOBODY), "--setgid", str(NOBODY), "--"], True))
-  candidates += [(namespaces + ["--"], False), ([], False)]
-  for prefix, drop_root in candidates:
-    if _probe(prefix, drop_root):
-      return prefix, drop_root
-  return [], False
-
-
-def _probe(prefix: list[str], drop_root: bool) -> bool:
-  """Whether the interpreter starts under this prefix, in a sandbox-like directory."""
-  if prefix and shutil.which(prefix[0]) is None:
+def _bwrap_works() -> bool:
+  """Whether bwrap starts the interpreter here (probed once)."""
+  if shutil.which("bwrap") is None:
     return False
-  with tempfile.TemporaryDirectory(prefix="sandbox-probe-") as root:
-    if drop_root:
-      os.chown(root, NOBODY, NOBODY)
+  with tempfile.TemporaryDirectory(prefix="sandbox-probe-") as host:
+    program = os.path.join(host, "main.py")
+    with open(program, "w", encoding="utf-8") as f:
+      f.write("pass\n")
     try:
-      done = subprocess.run(prefix + [PYTHON, "-I", "-B", "-c", "pass"], cwd=root,
-                            env=_child_env(root), stdin=subprocess.DEVNULL,
-                            capture_output=True, timeout=30)
+      done = subprocess.run(_bwrap_prefix(program) + [PYTHON, "-I", "-B", "/code/main.py"],
+                            env=_child_env(_WORK), stdin=subprocess.DEVNULL, capture_output=True,
+                            timeout=30)
     except (OSError, subprocess.TimeoutExpired):
       return False
   if done.returncode != 0:
-    log.info("sandbox: launcher %r unavailable: %s", " ".join(prefix) or "plain process",
-             done.stderr.decode("utf-8", "replace").strip()[-200:])
+    log.info("sandbox: bwrap unavailable: %s", done.stderr.decode("utf-8", "replace")[-300:])
   return done.returncode == 0
+
+
+def _launcher():
+  """f(host dir, program path) -> (command prefix, cwd, program path for the child)."""
+  if _bwrap_works():
+    return lambda host, program: (_bwrap_prefix(program), "/", "/code/main.py", _WORK)
+  if os.environ.get(UNSAFE) == "1":
+    log.warning("sandbox: bwrap unavailable; %s=1: running generated code as a plain process",
+                UNSAFE)
+    return lambda host, program: ([], host, program, host)
+  raise SandboxUnavailable(
+      "pass@1 runs generated code only inside bubblewrap, which cannot run here: install it "
+      f"(apt-get install -y bubblewrap), or set {UNSAFE}=1 to run it as a plain process")
 
 
 # Everything below runs in the child only.
@@ -173,8 +200,10 @@ def _child_main(argv: list[str]) -> None:
   import builtins
   import traceback
   import types
-  exit_now = os._exit
+  exit_now, write = os._exit, os.write
   try:
+    nonce = sys.stdin.buffer.readline().strip()
+    os.close(0)
     program, memory_mb, cpu_s = argv[1], int(argv[2]), int(argv[3])
     with open(program, encoding="utf-8") as f:
       source = f.read()
@@ -196,6 +225,7 @@ def _child_main(argv: list[str]) -> None:
     sys.stderr.flush()
     exit_now(1)
   sys.stdout.flush()
+  write(1, b"\n" + nonce + b"\n")  # the program and its tests ran to the end
   exit_now(0)
 
 
