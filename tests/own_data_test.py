@@ -169,6 +169,30 @@ def test_bad_squad_json_and_empty_gz_split(tmp_path):
          skip_malformed=True)
 
 
+def test_a_bom_is_dropped_and_nul_bytes_and_overlong_lines_are_reported(tmp_path):
+  bom = _write(tmp_path / "bom.tsv", b"\xef\xbb\xbfhello\thallo\nbye\ttschuess\n")
+  records = _all(own_data.data_source(str(tmp_path / "out"), "train", task="bom", format="tsv",
+                                      train=[bom], prefix=""))
+  assert [r["inputs"] for r in records] == ["hello", "bye"]
+  bad = _write(tmp_path / "bad.tsv", b"ok\tfine\nnul\x00here\tx\n" + b"long" * 30 + b"\ty\n")
+  _fails(tmp_path / "out2", [f"{bad}:2: NUL byte at byte 4", f"{bad}:3: line of 122 bytes, "
+                            "more than max_line_bytes=100"],
+         task="nul", format="tsv", train=[bad], max_line_bytes=100)
+
+
+@pytest.mark.parametrize("squad, problem", [
+    ({"data": [{"paragraphs": 5}]}, "data[0].paragraphs: expected a list, got int"),
+    ({"data": [{"paragraphs": [{"context": "c", "qas": "no"}]}]},
+     "data[0].paragraphs[0].qas: expected a list, got str"),
+    ({"data": [{"paragraphs": [{"context": "c", "qas": [{"question": "q", "answers": 3}]}]}]},
+     "data[0].paragraphs[0].qas[0].answers: expected a list, got int"),
+    ({"data": ["not an article"]}, "data[0]: expected a JSON object, got str"),
+])
+def test_malformed_squad_structures_are_reported(tmp_path, squad, problem):
+  path = _write(tmp_path / "q.json", json.dumps(squad).encode())
+  _fails(tmp_path / "out", [f"{path}:{problem}"], task="q", format="squad", train=[path])
+
+
 def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
   good = _write(tmp_path / "good.tsv", b"a\tb\nc\td\n")
 

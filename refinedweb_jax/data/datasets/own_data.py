@@ -28,6 +28,8 @@ FORMATS = ("tsv", "text", "jsonl", "squad")
 SPLITS = ("train", "validation", "test")
 FIELDS = ("inputs", "targets", "task", "id")
 MAX_SHOWN = 20  # Problems listed per file in the error; the rest are counted.
+MAX_LINE_BYTES = 1 << 20  # A longer line is reported (build's max_line_bytes), not read.
+_BOM = b"\xef\xbb\xbf"
 _TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class OwnConfig(tfds.core.BuilderConfig):
   columns: tuple = (0, 1)
   prefix: str = ""
   skip_malformed: bool = False
+  max_line_bytes: int = MAX_LINE_BYTES
 
 
 class _Problem(NamedTuple):
@@ -93,14 +96,16 @@ def _file_entries(split: str, paths, format: str) -> tuple:
 
 def make_config(*, task: str, format: str, train, validation=None, test=None,
                 input_field: str | None = None, target_field: str | None = None,
-                columns=(0, 1), prefix: str | None = None,
-                skip_malformed: bool = False) -> OwnConfig:
+                columns=(0, 1), prefix: str | None = None, skip_malformed: bool = False,
+                max_line_bytes: int = MAX_LINE_BYTES) -> OwnConfig:
   """Validates the arguments; the config name is the task plus a hash of everything read."""
   if not isinstance(task, str) or not _TASK_NAME.fullmatch(task):
     raise ValueError(f"task must be letters, digits, '_' or '-' (it names the TFDS config), "
                      f"got {task!r}")
   if format not in FORMATS:
     raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+  if not isinstance(max_line_bytes, int) or max_line_bytes < 1:
+    raise ValueError(f"max_line_bytes must be an int >= 1, got {max_line_bytes!r}")
   columns = _columns(columns)
   if format == "jsonl":
     if not input_field or not target_field:
@@ -125,17 +130,17 @@ def make_config(*, task: str, format: str, train, validation=None, test=None,
              files={s: [[stamp(p) for p in e] if isinstance(e, tuple) else stamp(e)
                         for e in entries] for s, entries in files.items()},
              input_field=input_field, target_field=target_field,
-             columns=list(columns) if format == "tsv" else None)
+             columns=list(columns) if format == "tsv" else None, max_line_bytes=max_line_bytes)
   digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
   return OwnConfig(
       name=f"{task}_{digest}", description=f"task {task!r} from {format} files {files}",
       task=task, format=format, files=files, input_field=input_field,
       target_field=target_field, columns=columns, prefix=prefix,
-      skip_malformed=bool(skip_malformed))
+      skip_malformed=bool(skip_malformed), max_line_bytes=max_line_bytes)
 
 
 def _lines(path: str) -> Iterator[tuple[int, bytes]]:
-  """(1-based line number, bytes without the line end); .gz is decompressed."""
+  """(1-based line number, bytes without the line end); .gz is decompressed, a BOM dropped."""
   opener = gzip.open if path.endswith(".gz") else open
   n = 0
   try:
@@ -143,13 +148,22 @@ def _lines(path: str) -> Iterator[tuple[int, bytes]]:
       # Bytes, not text mode: text mode would split on U+2028, U+0085 etc. inside
       # sentences and break the alignment of parallel files.
       for n, raw in enumerate(f, 1):
+        if n == 1 and raw.startswith(_BOM):  # a UTF-8 byte-order mark is no text
+          raw = raw[len(_BOM):]
         raw = raw[:-1] if raw.endswith(b"\n") else raw
         yield n, raw[:-1] if raw.endswith(b"\r") else raw
   except (OSError, EOFError, zlib.error) as e:
     raise ValueError(f"{path}:{n + 1}: cannot read the file: {e}") from e
 
 
-def _decode(raw: bytes, path: str, line: int) -> str | _Problem:
+def _decode(raw: bytes, path: str, line: int, max_bytes: int | None = None) -> str | _Problem:
+  """A line's text, or the problem with it: too long, a NUL byte, invalid UTF-8."""
+  if max_bytes is not None and len(raw) > max_bytes:
+    return _Problem(f"{path}:{line}: line of {len(raw)} bytes, more than max_line_bytes="
+                    f"{max_bytes} (--max-line-bytes)", path)
+  if b"\x00" in raw:
+    at = raw.index(b"\x00") + 1
+    return _Problem(f"{path}:{line}: NUL byte at byte {at} of the line (a binary file?)", path)
   try:
     return raw.decode("utf-8")
   except UnicodeDecodeError as e:
@@ -172,7 +186,7 @@ def _read_tsv(config: OwnConfig, path: str):
   need = max(config.columns) + 1
   name = os.path.basename(path)
   for n, raw in _lines(path):
-    text = _decode(raw, path, n)
+    text = _decode(raw, path, n, config.max_line_bytes)
     if isinstance(text, _Problem):
       yield text
     elif text.strip():  # Blank lines (e.g. at the end of the file) are skipped.
@@ -199,7 +213,8 @@ def _read_text(config: OwnConfig, pair: tuple):
       yield _Problem(f"{short}:{n}: {src} has {n_src} lines but {tgt} has {n_tgt}; "
                      f"aligned files need equal line counts", short, fatal=True)
       return
-    source, target = _decode(a[1], src, n), _decode(b[1], tgt, n)
+    limit = config.max_line_bytes
+    source, target = _decode(a[1], src, n, limit), _decode(b[1], tgt, n, limit)
     bad = [x for x in (source, target) if isinstance(x, _Problem)]
     yield from bad
     if not bad:
@@ -209,7 +224,7 @@ def _read_text(config: OwnConfig, pair: tuple):
 def _read_jsonl(config: OwnConfig, path: str):
   name = os.path.basename(path)
   for n, raw in _lines(path):
-    text = _decode(raw, path, n)
+    text = _decode(raw, path, n, config.max_line_bytes)
     if isinstance(text, _Problem):
       yield text
       continue
@@ -257,12 +272,24 @@ def _read_squad(config: OwnConfig, path: str):
     return
   # Parsed JSON has no line numbers, so problems name the JSON path instead.
   for i, article in enumerate(squad["data"]):
-    for j, paragraph in enumerate(_get(article, "paragraphs")):
+    paragraphs = _list(article, "paragraphs", f"{path}:data[{i}]", path)
+    if isinstance(paragraphs, _Problem):
+      yield paragraphs
+      continue
+    for j, paragraph in enumerate(paragraphs):
       context = _get(paragraph, "context", "")
-      for k, qa in enumerate(_get(paragraph, "qas")):
+      qas = _list(paragraph, "qas", f"{path}:data[{i}].paragraphs[{j}]", path)
+      if isinstance(qas, _Problem):
+        yield qas
+        continue
+      for k, qa in enumerate(qas):
         loc = f"data[{i}].paragraphs[{j}].qas[{k}]"
         question = _get(qa, "question", "")
-        answers = [_get(a, "text", None) for a in _get(qa, "answers")]
+        answer_list = _list(qa, "answers", f"{path}:{loc}", path)
+        if isinstance(answer_list, _Problem):
+          yield answer_list
+          continue
+        answers = [_get(a, "text", None) for a in answer_list]
         if not answers or not all(isinstance(a, str) for a in answers):
           yield _Problem(f"{path}:{loc}: no answers (answers[*].text strings)", path)
         elif not (isinstance(question, str) and question.strip()
@@ -277,6 +304,16 @@ def _read_squad(config: OwnConfig, path: str):
 
 def _get(obj: Any, key: str, default: Any = ()) -> Any:
   return obj.get(key, default) if isinstance(obj, dict) else default
+
+
+def _list(obj: Any, key: str, where: str, path: str) -> list | _Problem:
+  """obj[key] when it is a list (missing: empty), else the problem naming where it is."""
+  if not isinstance(obj, dict):
+    return _Problem(f"{where}: expected a JSON object, got {type(obj).__name__}", path)
+  value = obj.get(key, [])
+  if not isinstance(value, list):
+    return _Problem(f"{where}.{key}: expected a list, got {type(value).__name__}", path)
+  return value
 
 
 _READERS = {"tsv": _read_tsv, "text": _read_text, "jsonl": _read_jsonl, "squad": _read_squad}
@@ -364,7 +401,8 @@ def _remove_leftovers(config_dir: epath.Path, incomplete_before: set, created: l
 
 def build(data_dir: str, *, task: str, format: str, train, validation=None, test=None,
           input_field: str | None = None, target_field: str | None = None, columns=(0, 1),
-          prefix: str | None = None, skip_malformed: bool = False) -> RefinedWebOwn:
+          prefix: str | None = None, skip_malformed: bool = False,
+          max_line_bytes: int = MAX_LINE_BYTES) -> RefinedWebOwn:
   """Builds the task under data_dir unless it is already there; returns the builder.
 
   Paths are lists (format 'text': of (source, target) pairs); prefix defaults to
@@ -372,7 +410,8 @@ def build(data_dir: str, *, task: str, format: str, train, validation=None, test
   """
   config = make_config(task=task, format=format, train=train, validation=validation, test=test,
                        input_field=input_field, target_field=target_field, columns=columns,
-                       prefix=prefix, skip_malformed=skip_malformed)
+                       prefix=prefix, skip_malformed=skip_malformed,
+                       max_line_bytes=max_line_bytes)
   builder = RefinedWebOwn(data_dir=data_dir, config=config)
   if builder.is_prepared():
     return builder
