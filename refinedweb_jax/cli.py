@@ -1,6 +1,7 @@
 """The `refinedweb` command line: parse, validate, dispatch."""
 
 import argparse
+import logging
 import os
 import sys
 
@@ -62,6 +63,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--prefix", default=None, help="inputs prefix (default: 'TASK: ')")
     p.add_argument("--skip-malformed", action="store_true",
                    help="skip bad lines (reported with file:line) instead of failing")
+    p.add_argument("--max-line-bytes", type=int, default=None,
+                   help="longer lines are reported as problems (default: 1 MiB)")
   if command == "eval":
     p.add_argument("--split", default="validation", choices=("validation", "test"))
     p.add_argument("--examples", type=int, default=None,
@@ -150,55 +153,131 @@ def parse(argv):
 
 
 def main(argv=None):
+  """Runs one command; every expected failure is one line on stderr and an exit status."""
+  from refinedweb_jax.train import stop  # no JAX at import time
   argv = sys.argv[1:] if argv is None else argv
   # TFDS logs a warning per build of a custom-sized corpus; keep the console for progress.
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.ERROR)
+  # A failed background save fails several of Orbax's write futures at once: the error is
+  # reported here once, not by asyncio for every future or Orbax's own traceback log.
+  logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+  absl_logging.get_absl_logger().addFilter(
+      lambda record: not (record.levelno >= logging.ERROR and "/orbax/" in record.pathname))
+  sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
   try:
-    command, args, config = parse(argv)
-    if command == "prepare" and args.task:
-      _prepare_own(args, config)
-    elif command == "prepare":
-      from refinedweb_jax.data import tokenizer
-      d = config.data
-      builder, path = tokenizer.prepare_builtin(
-          d.data_dir, num_train=d.num_train, num_validation=d.num_validation,
-          num_test=d.num_test, seed=d.corpus_seed, long_fraction=d.long_fraction,
-          vocab_size=d.vocab_size)
-      print(f"corpus: {builder.data_dir}\ntokenizer: {path}")
-    elif command == "train":
-      from refinedweb_jax.train import loop
-      loop.train_and_evaluate(config, args.workdir)
-    elif command == "eval":
-      from refinedweb_jax import api
-      metrics = api.RefinedWeb.load(args.workdir).evaluate(
-          args.split, eval_examples=-1 if args.examples == -1 else None,
-          decode_examples=args.examples)
-      for name, value in sorted(metrics.items()):
-        print(f"{name}\t{value:.4f}")
-    elif command == "generate":
-      _generate(args, config)
-    elif command == "chat":
-      _chat(args)
-    elif command == "distill dump":
-      from refinedweb_jax.distill import dump
-      dump.dump(config, args.teacher, args.out, sequence_kd=args.sequence_kd)
-    elif command == "distill train":
-      from refinedweb_jax.distill import student
-      student.train_student(config, args.workdir, logits_dir=args.logits,
-                            teacher_workdir=args.teacher)
-    elif command == "attention-mask":
-      _attention_mask(args)
-  except (UserError, ValueError, FileNotFoundError) as e:
-    print(f"refinedweb: error: {e}", file=sys.stderr)
-    return 2
+    _run(*parse(argv))
+  except ValueError as e:
+    if _storage_error(e):  # TensorStore's wording of a failed write (a full disk, say)
+      return _fail_storage(e)
+    return _fail(e, 2)
+  except (UserError, FileNotFoundError) as e:
+    return _fail(e, 2)
+  except stop.Stopped as e:
+    print(f"refinedweb: {e}", file=sys.stderr)
+    return e.exit_code
+  except stop.NonFiniteLoss as e:
+    return _fail(e, 1)
+  except OSError as e:  # the workdir cannot be written: read-only, a file, a full disk, ...
+    return _fail_storage(e)
   except KeyboardInterrupt:
     print("refinedweb: interrupted", file=sys.stderr)
     return 130
+  except BrokenPipeError:  # the reader went away (`refinedweb eval | head`): nothing to say
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
   return 0
 
 
+def _make_workdir(path: str):
+  """Creates the run directory (a local folder or gs:// URL) before anything else runs."""
+  from etils import epath
+  try:
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
+  except OSError as e:  # nothing runs yet: no background writer to stop, a plain error
+    raise UserError(f"--workdir {path!r} cannot be created: {e.strerror or e}") from e
+  if not epath.Path(path).is_dir():
+    raise UserError(f"--workdir {path!r} is not a directory")
+
+
+def _quiet_closed_loop(hook):
+  """sys.unraisablehook without TensorStore's late callbacks into an event loop Orbax has
+  closed (each prints a traceback when a save fails; the failure is reported once)."""
+  def quiet(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"):
+      hook(unraisable)
+  return quiet
+
+
+def _storage_error(error: ValueError) -> bool:
+  text = str(error)
+  return "os_error_code" in text or text.startswith(("RESOURCE_EXHAUSTED", "PERMISSION_DENIED"))
+
+
+def _fail_storage(error):
+  """A write to the run's storage failed: one line, then exit at once. Background writers
+  (TensorBoard's, Orbax's) would only fail again, each with its traceback, at shutdown."""
+  if isinstance(error, OSError):
+    text = f"{error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+  else:
+    text = str(error)
+  _fail((text.strip().splitlines() or [""])[0], 1)  # TensorStore adds pages of context
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(1)
+
+
+def _fail(error, code: int) -> int:
+  """Prints an error (one line; own-data problems add a `file:line` line each) and returns
+  the exit status."""
+  text = str(error).strip()
+  print(f"refinedweb: error: {text or type(error).__name__}", file=sys.stderr)
+  return code
+
+
+def _run(command, args, config):
+  if command == "prepare" and args.task is not None:
+    _prepare_own(args, config)
+  elif command == "prepare":
+    from refinedweb_jax.data import tokenizer
+    d = config.data
+    builder, path = tokenizer.prepare_builtin(
+        d.data_dir, num_train=d.num_train, num_validation=d.num_validation,
+        num_test=d.num_test, seed=d.corpus_seed, long_fraction=d.long_fraction,
+        vocab_size=d.vocab_size)
+    print(f"corpus: {builder.data_dir}\ntokenizer: {path}")
+  elif command == "train":
+    from refinedweb_jax.train import loop
+    _make_workdir(args.workdir)
+    loop.train_and_evaluate(config, args.workdir)
+  elif command == "eval":
+    from refinedweb_jax import api
+    if args.examples is not None and args.examples < -1:
+      raise UserError(f"--examples must be -1 (the whole split) or >= 0, got {args.examples}")
+    metrics = api.RefinedWeb.load(args.workdir).evaluate(
+        args.split, eval_examples=-1 if args.examples == -1 else None,
+        decode_examples=args.examples)
+    for name, value in sorted(metrics.items()):
+      print(f"{name}\t{value:.4f}")
+  elif command == "generate":
+    _generate(args, config)
+  elif command == "chat":
+    _chat(args)
+  elif command == "distill dump":
+    from refinedweb_jax.distill import dump
+    dump.dump(config, args.teacher, args.out, sequence_kd=args.sequence_kd)
+  elif command == "distill train":
+    from refinedweb_jax.distill import student
+    _make_workdir(args.workdir)
+    student.train_student(config, args.workdir, logits_dir=args.logits,
+                          teacher_workdir=args.teacher)
+  elif command == "attention-mask":
+    _attention_mask(args)
+
+
 FORMATS = ("tsv", "text", "jsonl", "squad")
+BOM = "\ufeff"  # a UTF-8 byte-order mark at the start of a file is no input text
 
 
 def _own_task_spec(args) -> dict:
@@ -229,6 +308,8 @@ def _own_task_spec(args) -> dict:
       raise UserError(f"bad --columns {args.columns!r}; use INPUT,TARGET like 0,1") from None
   if args.prefix is not None:
     spec["prefix"] = args.prefix
+  if args.max_line_bytes is not None:
+    spec["max_line_bytes"] = args.max_line_bytes
   return spec
 
 
@@ -322,7 +403,7 @@ def _file_lines(path: str):
   except OSError as e:
     raise UserError(f"cannot read --input {path!r}: {e.strerror}") from None
   try:
-    return raw.decode("utf-8").splitlines()
+    return raw.decode("utf-8").removeprefix(BOM).splitlines()
   except UnicodeDecodeError as e:
     raise UserError(f"--input {path!r} is not valid UTF-8 (byte {e.start}): "
                     "pass UTF-8 text") from None
@@ -334,7 +415,7 @@ def _stdin_lines():
     text = raw.decode("utf-8")
   except UnicodeDecodeError as e:
     raise UserError(f"stdin is not valid UTF-8 (byte {e.start}): pass UTF-8 text") from None
-  return [line for line in text.splitlines()]
+  return text.removeprefix(BOM).splitlines()
 
 
 if __name__ == "__main__":

@@ -54,7 +54,11 @@ def default_config() -> ml_collections.ConfigDict:
       async_checkpointing=True, progress_bar=True,
       # Gradient accumulation: the batch is split into this many microbatches, run in a
       # lax.scan; the loss stays the token-weighted mean over the whole batch.
-      microbatches=1))
+      microbatches=1,
+      # A step whose loss or gradient norm is not finite is never applied; "halt" stops
+      # the run (exit 1) at the next log or checkpoint step, "skip" goes on and stops
+      # after max_nonfinite_skips such steps in a row. No checkpoint ever holds one.
+      on_nonfinite="halt", max_nonfinite_skips=10))
   # Device mesh: data and fsdp split the batch, fsdp also the parameters and optimizer
   # state, tensor the heads, FFN and vocabulary; one size may be -1 (the remaining devices).
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
@@ -82,9 +86,13 @@ RANGES = {
     "optimizer.b1": "[0, 1)", "optimizer.b2": "[0, 1)", "optimizer.weight_decay": "[0, inf)",
     "optimizer.grad_clip_norm": "[0, inf)",
     "loss.label_smoothing": "[0, 1)", "loss.z_loss": "[0, inf)",
+    "mixture.cap": "[0, inf)", "mixture.temperature": "(0, inf)",
     "train.num_steps": "(0, inf)", "train.log_every": "(0, inf)",
     "train.eval_every": "(0, inf)", "train.checkpoint_every": "(0, inf)",
-    "train.eval_batch_size": "(0, inf)", "train.microbatches": "(0, inf)",
+    "train.keep_checkpoints": "[1, inf)", "train.eval_examples": "[1, inf)",
+    "train.eval_batch_size": "(0, inf)", "train.decode_examples_per_task": "[0, inf)",
+    "train.max_decode_length": "[1, inf)", "train.microbatches": "(0, inf)",
+    "train.max_nonfinite_skips": "[1, inf)",
     "distill.alpha": "[0, 1]", "distill.temperature": "(0, inf)", "distill.top_k": "(0, inf)",
     "distill.shard_examples": "(0, inf)", "distill.dump_batch_size": "(0, inf)",
     "distill.sequence_kd_beam": "(0, inf)",
@@ -128,7 +136,12 @@ def model_config(config, vocab_size: int | None = None) -> ModelConfig:
 
 
 def load_config(spec: str | None) -> ml_collections.ConfigDict:
-  """Loads `path/to/config.py[:arg]` (its get_config(arg)), or the default when spec is None."""
+  """Loads `path/to/config.py[:arg]` (its get_config(arg)), or the default when spec is None.
+
+  Any error inside the file (syntax, an exception, a missing import, an argument
+  get_config does not take, a result that is no ConfigDict) is one ValueError naming
+  the file and line.
+  """
   if not spec:
     return default_config()
   path, _, arg = spec.partition(":")
@@ -136,10 +149,34 @@ def load_config(spec: str | None) -> ml_collections.ConfigDict:
     raise ValueError(f"config file {path!r} not found (from --config {spec})")
   module_spec = importlib.util.spec_from_file_location("experiment_config", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise ValueError(f"config file {path!r} defines no get_config()")
-  return module.get_config(arg) if arg else module.get_config()
+  try:
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+      raise ValueError(f"config file {path!r} defines no get_config()")
+    config = module.get_config(arg) if arg else module.get_config()
+  except ValueError as e:
+    if str(e).startswith(f"config file {path!r}"):
+      raise
+    raise ValueError(f"config file {_where(path, e)}: {e}") from None
+  except Exception as e:  # pylint: disable=broad-except  (the file's own errors, in one line)
+    raise ValueError(f"config file {_where(path, e)}: {type(e).__name__}: {e}") from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ValueError(f"config file {path!r}: get_config({arg!r}) returned "
+                     f"{type(config).__name__}, not an ml_collections.ConfigDict")
+  return config
+
+
+def _where(path: str, error: Exception) -> str:
+  """'path:line' of the deepest traceback frame inside the config file (or its syntax error)."""
+  if isinstance(error, SyntaxError) and error.lineno:
+    return f"{path}:{error.lineno}"
+  line = None
+  tb = error.__traceback__
+  while tb is not None:
+    if os.path.abspath(tb.tb_frame.f_code.co_filename) == os.path.abspath(path):
+      line = tb.tb_lineno
+    tb = tb.tb_next
+  return f"{path}:{line}" if line else path
 
 
 def _field(config, dotted: str):
@@ -213,9 +250,28 @@ def task_names(config) -> tuple[str, ...]:
   return names or tasks.BUILTIN
 
 
+def choices() -> dict:
+  """The allowed values of every key that names one of a few things, from the stage defining them."""
+  from refinedweb_jax.distill import store
+  from refinedweb_jax.train import optim
+  return {"optimizer.name": optim.OPTIMIZERS, "optimizer.schedule": optim.SCHEDULES,
+          "data.tokenizer": ("builtin", "mixture"), "train.on_nonfinite": ("halt", "skip"),
+          "distill.value_dtype": tuple(store.VALUE_DTYPES)}
+
+
 def validate(config):
   """Fails early, naming the bad value, before any data or checkpoint is touched."""
-  from refinedweb_jax.train import optim
+  for key, interval in RANGES.items():
+    section, name = key.split(".")
+    check_range(key, config[section][name], interval)
+  for key, allowed in choices().items():
+    section, name = key.split(".")
+    if config[section][name] not in allowed:
+      raise ValueError(f"unknown config.{key} {config[section][name]!r}; allowed: "
+                       f"{', '.join(allowed)}")
+  if not str(config.data.data_dir).strip():
+    raise ValueError("config.data.data_dir is empty; give a folder (or gs:// path) for the "
+                     "prepared data, e.g. --config.data.data_dir=~/.cache/refinedweb_jax")
   cfg = model_config(config)
   cfg.check_lengths(config.data.input_length, config.data.target_length)
   task_names(config)
@@ -229,15 +285,6 @@ def validate(config):
   tasks.mixture_rates({n: 1 for n in task_names(config)}, method=config.mixture.rate,
                       cap=config.mixture.cap, temperature=config.mixture.temperature,
                       weights=tasks.parse_weights(config.mixture.weights))
-  if config.optimizer.name not in optim.OPTIMIZERS:
-    raise ValueError(f"unknown config.optimizer.name {config.optimizer.name!r}; allowed: "
-                     f"{', '.join(optim.OPTIMIZERS)}")
-  if config.optimizer.schedule not in optim.SCHEDULES:
-    raise ValueError(f"unknown config.optimizer.schedule {config.optimizer.schedule!r}; "
-                     f"allowed: {', '.join(optim.SCHEDULES)}")
-  for key, interval in RANGES.items():
-    section, name = key.split(".")
-    check_range(key, config[section][name], interval)
   if config.data.batch_size % config.train.microbatches:
     raise ValueError(f"config.data.batch_size={config.data.batch_size} must be divisible by "
                      f"config.train.microbatches={config.train.microbatches}")
@@ -245,14 +292,6 @@ def validate(config):
   m = config.mesh
   sharding.check_mesh_sizes(m.data, m.fsdp, m.tensor)
   sharding.check_model_fits(cfg, dict(data=m.data, fsdp=m.fsdp, tensor=m.tensor))
-  _validate_distill(config.distill)
-
-
-def _validate_distill(kd):
-  from refinedweb_jax.distill import store as logit_store
-  if kd.value_dtype not in logit_store.VALUE_DTYPES:
-    raise ValueError(f"unknown config.distill.value_dtype {kd.value_dtype!r}; allowed: "
-                     f"{', '.join(logit_store.VALUE_DTYPES)}")
-  if kd.online and kd.sequence_kd:
+  if config.distill.online and config.distill.sequence_kd:
     raise ValueError("config.distill.online and config.distill.sequence_kd exclude each other: "
                      "sequence-level KD trains on dumped teacher outputs; set one of them")

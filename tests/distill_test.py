@@ -228,18 +228,18 @@ def test_distill_train_runs_and_resume_joins_the_same_logits(teacher_run, studen
   metrics = _train_metrics(full_dir)
   assert all(np.isfinite(m["train/loss"]) and m["train/kd_kl"] > 0 for m in metrics.values())
   assert metrics[4]["train/loss"] < metrics[1]["train/loss"]
-  original = checkpoint.Checkpointer.save
+  original = checkpoint.Checkpointer.due  # asked after every step
 
-  def crash_at_3(self, step, *args, **kwargs):
+  def crash_at_3(self, step):
     if step == 3:
       raise RuntimeError("simulated crash")
-    return original(self, step, *args, **kwargs)
+    return original(self, step)
 
   config, workdir = _student_config(tiny_data_dir), str(tmp_path / "resumed")
-  monkeypatch.setattr(checkpoint.Checkpointer, "save", crash_at_3)
+  monkeypatch.setattr(checkpoint.Checkpointer, "due", crash_at_3)
   with pytest.raises(RuntimeError, match="simulated crash"):
     student.train_student(config, workdir, logits_dir=teacher_run[1])
-  monkeypatch.setattr(checkpoint.Checkpointer, "save", original)
+  monkeypatch.setattr(checkpoint.Checkpointer, "due", original)
   # Steps 3 and 4 are replayed from the step-2 checkpoint, data iterator included.
   resumed = student.train_student(config, workdir, logits_dir=teacher_run[1])
   for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):

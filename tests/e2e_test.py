@@ -29,17 +29,17 @@ def test_resume_after_crash_equals_uninterrupted(tiny_data_dir, tmp_path, monkey
   config.train.eval_every = 100  # only the final eval
   full = loop.train_and_evaluate(config, str(tmp_path / "full"))
 
-  original_save = checkpoint.Checkpointer.save
+  original_due = checkpoint.Checkpointer.due  # asked after every step
 
-  def crash_at_step_5(self, step, *args, **kwargs):
+  def crash_at_step_5(self, step):
     if step == 5:
       raise RuntimeError("simulated crash")
-    return original_save(self, step, *args, **kwargs)
+    return original_due(self, step)
 
-  monkeypatch.setattr(checkpoint.Checkpointer, "save", crash_at_step_5)
+  monkeypatch.setattr(checkpoint.Checkpointer, "due", crash_at_step_5)
   with pytest.raises(RuntimeError, match="simulated crash"):
     loop.train_and_evaluate(config, str(tmp_path / "resumed"))
-  monkeypatch.setattr(checkpoint.Checkpointer, "save", original_save)
+  monkeypatch.setattr(checkpoint.Checkpointer, "due", original_due)
   # Steps 4 and 5 are replayed from the step-3 checkpoint, data iterator included.
   resumed = loop.train_and_evaluate(config, str(tmp_path / "resumed"))
   for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):

@@ -60,8 +60,10 @@ class MetricLogger:
     values = {k: float(np.asarray(v)) for k, v in metrics.items()}
     for name, value in values.items():
       self.writer.add_scalar(name, value, step)
+    # JSON has no NaN or infinity: a non-finite value is written as null.
+    rows = {k: v if np.isfinite(v) else None for k, v in values.items()}
     append_text(os.path.join(self.workdir, "metrics.jsonl"),
-                json.dumps({"step": int(step), "split": split, **values}) + "\n")
+                json.dumps({"step": int(step), "split": split, **rows}) + "\n")
     self.writer.flush()
 
   def samples(self, step: int, rows: list[dict]):

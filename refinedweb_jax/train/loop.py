@@ -2,6 +2,7 @@
 
 import os
 import resource
+import sys
 import time
 
 import jax
@@ -11,7 +12,7 @@ from jax.experimental import multihost_utils
 
 from refinedweb_jax import sharding
 from refinedweb_jax.model.transformer import count_params
-from refinedweb_jax.train import checkpoint, logger, optim, setup, step as step_lib
+from refinedweb_jax.train import checkpoint, logger, optim, setup, stop, step as step_lib
 
 
 def train_and_evaluate(config, workdir: str):
@@ -57,39 +58,63 @@ class Throughput:
 def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedule,
              describe: str):
   """The loop every trainer shares: resume (state and data iterator), evaluate at step 0,
-  then step, log, evaluate and checkpoint on the config's schedule; returns the final state."""
+  then step, log, evaluate and checkpoint on the config's schedule; returns the final state.
+
+  SIGTERM / SIGINT or a pod's preemption notice end the current step, save it and raise
+  stop.Stopped; a non-finite loss raises stop.NonFiniteLoss (train.on_nonfinite) before
+  any checkpoint holds it; a failed asynchronous save raises at the next step.
+  """
   config, t = run.config, run.config.train
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  save_every=t.checkpoint_every, keep=t.keep_checkpoints,
                                  async_save=t.async_checkpointing)
-  start = ckpt.latest_step()
+  abstract = checkpoint.abstract_like(state, shardings)
+  start, restored = ckpt.restore_newest(
+      lambda step: ckpt.restore(step, abstract, data_iterator=train_iter),
+      report=lambda message: print(f"refinedweb: {message}", file=sys.stderr, flush=True))
   # A (re)started run logs again every step after its checkpoint: their old rows go.
   log = logger.MetricLogger(workdir, enabled=jax.process_index() == 0,
                             replay_from=0 if start is None else start + 1)
-  log.text(describe)
-  if start is not None:
-    state = ckpt.restore(start, checkpoint.abstract_like(state, shardings),
-                         data_iterator=train_iter)
-    log.text(f"resumed from step {start} in {ckpt.directory}")
-  start = int(start or 0)
+  try:
+    log.text(describe)
+    if start is not None:
+      state = restored
+      log.text(f"resumed from step {start} in {ckpt.directory}")
+    with stop.StopSignals() as signals:
+      state = _steps(run, state, step_fn, train_iter, int(start or 0), schedule, ckpt, log,
+                     signals)
+  finally:
+    try:
+      ckpt.close()  # waits for a save in flight: the newest checkpoint is whole
+    finally:
+      log.close()
+  multihost_utils.sync_global_devices("training done")
+  return state
+
+
+def _steps(run, state, step_fn, train_iter, start, schedule, ckpt, log, signals):
+  """Steps from `start` to train.num_steps; the body of run_loop."""
+  config, t = run.config, run.config.train
   evaluator = run.evaluator(log)
-  config_json = checkpoint.config_to_json(config)
-  tokenizer_proto = run.tokenizer.serialized_model_proto()
+  save_kwargs = dict(data_iterator=train_iter, config=checkpoint.config_to_json(config),
+                     tokenizer_proto=run.tokenizer.serialized_model_proto())
   rng = jax.random.key(config.seed)
   if start == 0:
     evaluator.run(state.params, step=0, decode=False)
-
   progress = logger.Progress(start, t.num_steps, enabled=t.progress_bar and log.enabled)
   if start >= t.num_steps:
     log.text(f"already trained to step {start} (train.num_steps={t.num_steps}); nothing to do")
   throughput = Throughput(start)
   for step in range(start + 1, t.num_steps + 1):
+    ckpt.check_for_errors()  # a failed background save (a full disk) stops the run now
     host_batch = next(train_iter)
     # Real (non-padding) tokens, counted on the host so the step stays asynchronous.
     throughput.tokens += int(np.sum(host_batch["encoder_segment_ids"] > 0)
                              + np.sum(host_batch["decoder_loss_weights"]))
     state, metrics = step_fn(state, sharding.to_global(host_batch, run.mesh), rng)
-    if step % t.log_every == 0 or step == t.num_steps:
+    stopping = signals.requested or (ckpt.reached_preemption(step) and "preemption")
+    logged = step % t.log_every == 0 or step == t.num_steps
+    if logged:
       metrics = jax.device_get(metrics)
       metrics["train/learning_rate"] = float(schedule(step - 1))
       metrics.update(throughput.report(step))
@@ -100,14 +125,36 @@ def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedu
       progress.update(step, metrics)
     else:
       progress.update(step, None)
+    due = stopping or step == t.num_steps or ckpt.due(step)
+    if logged or due:
+      _check_finite(jax.device_get(state.skips), t, ckpt)  # before any save can hold it
     if step % t.eval_every == 0 or step == t.num_steps:
       began = time.time()
       evaluator.run(state.params, step=step, decode=True)
       throughput.pause(time.time() - began)  # eval time is not training throughput
-    ckpt.save(step, state, data_iterator=train_iter, config=config_json,
-              tokenizer_proto=tokenizer_proto, force=step == t.num_steps)
+    if due:
+      ckpt.save(step, state, force=True, **save_kwargs)
+    if stopping:
+      ckpt.wait()
+      progress.close()
+      raise stop.Stopped(stopping, step, ckpt.directory,
+                         signals.exit_code if signals.requested else 0)
   progress.close()
-  ckpt.close()
-  multihost_utils.sync_global_devices("training done")
-  log.close()
   return state
+
+
+def _check_finite(skips: dict, t, ckpt):
+  """Raises stop.NonFiniteLoss per train.on_nonfinite (halt: any; skip: too many in a row)."""
+  first, in_a_row = int(skips["first"]), int(skips["in_a_row"])
+  newest = ckpt.latest_step()
+  keep = (f"the newest checkpoint (step {newest}) is untouched" if newest is not None else
+          "no checkpoint was saved")
+  if t.on_nonfinite == "halt" and first >= 0:
+    raise stop.NonFiniteLoss(
+        f"the loss or gradient norm was not finite at step {first} (train.on_nonfinite=halt); "
+        f"{keep}; lower optimizer.learning_rate, set optimizer.grad_clip_norm, or use "
+        "train.on_nonfinite=skip")
+  if in_a_row >= t.max_nonfinite_skips:
+    raise stop.NonFiniteLoss(
+        f"{in_a_row} steps in a row had a non-finite loss or gradient norm and were skipped "
+        f"(train.max_nonfinite_skips={t.max_nonfinite_skips}); {keep}")

@@ -165,24 +165,31 @@ def restore(path: str) -> Trained:
 
   The config and tokenizer are the ones saved with the checkpoint; only the
   parameters are read (no optimizer state), straight into their shardings on the
-  mesh that config asks for (inference_mesh).
+  mesh that config asks for (inference_mesh). A newest step that does not read back
+  is skipped, with a warning, for the one before (a given step is not).
   """
   workdir, ckpt_dir, step = locate(path)
   ckpt = checkpoint.Checkpointer(ckpt_dir, async_save=False)
-  step = ckpt.latest_step() if step is None else step
+
+  def read(at: int):
+    saved, proto = ckpt.restore_metadata(at)
+    config = configs.default_config()
+    config.update(ml_collections.ConfigDict(saved))
+    tokenizer = tok.Tokenizer(model_proto=proto)
+    model_cfg = configs.model_config(config, vocab_size=tokenizer.vocab_size)
+    model = EncoderDecoder(model_cfg)
+    mesh = inference_mesh(config)
+    abstract = step_lib.abstract_params(model, mesh, input_length=config.data.input_length,
+                                        target_length=config.data.target_length)
+    run = Setup(config, run_tasks(config), tokenizer, model_cfg, model, mesh)
+    return run, ckpt.restore_params(at, abstract)
+
+  if step is None:
+    step, restored = ckpt.restore_newest(read, move_aside=False)
+  else:
+    restored = read(step)
+  ckpt.close()
   if step is None:
     raise FileNotFoundError(f"no finished checkpoint in {ckpt_dir}; "
                             f"train first with: refinedweb train --workdir {workdir}")
-  saved, proto = ckpt.restore_metadata(step)
-  config = configs.default_config()
-  config.update(ml_collections.ConfigDict(saved))
-  tokenizer = tok.Tokenizer(model_proto=proto)
-  model_cfg = configs.model_config(config, vocab_size=tokenizer.vocab_size)
-  model = EncoderDecoder(model_cfg)
-  mesh = inference_mesh(config)
-  abstract = step_lib.abstract_params(model, mesh, input_length=config.data.input_length,
-                                      target_length=config.data.target_length)
-  params = ckpt.restore_params(step, abstract)
-  ckpt.close()
-  run = Setup(config, run_tasks(config), tokenizer, model_cfg, model, mesh)
-  return Trained(run, params, step, workdir)
+  return Trained(restored[0], restored[1], step, workdir)

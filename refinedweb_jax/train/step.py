@@ -77,11 +77,27 @@ def cross_entropy_sums(params, batch, rng, *, model, label_smoothing=0.0, z_loss
                                    "weight": jnp.sum(weights)}
 
 
+class TrainState(train_state.TrainState):
+  """Flax's TrainState plus `skips`: updates left out because the loss was not finite.
+
+  skips: {"total": every skipped step, "in_a_row": the current run of them,
+  "first": the first skipped step, or -1}.
+  """
+  skips: dict = None
+
+  @classmethod
+  def create(cls, **kwargs):
+    counts = {"total": 0, "in_a_row": 0, "first": -1}
+    return super().create(skips={k: jnp.int32(v) for k, v in counts.items()}, **kwargs)
+
+
 def train_step(state, batch, rng, *sum_args, sum_fn, microbatches=1):
   """One optimizer step on a global batch; returns (new state, scalar metrics).
 
   sum_fn(params, batch, rng, *sum_args) -> (loss sum, {name: sum, "weight": total
   weight}); the gradient and every metric are token-weighted means over the whole batch.
+  A non-finite loss or gradient norm leaves parameters and optimizer state as they
+  were and is counted in state.skips, all inside the step (no host round trip).
   """
   rng = jax.random.fold_in(rng, state.step)
 
@@ -96,7 +112,16 @@ def train_step(state, batch, rng, *sum_args, sum_fn, microbatches=1):
              "train/target_tokens": sums_["weight"]}
   metrics.update({f"train/{name}": value / weight for name, value in sums_.items()
                   if name != "weight"})
-  return state.apply_gradients(grads=grads), metrics
+  finite = jnp.isfinite(metrics["train/loss"]) & jnp.isfinite(metrics["train/grad_norm"])
+  updated = state.apply_gradients(grads=grads)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  skips = state.skips
+  skips = {"total": skips["total"] + (~finite).astype(jnp.int32),
+           "in_a_row": jnp.where(finite, 0, skips["in_a_row"] + 1),
+           "first": jnp.where((skips["first"] < 0) & ~finite, updated.step, skips["first"])}
+  metrics["train/skipped_steps"] = skips["total"]
+  return updated.replace(params=keep(updated.params, state.params),
+                         opt_state=keep(updated.opt_state, state.opt_state), skips=skips), metrics
 
 
 def _state_init_fn(model, tx, input_length: int, target_length: int):
@@ -106,7 +131,7 @@ def _state_init_fn(model, tx, input_length: int, target_length: int):
                         jnp.ones((1, target_length), jnp.int32))["params"]
     if tx is None:
       return params
-    return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
   return init
 
 
