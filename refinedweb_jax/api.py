@@ -117,6 +117,11 @@ class RefinedWeb:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows_step = sharding.batch_rows(self.mesh)
     encoded = [self._encode(i, p) for i, p in enumerate(prompts)]
+    largest = _round_up(2 ** math.ceil(math.log2(max(1, min(batch_size, len(encoded))))),
+                        rows_step)
+    decode.check_memory(self.model.cfg, rows=largest * settings.beam_size,
+                        source_length=self.config.data.input_length,
+                        max_length=settings.max_new_tokens, flag="--max-new-tokens")
     for number, start in enumerate(range(0, len(encoded), batch_size)):
       chunk = encoded[start: start + batch_size]
       # Batches come in power-of-two sizes (one compilation each), whole rows per device.

@@ -86,6 +86,24 @@ def test_bad_api_input_names_the_problem(model):
     model.chat(["hi", "hello"])
 
 
+def test_a_decode_length_that_cannot_fit_in_memory_is_one_line(trained, capsys):
+  workdir, _ = trained
+  argv = ["generate", "--workdir", workdir, "--text", "chat: hi", "--max-new-tokens", "100000000"]
+  assert main.main(argv) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "--max-new-tokens=100000000 needs ~" in err, err
+  assert "allowed: at most" in err
+
+
+def test_an_eval_decode_length_that_cannot_fit_fails_before_training(tiny_data_dir, tmp_path):
+  config = tiny_config(tiny_data_dir)
+  config.train.max_decode_length = 100000000
+  with pytest.raises(ValueError, match="config.train.max_decode_length=100000000 needs ~"):
+    api.train(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run" / "checkpoints").exists() or not any(
+      (tmp_path / "run" / "checkpoints").iterdir())
+
+
 def test_evaluate_and_predict_return_plain_python(trained):
   workdir, _ = trained
   metrics = api.evaluate(workdir, examples=2)
@@ -154,3 +172,9 @@ def test_invalid_utf8_input_file_is_one_line_error(tmp_path, capsys):
   assert main.main(["generate", "--workdir", str(tmp_path), "--input", str(path)]) == 2
   err = capsys.readouterr().err
   assert "not valid UTF-8" in err and "Traceback" not in err
+
+
+def test_a_byte_order_mark_is_no_input_text(tmp_path):
+  path = tmp_path / "inputs.txt"
+  path.write_bytes("\ufeffchat: hello\nchat: hi\n".encode("utf-8"))
+  assert main._file_lines(str(path)) == ["chat: hello", "chat: hi"]

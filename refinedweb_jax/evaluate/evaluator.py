@@ -10,6 +10,7 @@ import numpy as np
 
 from refinedweb_jax import sharding
 from refinedweb_jax.data import pipeline
+from refinedweb_jax.evaluate import sandbox
 from refinedweb_jax.model import decode, losses
 from refinedweb_jax.model.transformer import forward
 
@@ -36,6 +37,10 @@ class Evaluator:
     rows = sharding.batch_rows(mesh)
     # Batches must split evenly over the batch-sharded mesh axes.
     self.batch_size = -(-batch_size // rows) * rows
+    decode.check_memory(model.cfg, rows=self.batch_size, source_length=input_length,
+                        max_length=max_decode_length, flag="config.train.max_decode_length")
+    if any("pass@1" in task.metrics for task in tasks):
+      sandbox.check_available()  # before training, not at the first evaluation
     self.batches, self.samples = [], []
     for task in tasks:
       source = task.source(split)

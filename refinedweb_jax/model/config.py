@@ -71,6 +71,7 @@ class ModelConfig:
                          f"{', '.join(allowed)}")
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate}")
+    kinds.check_sizes(self.attention)  # also when no layer is sparse: a typo is an error
     for stack in STACKS:
       kind = kinds.check_kind(getattr(self, f"{stack}_attention"), f"model.{stack}_attention")
       if getattr(self, f"{stack}_dense_every") < 0:

@@ -7,6 +7,7 @@ when the cache is created. Rows stop at EOS; the loop stops when every row has.
 
 import dataclasses
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +53,30 @@ class Decoding:
     if self.beam_size > 1:
       return "beam"
     return "sample" if self.temperature > 0 else "greedy"
+
+
+def available_bytes() -> int:
+  """Memory the default device can hold: its limit on accelerators, the host's RAM on CPU."""
+  stats = jax.devices()[0].memory_stats() or {}
+  if stats.get("bytes_limit"):
+    return int(stats["bytes_limit"])
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(cfg, *, rows: int, source_length: int, max_length: int, flag: str):
+  """Raises naming `flag` if decoding max_length tokens for `rows` rows cannot fit in memory.
+
+  The estimate: float32 self-attention K/V for every decoder layer over max_length
+  positions, cross-attention K/V over the source, and the output buffers.
+  """
+  per_position = 2 * cfg.num_decoder_layers * cfg.num_heads * cfg.head_dim * 4
+  need = rows * (per_position * (max_length + source_length) + 16 * max_length)
+  limit = available_bytes() // 2  # the model, activations and the rest need the other half
+  if need > limit:
+    fits = max(1, (limit // rows - per_position * source_length) // (per_position + 16))
+    raise ValueError(f"{flag}={max_length} needs ~{need / 2**30:.1f} GiB for the decoding cache "
+                     f"of {rows} rows, more than half of the {2 * limit / 2**30:.1f} GiB here; "
+                     f"allowed: at most {fits}")
 
 
 def init_cache(model, params, enc_BxSxD, inputs_BxS, max_length: int):

@@ -12,7 +12,7 @@ from refinedweb_jax.model.attention.spec import (Kind, Size, format_positions, l
                                                  parse_positions)
 
 GLOBAL_POSITIONS = Size("global_positions", "0-15", "global_local: own positions that see "
-                        "and are seen by all, e.g. 0-15,40")
+                        "and are seen by all, e.g. 0-15,40", parse=parse_positions)
 
 
 def _positions(cfg) -> np.ndarray:
@@ -37,10 +37,6 @@ def attend(cfg, q, k, v, lay, causal):
   return blocked.global_rows(out, q, k, v, lay, g, causal)
 
 
-def check(cfg, where):
-  parse_positions(cfg.global_positions, where)
-
-
 def check_length(cfg, length, where):
   bad = [p for p in parse_positions(cfg.global_positions) if p >= length]
   if bad:
@@ -51,5 +47,5 @@ def check_length(cfg, length, where):
 # Each example's global positions are its own: examples start on block boundaries.
 KIND = Kind("global_local", sizes=(local.WINDOW, GLOBAL_POSITIONS, blocked.BLOCK_SIZE,
                                    blocked.QUERY_CHUNK),
-            allowed=allowed, attend=attend, check=check, check_length=check_length,
+            allowed=allowed, attend=attend, check_length=check_length,
             aligned=True)

@@ -48,6 +48,12 @@ def check_kind(kind: str, where: str) -> str:
   return kind
 
 
+def check_sizes(cfg, where: str = "model.attention"):
+  """Validates every size on its own (its minimum, choices, format), whichever kinds run."""
+  for name, size in SIZES.items():
+    size.check(getattr(cfg, name), where)
+
+
 def check(kind: str, cfg, where: str = "model.attention"):
   """Validates the sizes `kind` reads: each in range, then their relations."""
   for size in KINDS[kind].sizes:

@@ -18,9 +18,12 @@ class Size:
   minimum: int | None = None
   choices: tuple = ()
   pattern: bool = True
+  parse: Callable | None = None  # (text, where) -> value, raising on a malformed one
 
   def check(self, value, where: str):
     """Raises naming the field if `value` is out of range."""
+    if self.parse is not None:
+      self.parse(value, where)
     if self.minimum is not None and value < self.minimum:
       raise ValueError(f"{label(where, self.name)} must be >= {self.minimum}, got {value}")
     if self.choices and value not in self.choices:
