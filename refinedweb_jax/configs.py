@@ -34,9 +34,10 @@ def default_config() -> ml_collections.ConfigDict:
       tokenizer="builtin", public_data_dir=os.path.expanduser("~/tensorflow_datasets")))
   # Which tasks to train on and how often each is sampled (see tasks.mixture_rates).
   # tasks: comma-separated names ("" = every built-in corpus task); rate: proportional,
-  # temperature or explicit (weights "task=w,..."); cap: T5's K (0 = none).
+  # temperature or explicit (weights "task=w,..."); cap: T5's K (0 = none); eval_tasks:
+  # the tasks evaluated ("" = the trained ones), e.g. a translation direction never trained.
   c.mixture = ml_collections.ConfigDict(dict(
-      tasks="", rate="proportional", cap=0, temperature=1.0, weights=""))
+      tasks="", rate="proportional", cap=0, temperature=1.0, weights="", eval_tasks=""))
   # Tasks from your own files: dicts of datasets.own_data.build arguments plus optional
   # "metrics" (tasks.METRICS) and "language" (of the targets), e.g. in an experiment file:
   # dict(task="multi30k_en_de", format="text", train=[("train.en.gz", "train.de.gz")], ...).
@@ -239,15 +240,22 @@ def known_tasks(config) -> tuple[str, ...]:
   return tasks.BUILTIN + tuple(own) + public_task_names(config)
 
 
-def task_names(config) -> tuple[str, ...]:
+def task_names(config, key: str = "tasks") -> tuple[str, ...]:
   """config.mixture.tasks ("" = every built-in task), each a known task name."""
-  names = tuple(t.strip() for t in config.mixture.tasks.split(",") if t.strip())
+  names = tuple(t.strip() for t in config.mixture[key].split(",") if t.strip())
   known = known_tasks(config)
   for name in names:
     if name not in known:
-      raise ValueError(f"unknown task {name!r} in config.mixture.tasks; allowed: "
+      raise ValueError(f"unknown task {name!r} in config.mixture.{key}; allowed: "
                        f"{', '.join(known)}")
   return names or tasks.BUILTIN
+
+
+def eval_task_names(config) -> tuple[str, ...]:
+  """config.mixture.eval_tasks, or the trained tasks when it is empty."""
+  if not config.mixture.get("eval_tasks", "").strip():
+    return task_names(config)
+  return task_names(config, "eval_tasks")
 
 
 def choices() -> dict:
@@ -275,6 +283,7 @@ def validate(config):
   cfg = model_config(config)
   cfg.check_lengths(config.data.input_length, config.data.target_length)
   task_names(config)
+  eval_task_names(config)
   if public_task_names(config):
     from refinedweb_jax.data.datasets import public
     for name in public_task_names(config):

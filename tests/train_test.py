@@ -129,3 +129,19 @@ def test_throughput_leaves_out_evaluations_between_log_steps(tiny_data_dir, tmp_
   for row, window in zip(train, (tokens[:4], tokens[4:8])):
     assert row["train/steps_per_second"] == pytest.approx(1.0)
     assert row["train/tokens_per_second"] == pytest.approx(sum(window) / 4.0)
+
+
+def test_eval_tasks_can_hold_a_direction_no_arm_trains_on(tiny_data_dir):
+  from conftest import tiny_config
+  from refinedweb_jax.train import setup
+  config = tiny_config(tiny_data_dir)
+  config.mixture.tasks = "translate_en_de,translate_de_fr"
+  config.mixture.eval_tasks = "translate_en_de,translate_en_fr"
+  run = setup.build(config)
+  assert [t.name for t in run.tasks] == ["translate_en_de", "translate_de_fr"]
+  evaluator = run.evaluator(log=None, decode_examples=0)
+  assert [t.name for t in evaluator.tasks] == ["translate_en_de", "translate_en_fr"]
+  config.mixture.eval_tasks = "translate_en_xx"
+  with pytest.raises(ValueError, match="unknown task 'translate_en_xx' in config.mixture"
+                                       ".eval_tasks"):
+    configs.validate(config)

@@ -111,7 +111,10 @@ def _steps(run, state, step_fn, train_iter, start, schedule, ckpt, log, signals)
     # Real (non-padding) tokens, counted on the host so the step stays asynchronous.
     throughput.tokens += int(np.sum(host_batch["encoder_segment_ids"] > 0)
                              + np.sum(host_batch["decoder_loss_weights"]))
-    state, metrics = step_fn(state, sharding.to_global(host_batch, run.mesh), rng)
+    batch = sharding.to_global(host_batch, run.mesh)
+    if step == start + 1:
+      compiled_gib = _compiled_peak_gib(step_fn, state, batch, rng)
+    state, metrics = step_fn(state, batch, rng)
     stopping = signals.requested or (ckpt.reached_preemption(step) and "preemption")
     logged = step % t.log_every == 0 or step == t.num_steps
     if logged:
@@ -121,6 +124,8 @@ def _steps(run, state, step_fn, train_iter, start, schedule, ckpt, log, signals)
       # ru_maxrss is in KiB on Linux: the host's peak resident memory so far.
       rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
       metrics["train/host_peak_rss_gib"] = rss_kib / 2**20
+      if compiled_gib is not None:
+        metrics["train/compiled_peak_gib"] = compiled_gib
       log.scalars(step, "train", metrics)
       progress.update(step, metrics)
     else:
@@ -141,6 +146,21 @@ def _steps(run, state, step_fn, train_iter, start, schedule, ckpt, log, signals)
                          signals.exit_code if signals.requested else 0)
   progress.close()
   return state
+
+
+def _compiled_peak_gib(step_fn, state, batch, rng):
+  """The compiled train step's peak device memory per device, in GiB (None if unknown).
+
+  Compiling here costs nothing extra: the step's first call reuses the executable.
+  """
+  if not hasattr(step_fn, "lower"):
+    return None
+  memory = step_fn.lower(state, batch, rng).compile().memory_analysis()
+  if memory is None:
+    return None
+  peak = (memory.temp_size_in_bytes + memory.argument_size_in_bytes
+          + memory.output_size_in_bytes - memory.alias_size_in_bytes)
+  return peak / 2**30
 
 
 def _check_finite(skips: dict, t, ckpt):

@@ -63,10 +63,14 @@ class Setup:
 
   def evaluator(self, log, *, split: str = "validation", eval_examples=None,
                 decode_examples=None) -> Evaluator:
-    """The Evaluator of this run's tasks on a split (examples per task default to the config's)."""
+    """The Evaluator of config.mixture.eval_tasks (default: the trained tasks) on a split;
+    examples per task default to the config's."""
     t, d = self.config.train, self.config.data
+    names = configs.eval_task_names(self.config)
+    trained = {task.name: task for task in self.tasks}
+    available = trained if set(names) <= set(trained) else all_tasks(self.config)
     return Evaluator(
-        self.tasks, self.tokenizer, self.model, self.mesh, log, split=split,
+        [available[name] for name in names], self.tokenizer, self.model, self.mesh, log, split=split,
         input_length=d.input_length, target_length=d.target_length,
         batch_size=t.eval_batch_size, max_decode_length=t.max_decode_length,
         eval_examples=t.eval_examples if eval_examples is None else eval_examples,
