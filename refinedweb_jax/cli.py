@@ -16,10 +16,14 @@ commands:
   chat      talk with a trained --workdir; the conversation is kept (/reset, /exit)
   distill   knowledge distillation: `distill dump --teacher RUN --out DIR` stores a teacher's
             top-k logits, `distill train --logits DIR --workdir W` trains a student on them
+  sweep     run an experiment's ablation arms (get_sweep) one after another, each in its own
+            workdir: --config FILE[:arg] --workdir DIR [--arms a,b] [--dry-run] [--shard i/n];
+            `sweep report DIR` writes results.md / results.csv and plots
   attention-mask
             draw an attention pattern as an image: --kind K --length N --out mask.png [sizes]
 """
-COMMANDS = ("prepare", "train", "eval", "generate", "chat", "distill", "attention-mask")
+COMMANDS = ("prepare", "train", "eval", "generate", "chat", "distill", "sweep",
+            "attention-mask")
 DISTILL_COMMANDS = ("dump", "train")
 STANDALONE = ("attention-mask",)  # commands that take no --config
 
@@ -166,6 +170,9 @@ def main(argv=None):
       lambda record: not (record.levelno >= logging.ERROR and "/orbax/" in record.pathname))
   sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
   try:
+    if argv and argv[0] == "sweep":  # a runner of `refinedweb train` commands, own flags
+      from refinedweb_jax.sweep import command as sweep_command
+      return sweep_command.main(argv[1:])
     _run(*parse(argv))
   except ValueError as e:
     if _storage_error(e):  # TensorStore's wording of a failed write (a full disk, say)
