@@ -163,6 +163,18 @@ def test_dry_run_prints_each_runs_command_and_overrides(capsys, experiment):
           "--config.optimizer.learning_rate=0.01 --config.seed=1") in out
 
 
+def test_overrides_on_the_command_line_reach_every_run_before_its_own(capsys, experiment):
+  command.main(["--config", experiment, "--workdir", "w", "--dry-run", "--arms", "fast",
+                "--config.train.num_steps=3", "--config.optimizer.learning_rate=0.5"])
+  out = capsys.readouterr().out
+  assert ("--config.train.num_steps=3 --config.optimizer.learning_rate=0.5 "
+          "--config.optimizer.learning_rate=0.01 --config.seed=1") in out  # the arm's wins
+  with pytest.raises(ValueError, match="unknown config key 'config.train.nope'"):
+    command.main(["--config", experiment, "--workdir", "w", "--dry-run", "--config.train.nope=1"])
+  with pytest.raises(ValueError, match="unknown flag '--steps'"):
+    command.main(["--config", experiment, "--workdir", "w", "--steps", "3"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["--arms", "base,nope"], "unknown arm 'nope' in --arms; allowed: base, fast, broken"),
     (["--shard", "2/2"], "bad --shard '2/2'"),

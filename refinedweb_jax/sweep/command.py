@@ -1,7 +1,7 @@
 """`refinedweb sweep`: run an experiment file's sweep, or write the report of a sweep's workdir.
 
   refinedweb sweep --config experiments/ablate_X.py[:arg] --workdir runs/ablate_X
-                   [--arms a,b] [--dry-run] [--shard i/n]
+                   [--arms a,b] [--dry-run] [--shard i/n] [--config.key=value ...]
   refinedweb sweep report runs/ablate_X
 
 Bad input (an unknown arm, an override key the config lacks, a malformed --shard, a
@@ -42,10 +42,18 @@ def main(argv: list) -> int:
     from refinedweb_jax.sweep import report
     print(report.write_report(args.workdir))
     return 0
-  args = _parser(report=False).parse_args(argv)
+  args, extra = _parser(report=False).parse_known_args(argv)
+  common = {}  # --config.key=value for every run, e.g. a bigger preset on TPU
+  for item in extra:
+    key, eq, value = item[len("--config."):].partition("=")
+    if not item.startswith("--config.") or not eq:
+      raise ValueError(f"unknown flag {item!r} for 'refinedweb sweep'; overrides for every run "
+                       "are --config.key=VALUE")
+    common[key] = value
   if args.shard is not None:
     from refinedweb_jax.sweep import arms
     arms.parse_shard(args.shard)  # before the experiment file loads
   from refinedweb_jax.sweep import runner
   return runner.run_sweep(args.config, args.workdir, arms=args.arms, shard=args.shard,
-                          dry_run=args.dry_run, out=lambda text: print(text, flush=True))
+                          dry_run=args.dry_run, common=common,
+                          out=lambda text: print(text, flush=True))

@@ -66,20 +66,20 @@ def bars(workdir: str, agg: dict, main: list, arms: list, baseline: str):
 
 
 def cost_quality(workdir: str, agg: dict, main: list, arms: list):
-  """cost_quality.png: step time against the first task metric (eval/loss if none)."""
-  quality = next((m for m in main if m != "eval/loss"), main[0])
-  fig, (ax,) = _figure(1, width=5.0, height=3.8)
-  for arm in arms:
-    cells = agg[arm]["cells"]
-    cost, quality_cell = cells.get("cost/seconds_per_step"), cells.get(quality)
-    if not cost or not quality_cell or np.isnan(cost[0]) or np.isnan(quality_cell[0]):
-      continue
-    ax.errorbar(cost[0], quality_cell[0], xerr=np.nan_to_num(cost[1]),
-                yerr=np.nan_to_num(quality_cell[1]), fmt="o", capsize=3)
-    ax.annotate(arm, (cost[0], quality_cell[0]), fontsize=7, xytext=(4, 4),
-                textcoords="offset points")
-  ax.set_xlabel("seconds per train step")
-  ax.set_ylabel(quality)
+  """cost_quality.png: step time against each main metric, one panel each."""
+  fig, axes = _figure(min(len(main), MAX_PANELS))
+  for ax, quality in zip(axes, main):
+    for arm in arms:
+      cells = agg[arm]["cells"]
+      cost, quality_cell = cells.get("cost/seconds_per_step"), cells.get(quality)
+      if not cost or not quality_cell or np.isnan(cost[0]) or np.isnan(quality_cell[0]):
+        continue
+      ax.errorbar(cost[0], quality_cell[0], xerr=np.nan_to_num(cost[1]),
+                  yerr=np.nan_to_num(quality_cell[1]), fmt="o", capsize=3)
+      ax.annotate(arm, (cost[0], quality_cell[0]), fontsize=7, xytext=(4, 4),
+                  textcoords="offset points")
+    ax.set_xlabel("seconds per train step")
+    ax.set_title(quality, fontsize=9)
   _save(fig, workdir, "cost_quality.png")
 
 

@@ -28,10 +28,19 @@ from refinedweb_jax.sweep import arms as arms_lib, workdirs
 ERROR_LINES = 30
 
 
-def plan(spec: str, workdir: str, *, arms: str | None = None, shard: str | None = None):
-  """(sweep.json contents, the selected runs as dicts): every arm checked before any runs."""
+def plan(spec: str, workdir: str, *, arms: str | None = None, shard: str | None = None,
+         common: dict | None = None):
+  """(sweep.json contents, the selected runs as dicts): every arm checked before any runs.
+
+  common: {key: value text} overrides for every run (the command line's --config.key=VALUE),
+  applied before each arm's own.
+  """
   config, sweep = arms_lib.load(spec)
   where = spec.partition(":")[0]
+  common = dict(common or {})
+  from refinedweb_jax import configs
+  for key, value in common.items():
+    configs.apply_override(config, key, value)
   names = [a.name for a in sweep.arms]
   all_runs = arms_lib.runs(sweep)
   picked = {r.name for r in arms_lib.select(all_runs, arms, shard, names)}
@@ -41,13 +50,14 @@ def plan(spec: str, workdir: str, *, arms: str | None = None, shard: str | None 
     run_dir = os.path.join(workdir, run.arm.name, f"seed_{run.seed}")
     fill = dict(run=run_dir, root=workdir, seed=run.seed)
     argv = [*run.arm.command, *(f.format(**fill) for f in run.arm.flags), "--config", spec,
+            *(f"--config.{k}={v}" for k, v in common.items()),
             *(f"--config.{k}={arms_lib.as_text(v)}" for k, v in run.overrides.items())]
     entries.append(dict(name=run.name, arm=run.arm.name, seed=run.seed, dir=run_dir,
                         overrides=run.overrides, argv=argv, report=run.arm.report,
                         num_steps=run_config.train.num_steps if run.arm.trains else None,
                         after=[f"{a}/seed_{run.seed}" for a in run.arm.after],
                         picked=run.name in picked))
-  info = dict(config=spec, workdir=workdir, baseline=sweep.baseline, seeds=sweep.seed_list,
+  info = dict(config=spec, workdir=workdir, overrides=common, baseline=sweep.baseline, seeds=sweep.seed_list,
               seed_keys=list(sweep.seed_keys), metrics=list(sweep.metrics),
               arms=[dict(name=a.name, overrides=a.overrides, command=list(a.command),
                          flags=list(a.flags), after=list(a.after), report=a.report)
@@ -61,9 +71,9 @@ def display(argv) -> str:
 
 
 def run_sweep(spec: str, workdir: str, *, arms: str | None = None, shard: str | None = None,
-              dry_run: bool = False, out=print) -> int:
+              dry_run: bool = False, common: dict | None = None, out=print) -> int:
   """Runs (or with dry_run prints) the selected runs, then writes the report; the exit status."""
-  info, runs = plan(spec, workdir, arms=arms, shard=shard)
+  info, runs = plan(spec, workdir, arms=arms, shard=shard, common=common)
   if dry_run:
     for r in runs:
       done = workdirs.finished(r["dir"], r["num_steps"])
