@@ -3,7 +3,9 @@
   refinedweb sweep --config experiments/ablate_distill.py --workdir runs/ablate_distill
       per seed: the `small` teacher (19.6M), its logit dump, the 7.4M student from
       scratch, four KD students (alpha 0 / 0.5 x T 1 / 2) and the sequence-level KD
-      student; 3 seeds. Full run: measured TODO (not run yet on the 2-core machine).
+      student; 3 seeds. Full run: not measured as a sweep yet. One seed of these stages
+      took about 90 minutes here (distill_table.py), so 3 seeds need about 4.5 hours on 2
+      CPU cores, or --shard i/3 on three machines.
   refinedweb sweep --config experiments/ablate_distill.py:smoke --workdir runs/kd_smoke
       tiny teacher and student, 1 seed, teacher, dump, scratch, one KD and the
       sequence-level student: the pipeline end to end (about 2 minutes on 2 CPU cores).
