@@ -203,12 +203,21 @@ def _corrupt(step_dir, how):
     shutil.rmtree(step_dir / "params")
 
 
-@pytest.mark.parametrize("how", ["truncated", "bit-flipped", "garbage-manifest", "missing-item"])
-def test_a_bad_newest_checkpoint_falls_back_to_the_one_before(reference, tiny_data_dir,
-                                                             tmp_path, env, how):
-  workdir, flags = tmp_path / "run", _flags(tiny_data_dir, checkpoint_every=4)
+@pytest.fixture(scope="module")
+def every_fourth(tiny_data_dir, tmp_path_factory, env):
+  """(workdir, flags) of a finished run with checkpoints at steps 4, 8 and 12."""
+  workdir, flags = tmp_path_factory.mktemp("every_fourth") / "run", _flags(
+      tiny_data_dir, checkpoint_every=4)
   code, err = _run(workdir, flags, env)
   assert code == 0, err[-3000:]
+  return workdir, flags
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit-flipped", "garbage-manifest", "missing-item"])
+def test_a_bad_newest_checkpoint_falls_back_to_the_one_before(reference, every_fourth,
+                                                             tmp_path, env, how):
+  workdir, flags = tmp_path / "run", every_fourth[1]
+  shutil.copytree(every_fourth[0], workdir)
   _corrupt(workdir / "checkpoints" / str(STEPS), how)
   # The same command again: it falls back to step 8 and trains steps 9-12 once more.
   code, err = _run(workdir, flags, env)

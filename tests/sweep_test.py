@@ -17,7 +17,7 @@ import pytest
 from refinedweb_jax.sweep import command, stats, workdirs
 
 TIMEOUT_S = 240
-STEPS = 8
+STEPS = 4
 TESTS = os.path.dirname(os.path.abspath(__file__))
 EXPERIMENT = """
 import sys
