@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny built-in corpus and a tiny training config."""
 
+import os
+
 import pytest
 
 from refinedweb_jax import configs
@@ -28,3 +30,12 @@ def tiny_data_dir(tmp_path_factory):
                             num_test=d.num_test, seed=d.corpus_seed,
                             long_fraction=d.long_fraction, vocab_size=d.vocab_size)
   return data_dir
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory):
+  """Environment for tests that run the CLI in subprocesses: one XLA compilation cache
+  for all of them, so each tiny model compiles once per session."""
+  cache = str(tmp_path_factory.mktemp("xla_cache"))
+  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PLATFORMS="cpu",
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", PYTHONUNBUFFERED="1")

@@ -37,14 +37,6 @@ def _flags(data_dir, **train):
   return flags
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  """Subprocess environment: one XLA compilation cache for every run of this module."""
-  cache = str(tmp_path_factory.mktemp("xla_cache"))
-  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PLATFORMS="cpu",
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", PYTHONUNBUFFERED="1")
-
-
 def _command(workdir, flags, wrapper=None):
   if wrapper is None:
     return [sys.executable, "-m", "refinedweb_jax.cli", "train", "--workdir", str(workdir)] + flags

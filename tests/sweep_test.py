@@ -41,14 +41,6 @@ def get_sweep(arg=""):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  """Subprocess environment: one XLA compilation cache for every run of this module."""
-  cache = str(tmp_path_factory.mktemp("xla_cache"))
-  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PLATFORMS="cpu",
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", PYTHONUNBUFFERED="1")
-
-
-@pytest.fixture(scope="module")
 def experiment(tiny_data_dir, tmp_path_factory):
   path = tmp_path_factory.mktemp("experiment") / "exp.py"
   path.write_text(EXPERIMENT.format(tests=TESTS, data_dir=tiny_data_dir, steps=STEPS))
