@@ -22,11 +22,11 @@ en->de and de->fr, but never together. Its chrF shows whether mixing transfers.
 """
 
 from refinedweb_jax import configs, sweep
+from refinedweb_jax.data.tasks import main_metric
 
 TASKS = ("translate_en_de", "translate_de_fr", "summarize", "qa")
 SMOKE_TASKS = ("translate_en_de", "qa")
 HELD_OUT = "translate_en_fr"  # evaluated, never trained
-MAIN = {"summarize": "rougeL", "qa": "f1"}  # translation: chrF
 
 
 def _setup(arg: str):
@@ -73,7 +73,7 @@ def get_sweep(arg: str = ""):
               sweep.Arm("proportional", {"mixture.rate": "proportional"}),
               sweep.Arm("temperature", {"mixture.rate": "temperature",
                                         "mixture.temperature": 2.0})]
-  metrics = tuple(f"eval/{t}/{MAIN.get(t, 'chrf')}" for t in tasks + (HELD_OUT,))
+  metrics = tuple(f"eval/{t}/{main_metric(t)}" for t in tasks + (HELD_OUT,))
   return sweep.Sweep(arms=mixtures + single, baseline="equal",
                      seeds=1 if arg == "smoke" else 3, seed_keys=("seed", "data.shuffle_seed"),
                      metrics=metrics)

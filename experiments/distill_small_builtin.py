@@ -12,11 +12,11 @@ in where the student's targets come from. Roles (the arg):
   online_a05_t1
               kd_a05_t1 with the teacher run inside the step instead of read from disk
 
-Append ",smoke" for a tiny teacher and student on a small corpus (about 3 minutes
-for the whole table). The runner does all of it and prints the table:
+Append ",smoke" for a tiny teacher and student on a small corpus. The distillation
+sweep runs every role (but the online one) over 3 seeds and reports them in one table:
 
-  python experiments/distill_table.py            # the full table, about 90 minutes on 2 CPU cores
-  python experiments/distill_table.py --smoke    # the pipeline end to end, about 3 minutes
+  refinedweb sweep --config experiments/ablate_distill.py:small --workdir runs/ablate_distill_small
+  refinedweb sweep --config experiments/ablate_distill.py:smoke --workdir runs/kd_smoke
 
 Single steps by hand:
 

@@ -68,6 +68,13 @@ def metrics(task: str) -> tuple:
           "chat": ("exact_match", "chrf")}[task]
 
 
+def main_metric(task: str) -> str | None:
+  """A built-in task's headline metric, as its eval key names it; other tasks: None."""
+  if task.startswith("translate_"):
+    return "chrf"
+  return {"summarize": "rougeL", "qa": "f1", "code": "pass@1", "chat": "chrf"}.get(task)
+
+
 def qa_input(question: str, context: str) -> str:
   """The QA task's input (T5's SQuAD format)."""
   return f"question: {question} context: {context}"

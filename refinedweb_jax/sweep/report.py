@@ -17,20 +17,15 @@ import math
 import os
 import statistics
 
+from refinedweb_jax.data.tasks import main_metric
 from refinedweb_jax.sweep import stats, workdirs
 
-MAIN_METRIC = {"summarize": "rougeL", "qa": "f1", "code": "pass@1", "chat": "chrf"}
 COSTS = ("cost/seconds_per_step", "cost/tokens_per_second", "cost/compiled_peak_gib",
          "cost/host_peak_rss_gib", "cost/params")
 COST_NAMES = {"cost/seconds_per_step": "s/step", "cost/tokens_per_second": "tokens/s",
               "cost/compiled_peak_gib": "compiled peak GiB",
               "cost/host_peak_rss_gib": "host peak RSS GiB", "cost/params": "params"}
 NAN = float("nan")
-
-
-def main_metric(task: str) -> str:
-  """A built-in task's headline metric (translation chrF); other tasks: None."""
-  return "chrf" if task.startswith("translate_") else MAIN_METRIC.get(task)
 
 
 def run_result(workdir: str, entry: dict) -> dict:
