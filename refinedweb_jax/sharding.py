@@ -18,14 +18,15 @@ MESH_AXES = ("data", "fsdp", "tensor")
 # their embed dimension over fsdp (ZeRO-3: parameters, gradients and optimizer
 # state) and heads/mlp/vocab over tensor (Megatron-style). A mesh axis is used
 # at most once per array, so activations (batch, length, embed) keep embed whole
-# while batch takes fsdp. Parameter names: vocab, embed, heads, kv, mlp; more
-# activation names: batch, length.
+# while batch takes fsdp. Parameter names: vocab, embed, heads, kv, mlp,
+# relpos_buckets; more activation names: batch, length.
 LOGICAL_RULES = (
     ("batch", ("data", "fsdp")),
     ("length", None),
     ("embed", "fsdp"),
     ("heads", "tensor"),
     ("kv", None),
+    ("relpos_buckets", None),
     ("mlp", "tensor"),
     ("vocab", "tensor"),
 )

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from refinedweb_jax.model.attention import dense, kinds
+from refinedweb_jax.model.attention import dense, kinds, relative
 from refinedweb_jax.model.attention.kinds import AttentionConfig
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -71,6 +71,38 @@ def test_sparse_equals_dense_with_each_examples_pattern(name, length, causal):
   np.testing.assert_allclose(np.asarray(out_s)[real], np.asarray(out_d)[real], atol=1e-5)
   for gs, gd in zip(grads_s, grads_d):
     np.testing.assert_allclose(np.asarray(gs), np.asarray(gd), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("causal", [False, True])
+def test_sparse_with_t5_bias_equals_dense_with_bias(name, causal):
+  """T5's relative bias is added on every part of every kind: outputs and all gradients
+  (the bias table's too) equal masked dense attention plus the dense bias."""
+  kind, cfg = CONFIGS[name]
+  length = 77
+  q, k, v = _qkv(length)
+  seg = _segments(length)
+  real = seg != 0
+  table = jax.random.normal(jax.random.key(4), (8, q.shape[2]))  # 8 buckets: exact, log, far
+  cotangent = jax.random.normal(jax.random.key(9), q.shape) * real[:, :, None, None]
+  make_bias = lambda t: relative.RelativeBias(t, bidirectional=not causal, max_distance=20)
+  row = jnp.arange(length)
+  sparse_fn = lambda q, k, v, t: kinds.attend(kind, cfg, q, k, v, jnp.asarray(seg),
+                                              causal=causal, bias=make_bias(t))
+  mask = _reference_mask(kind, cfg, seg, causal)
+  dense_fn = lambda q, k, v, t: dense.einsum_attention(q, k, v, mask,
+                                                       make_bias(t).between(row, row)[None])
+
+  @jax.jit
+  def outputs_and_grads(q, k, v, t):
+    return [(fn(q, k, v, t),
+             jax.grad(lambda *a: jnp.sum(fn(*a) * cotangent), (0, 1, 2, 3))(q, k, v, t))
+            for fn in (sparse_fn, dense_fn)]
+
+  (out_s, grads_s), (out_d, grads_d) = outputs_and_grads(q, k, v, table)
+  np.testing.assert_allclose(np.asarray(out_s)[real], np.asarray(out_d)[real], atol=1e-5)
+  for gs, gd in zip(grads_s, grads_d):
+    np.testing.assert_allclose(np.asarray(gs), np.asarray(gd), atol=1e-4)
 
 
 def test_local_with_window_covering_everything_equals_dense():

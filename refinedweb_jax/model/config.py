@@ -5,7 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from refinedweb_jax.model.attention import dense, kinds
+from refinedweb_jax.model.attention import dense, kinds, relative
 from refinedweb_jax.model.attention.kinds import AttentionConfig
 from refinedweb_jax.model.layers import ACTIVATIONS
 
@@ -48,7 +48,14 @@ class ModelConfig:
   activation: str = "gelu"
   tie_embeddings: bool = True
   dtype: str = "float32"
+  # Positions: "rope" (rotary embeddings on self-attention) or "t5_bias" (T5's bucketed
+  # relative position bias, one table per stack shared by its layers; relative.py).
+  position: str = "rope"
   rope_max_wavelength: float = 10_000.0
+  relative_attention_num_buckets: int = 32
+  relative_attention_max_distance: int = 128
+  # Scores divided by sqrt(head_dim); T5 folds that into its initialisation instead.
+  scale_attention: bool = True
   norm_epsilon: float = 1e-6
   encoder_attention: str = "dense"
   decoder_attention: str = "dense"
@@ -69,6 +76,14 @@ class ModelConfig:
       if getattr(self, name) not in allowed:
         raise ValueError(f"unknown model.{name} {getattr(self, name)!r}; allowed: "
                          f"{', '.join(allowed)}")
+    if self.position not in relative.POSITIONS:
+      raise ValueError(f"unknown model.position {self.position!r}; allowed: "
+                       f"{', '.join(relative.POSITIONS)}")
+    if self.position == "t5_bias":
+      relative.check(self.relative_attention_num_buckets, self.relative_attention_max_distance)
+    elif self.head_dim % 2:
+      raise ValueError(f"model.head_dim must be even for model.position='rope', got "
+                       f"{self.head_dim}")
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f"model.dropout_rate must be in [0, 1), got {self.dropout_rate}")
     kinds.check_sizes(self.attention)  # also when no layer is sparse: a typo is an error

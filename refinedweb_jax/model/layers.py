@@ -1,12 +1,16 @@
 """Building blocks of the model: projections with logical axes, RMSNorm, the MLP."""
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-ACTIVATIONS = {"gelu": nn.gelu, "relu": nn.relu, "silu": nn.silu}
+# "gelu" is the tanh approximation (T5 v1.1's and Hugging Face's "gelu_new"); "gelu_exact"
+# the erf form.
+ACTIVATIONS = {"gelu": nn.gelu, "gelu_exact": functools.partial(nn.gelu, approximate=False),
+               "relu": nn.relu, "silu": nn.silu}
 
 
 class Projection(nn.Module):

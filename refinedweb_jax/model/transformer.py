@@ -1,9 +1,11 @@
 """The RefinedWeb encoder-decoder Transformer (Flax Linen).
 
-Pre-norm residual blocks (RMSNorm), rotary position embeddings (RoPE) on
-self-attention queries and keys (cross-attention has no positions), optional
-gated MLP, tied or separate output embedding, packed-sequence support through
-segment ids and per-segment positions, and a key/value cache for decoding.
+Pre-norm residual blocks (RMSNorm), positions on self-attention only (rotary
+embeddings on queries and keys, or T5's relative position bias: one table per stack,
+shared by its layers), optional gated MLP, tied or separate output embedding,
+packed-sequence support through segment ids and per-segment positions, and a
+key/value cache for decoding. With model.position="t5_bias", scale_attention=False
+and T5's MLP this is T5 (v1.0, v1.1, mT5) exactly (convert/hf_t5.py).
 """
 
 from typing import Any
@@ -13,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from refinedweb_jax.model import attention
-from refinedweb_jax.model.attention import dense, kinds
+from refinedweb_jax.model.attention import dense, kinds, relative
 from refinedweb_jax.model.config import REMAT_POLICIES, ModelConfig
 from refinedweb_jax.model.layers import MLP, RMSNorm, dense as _dense
 
@@ -27,10 +29,15 @@ class MultiHeadAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD, kv_BxSxD, *, segment_ids_BxT=None, positions_BxT=None,
-               cross_mask_Bx1xTxS=None, decode: bool = False, cross: bool = False):
+               cross_mask_Bx1xTxS=None, decode: bool = False, cross: bool = False,
+               relative_table=None):
+    """relative_table: the stack's T5 bias table, N buckets x H heads (self-attention)."""
     cfg = self.cfg
     hk = (cfg.num_heads, cfg.head_dim)
     q = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "query")(x_BxTxD)
+    if not cfg.scale_attention:
+      # Every kernel divides by sqrt(K); T5's unscaled scores undo it here.
+      q = q * jnp.asarray(cfg.head_dim ** 0.5, q.dtype)
     if decode and cross:
       # Encoder keys/values are projected once, when the cache is created, and kept
       # head-major (BxHxSxK) so that no decoding step has to transpose them.
@@ -43,7 +50,11 @@ class MultiHeadAttention(nn.Module):
     else:
       k = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD)
       v = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "value")(kv_BxSxD)
-    if self.rotary:
+    bias = None
+    if relative_table is not None:
+      bias = relative.RelativeBias(relative_table, bidirectional=not self.causal,
+                                   max_distance=cfg.relative_attention_max_distance)
+    if self.rotary and cfg.position == "rope":
       q = dense.rotary_embedding(q, positions_BxT, cfg.rope_max_wavelength)
       k = dense.rotary_embedding(k, positions_BxT, cfg.rope_max_wavelength)
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
@@ -52,14 +63,16 @@ class MultiHeadAttention(nn.Module):
                                       implementation=cfg.dense_implementation)
     elif decode and self.has_variable("cache", "cached_key"):
       k, v, mask = self._update_cache(k, v, positions_BxT)
-      out = dense.cached_attention(q, k, v, mask)
+      if bias is not None:  # this step's query against every cache position
+        bias = bias.between(positions_BxT[:1, :], jnp.arange(k.shape[2])[None])
+      out = dense.cached_attention(q, k, v, mask, bias)
     elif decode:  # creating the cache: the output is not used
       self._update_cache(k, v, positions_BxT)
       out = dense.dense_attention(q, k, v, None, implementation=cfg.dense_implementation)
     else:
       out = attention.self_attention(q, k, v, segment_ids_BxT, kind=self.kind,
                                      causal=self.causal, cfg=self.sizes,
-                                     implementation=cfg.dense_implementation)
+                                     implementation=cfg.dense_implementation, bias=bias)
     return _dense(cfg, cfg.d_model, (-2, -1), ("heads", "kv", "embed"), "out")(out)
 
   def _update_cache(self, k_Bx1xHxK, v_Bx1xHxK, positions_Bx1):
@@ -103,19 +116,23 @@ class EncoderLayer(nn.Module):
   cfg: ModelConfig
   index: int = 0
 
-  def __call__(self, x_BxSxD, segments_BxS, positions_BxS, deterministic: bool):
+  def __call__(self, x_BxSxD, segments_BxS, positions_BxS, deterministic: bool,
+               relative_table=None):
     # Static argument numbers count self as 0.
     return _remat(EncoderLayer.block, self.cfg, (4,))(self, x_BxSxD, segments_BxS,
-                                                      positions_BxS, deterministic)
+                                                      positions_BxS, deterministic,
+                                                      relative_table)
 
   @nn.compact
-  def block(self, x_BxSxD, segments_BxS, positions_BxS, deterministic: bool):
+  def block(self, x_BxSxD, segments_BxS, positions_BxS, deterministic: bool,
+            relative_table=None):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout_rate)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_attention_norm")(x_BxSxD)
     h = MultiHeadAttention(cfg, kind=cfg.attention_kind("encoder", self.index),
                            sizes=cfg.layer_attention("encoder", self.index), name="attention")(
-                               h, h, segment_ids_BxT=segments_BxS, positions_BxT=positions_BxS)
+                               h, h, segment_ids_BxT=segments_BxS, positions_BxT=positions_BxS,
+                               relative_table=relative_table)
     x_BxSxD = x_BxSxD + drop(h, deterministic=deterministic)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_mlp_norm")(x_BxSxD)
     x_BxSxD = x_BxSxD + drop(MLP(cfg, name="mlp")(h, deterministic), deterministic=deterministic)
@@ -127,15 +144,15 @@ class DecoderLayer(nn.Module):
   index: int = 0
 
   def __call__(self, y_BxTxD, enc_BxSxD, segments_BxT, cross_mask, positions_BxT,
-               deterministic: bool, decode: bool):
+               deterministic: bool, decode: bool, relative_table=None):
     # Cached decoding has no backward pass to save memory for: no remat there.
     block = DecoderLayer.block if decode else _remat(DecoderLayer.block, self.cfg, (6, 7))
     return block(self, y_BxTxD, enc_BxSxD, segments_BxT, cross_mask, positions_BxT,
-                 deterministic, decode)
+                 deterministic, decode, relative_table)
 
   @nn.compact
   def block(self, y_BxTxD, enc_BxSxD, segments_BxT, cross_mask, positions_BxT,
-            deterministic: bool, decode: bool):
+            deterministic: bool, decode: bool, relative_table=None):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout_rate)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_self_attention_norm")(y_BxTxD)
@@ -143,7 +160,7 @@ class DecoderLayer(nn.Module):
                            sizes=cfg.layer_attention("decoder", self.index),
                            name="self_attention")(
                                h, h, segment_ids_BxT=segments_BxT, positions_BxT=positions_BxT,
-                               decode=decode)
+                               decode=decode, relative_table=relative_table)
     y_BxTxD = y_BxTxD + drop(h, deterministic=deterministic)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_cross_attention_norm")(y_BxTxD)
     h = MultiHeadAttention(cfg, rotary=False, name="cross_attention")(
@@ -183,6 +200,18 @@ class EncoderDecoder(nn.Module):
     self.dropout = nn.Dropout(cfg.dropout_rate)
     if not cfg.tie_embeddings:
       self.logits_dense = _dense(cfg, cfg.vocab_size, -1, ("embed", "vocab"), "logits_dense")
+    if cfg.position == "t5_bias":
+      init = nn.with_logical_partitioning(
+          nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"), ("relpos_buckets", "heads"))
+      shape = (cfg.relative_attention_num_buckets, cfg.num_heads)
+      self.encoder_relative_bias = self.param("encoder_relative_bias", init, shape, jnp.float32)
+      self.decoder_relative_bias = self.param("decoder_relative_bias", init, shape, jnp.float32)
+
+  def _relative_table(self, stack: str):
+    """The stack's T5 bias table (buckets x heads, unboxed), or None with RoPE."""
+    if self.cfg.position != "t5_bias":
+      return None
+    return nn.meta.unbox(getattr(self, f"{stack}_relative_bias"))
 
   def _embed(self, tokens_BxT):
     """Embedding lookup from the table gathered whole over fsdp (vocab stays split).
@@ -200,8 +229,9 @@ class EncoderDecoder(nn.Module):
                                                           inputs_positions)
     x_BxSxD = self.dropout(self._embed(inputs_BxS), deterministic=deterministic)
     x_BxSxD = nn.with_logical_constraint(x_BxSxD, ("batch", "length", "embed"))
+    table = self._relative_table("encoder")
     for layer in self.encoder_layers:
-      x_BxSxD = layer(x_BxSxD, segments, positions, deterministic)
+      x_BxSxD = layer(x_BxSxD, segments, positions, deterministic, table)
     return self.dropout(self.encoder_norm(x_BxSxD), deterministic=deterministic)
 
   def decode(self, enc_BxSxD, inputs_BxS, decoder_input_tokens_BxT, inputs_segment_ids=None,
@@ -229,9 +259,10 @@ class EncoderDecoder(nn.Module):
     cross_mask = dense.make_attention_mask(dec_segments, enc_segments, causal=False)
     y_BxTxD = self.dropout(self._embed(decoder_input_tokens_BxT), deterministic=deterministic)
     y_BxTxD = nn.with_logical_constraint(y_BxTxD, ("batch", "length", "embed"))
+    table = self._relative_table("decoder")
     for layer in self.decoder_layers:
       y_BxTxD = layer(y_BxTxD, enc_BxSxD, dec_segments, cross_mask, positions, deterministic,
-                      decode)
+                      decode, table)
     y_BxTxD = self.dropout(self.decoder_norm(y_BxTxD), deterministic=deterministic)
     if self.cfg.tie_embeddings:
       # Scale as in T5/Mesh-TF so tied logits start near unit variance.

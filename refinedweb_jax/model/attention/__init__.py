@@ -1,32 +1,58 @@
 """Attention: dense (dense.py), the sparse kinds (kinds.py, one module each) and splash.
 
 self_attention picks the kernel for a layer's kind; on TPU, dense causal and `local`
-self-attention run through Pallas splash attention (splash.py).
+self-attention run through Pallas splash attention (splash.py), except with T5's
+relative position bias (relative.py), which splash cannot add: those layers say so
+once and run the XLA or blocked kernel.
 """
+
+import functools
+import logging
+
+import jax.numpy as jnp
 
 from refinedweb_jax.model.attention import dense, kinds, splash
 
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=None)
+def _say_no_splash(kind: str, length: int):
+  log.warning("splash attention cannot add T5's relative position bias: %s attention over %d "
+              "tokens runs on the %s kernel instead", kind, length,
+              "XLA" if kind == "dense" else "blocked")
+
+
+def _splash(length: int, bias) -> bool:
+  return splash.usable(length) and bias is None
+
 
 def self_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, kind: str, causal: bool,
-                   cfg=None, implementation: str = "xla"):
+                   cfg=None, implementation: str = "xla", bias=None):
   """Self-attention of one kind: `dense` builds the N x N mask, sparse kinds never do.
 
   cfg: the layer's AttentionConfig (sparse kinds). Packed rows give every example
-  the pattern it has alone.
+  the pattern it has alone. bias: T5's relative position bias (relative.RelativeBias)
+  or None; within an example, offsets of row indices are offsets of own positions.
   """
   length = q_BxNxHxK.shape[1]
+  if bias is not None and splash.usable(length) and (
+      (kind == "dense" and causal) or getattr(kinds.KINDS.get(kind), "splash_mask", None)):
+    _say_no_splash(kind, length)
   if kind == "dense":
-    if causal and splash.usable(length):
+    if causal and _splash(length, bias):
       return splash.attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN,
                               splash.causal_mask(length))
     mask = dense.make_attention_mask(segment_ids_BxN, segment_ids_BxN, causal=causal)
+    row = jnp.arange(length)
     return dense.dense_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, mask,
-                                 implementation=implementation)
+                                 implementation=implementation,
+                                 bias=None if bias is None else bias.between(row, row)[None])
   elif kind in kinds.KINDS:
     make_mask = kinds.KINDS[kind].splash_mask
-    if make_mask is not None and splash.usable(length):
+    if make_mask is not None and _splash(length, bias):
       return splash.attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN,
                               make_mask(cfg, length, causal))
     return kinds.attend(kind, cfg, q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN,
-                        causal=causal)
+                        causal=causal, bias=bias)
   raise ValueError(f"unknown attention kind {kind!r}; allowed: {', '.join(kinds.ATTENTION_KINDS)}")

@@ -11,7 +11,9 @@ these parts, each in O(N * keys-per-query) time and memory, never as an N x N ar
   global_rows    queries that attend to every key of their example.
 
 Parts are merged through their log-sum-exps (as in flash attention), so the result is
-exactly softmax over M. Patterns are defined on each example's own positions: a
+exactly softmax over M. A layout may carry T5's relative position bias
+(relative.RelativeBias): each part adds it for the pairs it computes, from their
+key - query offsets. Patterns are defined on each example's own positions: a
 packed row gives every example the outputs it has alone. Kinds whose pattern depends
 on an example's block grid or its first positions (Kind.aligned) need every example
 to start on a block boundary, which the packer ensures (pipeline.train_dataset).
@@ -22,6 +24,7 @@ in a key list.
 """
 
 import dataclasses
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +46,8 @@ class Layout:
   position/length: each token's position in its own example and that example's
   length (0 for padding). first_block/num_blocks/own_block: per query block, the
   first block of its example, the example's number of blocks and the block's
-  index within it (meaningful when examples start on block boundaries).
+  index within it (meaningful when examples start on block boundaries). bias: T5's
+  relative position bias (relative.RelativeBias), or None.
   """
   segment_BxN: jax.Array
   position_BxN: jax.Array
@@ -51,6 +55,7 @@ class Layout:
   block: int
   first_block_BxR: jax.Array
   num_blocks_BxR: jax.Array
+  bias: Callable | None = None
 
   @property
   def own_block_BxR(self):
@@ -61,7 +66,7 @@ class Layout:
     return self.segment_BxN.shape[1] // self.block
 
 
-def layout(segment_BxN, block: int) -> Layout:
+def layout(segment_BxN, block: int, bias=None) -> Layout:
   """The Layout of rows whose segments are contiguous runs of ids 1, 2, ... (0 = padding)."""
   n = segment_BxN.shape[1]
   index = jnp.arange(n, dtype=jnp.int32)
@@ -76,7 +81,7 @@ def layout(segment_BxN, block: int) -> Layout:
   position, length = jnp.where(real, position, 0), jnp.where(real, length, 0)
   start_BxN = index - position
   return Layout(segment_BxN, position, length, block, start_BxN[:, ::block] // block,
-                -(-length[:, ::block] // block))
+                -(-length[:, ::block] // block), bias)
 
 
 def relative_table(reach: int, num_blocks: int, causal: bool):
@@ -158,6 +163,8 @@ def blocked_part(q, k, v, lay: Layout, table, valid, rule, causal: bool, chunk: 
     mask &= jnp.repeat(valid_c, b, axis=-1)[:, :, None, :]
     scores = jnp.einsum("bcqhd,bckhd->bchqk", q_c, k_c,
                         preferred_element_type=jnp.float32) * scale
+    if lay.bias is not None:
+      scores += lay.bias.between(i, j)  # within an example, row and own offsets agree
     return _softmax_part(scores, mask[:, :, None], v_c, "bchqk,bckhd->bcqhd")
 
   to_chunks = lambda x: x.reshape((x.shape[0], nc, chunk) + x.shape[2:]).swapaxes(0, 1)
@@ -184,15 +191,20 @@ def keys_part(q, k, v, lay: Layout, index, valid, rule, causal: bool, *,
   scale = dim ** -0.5
   if index.ndim == 2:
     mask = _pair_mask(rule, queries, keys, causal) & valid[:, None, :]  # [B, N, E]
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k_e, preferred_element_type=jnp.float32)
-    out, lse = _softmax_part(scores * scale, mask[:, None], v_e, "bhqk,bkhd->bqhd")
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k_e, preferred_element_type=jnp.float32) * scale
+    if lay.bias is not None:
+      scores += lay.bias.between(queries[1], keys[1])
+    out, lse = _softmax_part(scores, mask[:, None], v_e, "bhqk,bkhd->bqhd")
     return out, lse.transpose(0, 2, 1)
   b = lay.block
   blocks = lambda x: x.reshape((batch, n // b, b) + x.shape[2:])
   mask = _pair_mask(rule, tuple(blocks(x) for x in queries), keys, causal)  # [B, R, b, E]
   mask &= valid[:, :, None, :]
-  scores = jnp.einsum("brqhd,brkhd->brhqk", blocks(q), k_e, preferred_element_type=jnp.float32)
-  out, lse = _softmax_part(scores * scale, mask[:, :, None], v_e, "brhqk,brkhd->brqhd")
+  scores = jnp.einsum("brqhd,brkhd->brhqk", blocks(q), k_e,
+                      preferred_element_type=jnp.float32) * scale
+  if lay.bias is not None:
+    scores += lay.bias.between(blocks(queries[1]), keys[1])
+  out, lse = _softmax_part(scores, mask[:, :, None], v_e, "brhqk,brkhd->brqhd")
   return out.reshape(batch, n, heads, dim), lse.transpose(0, 1, 3, 2).reshape(batch, n, heads)
 
 
@@ -213,8 +225,10 @@ def residue_part(q, k, v, lay: Layout, stride: int, causal: bool):
     mask &= t[None, :] < t[:, None]
   mask = mask[None, None] & (seg[..., :, None] == seg[..., None, :]) & (seg[..., None, :] != 0)
   scores = jnp.einsum("bcqhd,bckhd->bchqk", to_classes(q), to_classes(k),
-                      preferred_element_type=jnp.float32)
-  out, lse = _softmax_part(scores * dim ** -0.5, mask[:, :, None], to_classes(v),
+                      preferred_element_type=jnp.float32) * dim ** -0.5
+  if lay.bias is not None:
+    scores += lay.bias.between(t * s, t * s)  # class rows t: offsets (t_k - t_q) * s
+  out, lse = _softmax_part(scores, mask[:, :, None], to_classes(v),
                            "bchqk,bckhd->bcqhd")
   out = out.swapaxes(1, 2).reshape(batch, rows * s, heads, dim)[:, :n]
   lse = lse.transpose(0, 3, 1, 2).reshape(batch, rows * s, heads)[:, :n]
@@ -256,8 +270,11 @@ def global_rows(out, q, k, v, lay: Layout, slots, causal: bool):
       seg_k[:, :, None, :] != 0) & real_BxRxG[..., None]  # [B, R, G, b]
   if causal:
     mask &= pos_k[:, :, None, :] <= slots[None, None, :, None]
-  scores = jnp.einsum("brghd,brkhd->brhgk", q_g, blocks(k), preferred_element_type=jnp.float32)
-  part, lse = _softmax_part(scores * dim ** -0.5, mask[:, :, None], blocks(v),
+  scores = jnp.einsum("brghd,brkhd->brhgk", q_g, blocks(k),
+                      preferred_element_type=jnp.float32) * dim ** -0.5
+  if lay.bias is not None:
+    scores += lay.bias.between(slots[None, None, :], pos_k)  # own positions: slot vs key
+  part, lse = _softmax_part(scores, mask[:, :, None], blocks(v),
                             "brhgk,brkhd->brghd")  # [B, R, G, H, K], [B, R, H, G]
   # Merge the blocks of each example: group key blocks by their example's first block.
   group = jnp.where(lay.segment_BxN[:, ::b] != 0, first, nb)  # padding blocks: a spare group

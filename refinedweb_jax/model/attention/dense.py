@@ -37,11 +37,13 @@ def rotary_embedding(x_BxTxHxK, positions_BxT, max_wavelength: float = 10_000.0)
   return out.astype(x_BxTxHxK.dtype)
 
 
-def _softmax_attention(q_BxTxHxK, k, v, mask_Bx1xTxS, kv_layout: str):
-  """softmax(QK^T/sqrt(K) + mask) V with keys/values laid out as `kv_layout` (einsum letters)."""
+def _softmax_attention(q_BxTxHxK, k, v, mask_Bx1xTxS, kv_layout: str, bias=None):
+  """softmax(QK^T/sqrt(K) + bias + mask) V with keys/values laid out as `kv_layout` (einsum letters)."""
   scale = q_BxTxHxK.shape[-1] ** -0.5
   scores_BxHxTxS = jnp.einsum(f"bthk,{kv_layout}->bhts", q_BxTxHxK, k,
                               preferred_element_type=jnp.float32) * scale
+  if bias is not None:
+    scores_BxHxTxS += bias
   if mask_Bx1xTxS is not None:
     # A finite minimum (not -inf) keeps fully masked padding rows finite.
     scores_BxHxTxS = jnp.where(mask_Bx1xTxS, scores_BxHxTxS, jnp.finfo(jnp.float32).min)
@@ -49,23 +51,30 @@ def _softmax_attention(q_BxTxHxK, k, v, mask_Bx1xTxS, kv_layout: str):
   return jnp.einsum(f"bhts,{kv_layout}->bthk", probs_BxHxTxS, v)
 
 
-def einsum_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS=None):
-  """Plain softmax(QK^T/sqrt(K) + mask) V; the reference every other kernel is tested against."""
-  return _softmax_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS, "bshk")
+def einsum_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS=None, bias=None):
+  """Plain softmax(QK^T/sqrt(K) + bias + mask) V; the reference every other kernel is tested against.
+
+  bias: float32, broadcastable to BxHxTxS (T5's relative position bias), or None.
+  """
+  return _softmax_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS, "bshk", bias)
 
 
-def cached_attention(q_BxTxHxK, k_BxHxSxK, v_BxHxSxK, mask_Bx1xTxS):
+def cached_attention(q_BxTxHxK, k_BxHxSxK, v_BxHxSxK, mask_Bx1xTxS, bias=None):
   """einsum_attention over a head-major key/value cache: no per-step transpose of the cache."""
-  return _softmax_attention(q_BxTxHxK, k_BxHxSxK, v_BxHxSxK, mask_Bx1xTxS, "bhsk")
+  return _softmax_attention(q_BxTxHxK, k_BxHxSxK, v_BxHxSxK, mask_Bx1xTxS, "bhsk", bias)
 
 
 def dense_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS=None, *,
-                    implementation: str = "xla"):
+                    implementation: str = "xla", bias=None):
   """Dense attention through jax.nn.dot_product_attention (cuDNN on GPU if asked) or einsum."""
   if implementation == "einsum":
-    return einsum_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS)
+    return einsum_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_Bx1xTxS, bias)
   if implementation not in DENSE_IMPLEMENTATIONS:
     raise ValueError(f"unknown dense attention implementation {implementation!r}; "
                      f"allowed: {', '.join(DENSE_IMPLEMENTATIONS)}")
+  if bias is not None and implementation == "cudnn":  # cuDNN takes a full bias in q's dtype
+    bias = jnp.broadcast_to(bias, (q_BxTxHxK.shape[0], q_BxTxHxK.shape[2], q_BxTxHxK.shape[1],
+                                   k_BxSxHxK.shape[1])).astype(q_BxTxHxK.dtype)
   return jax.nn.dot_product_attention(
-      q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_Bx1xTxS, implementation=implementation)
+      q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, bias=bias, mask=mask_Bx1xTxS,
+      implementation=implementation)
