@@ -13,19 +13,24 @@ import jax
 import jax.numpy as jnp
 
 NEG_INF = -jnp.inf
+LENGTH_PENALTY_STYLES = ("t5x", "hf")
 
 
 @dataclasses.dataclass(frozen=True)
 class Decoding:
   """How tokens are chosen. Greedy: beam_size 1 and temperature 0.
 
-  beam_size > 1 runs beam search with the GNMT length penalty ((5 + len) / 6) ** alpha;
+  beam_size > 1 runs beam search; length_penalty_style "t5x" (the default) scores a
+  finished beam logp / ((5 + len) / 6) ** alpha (GNMT's, as T5X), "hf" as Hugging Face's
+  generate does: logp / len ** alpha, with its rules for which beams finish and when the
+  search stops (beam_search), so that both give the same sequences;
   temperature > 0 samples, after keeping the top_k tokens (0 = all) and the smallest
   set whose probability reaches top_p (1 = all). Each field names its CLI flag in errors.
   """
   max_new_tokens: int = 64
   beam_size: int = 1
   length_penalty: float = 0.6
+  length_penalty_style: str = "t5x"
   temperature: float = 0.0
   top_k: int = 0
   top_p: float = 1.0
@@ -38,6 +43,9 @@ class Decoding:
       raise ValueError(f"--beam must be >= 1, got {self.beam_size}")
     if self.length_penalty < 0:
       raise ValueError(f"--length-penalty must be >= 0, got {self.length_penalty}")
+    if self.length_penalty_style not in LENGTH_PENALTY_STYLES:
+      raise ValueError(f"unknown --length-penalty-style {self.length_penalty_style!r}; allowed: "
+                       f"{', '.join(LENGTH_PENALTY_STYLES)}")
     if self.temperature < 0:
       raise ValueError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
     if self.top_k < 0:
@@ -177,8 +185,10 @@ def sample_decode(model, params, inputs_BxS, rng, *, max_length: int, eos_id: in
                          eos_id=eos_id)
 
 
-def length_penalty(length, alpha: float):
-  """GNMT's ((5 + length) / 6) ** alpha, as in T5X."""
+def length_penalty(length, alpha: float, style: str = "t5x"):
+  """GNMT's ((5 + length) / 6) ** alpha, as in T5X; "hf": Hugging Face's length ** alpha."""
+  if style == "hf":
+    return jnp.asarray(length, jnp.float32) ** alpha
   return ((5.0 + length) / 6.0) ** alpha
 
 
@@ -195,7 +205,7 @@ def _gather_beams(tree, parents_BxW, batch: int, beams: int):
 
 
 def beam_search(model, params, inputs_BxS, *, beam_size: int, alpha: float, max_length: int,
-                eos_id: int):
+                eos_id: int, style: str = "t5x"):
   """Beam search; returns (tokens_BxL of each row's best sequence, its score_B).
 
   W = beam_size beams stay live. Each step takes the best 2W one-token extensions of the
@@ -205,21 +215,31 @@ def beam_search(model, params, inputs_BxS, *, beam_size: int, alpha: float, max_
   extensions never shrinks the search. Beam 1 is therefore greedy decoding. The loop
   stops early once no live beam can beat a row's worst finished one (alpha >= 0 only
   lowers a live beam's best reachable score).
+
+  style "hf" is Hugging Face's generate (early_stopping=False): penalty length ** alpha,
+  only candidates among the best W of the 2W may finish, and a row closes (keeps its
+  finished set) once its best live beam, scored at the current length, no longer beats
+  its worst finished one: a heuristic that can stop before the best sequence is found.
   """
+  hf = style == "hf"
+  penalty = lambda length: length_penalty(length, alpha, style)
   batch, beams = inputs_BxS.shape[0], beam_size
   enc_BxSxD = model.apply({"params": params}, inputs_BxS, method="encode")
   enc_NxSxD = jnp.repeat(enc_BxSxD, beams, axis=0)  # N = B*W rows, beams of a row adjacent
   inputs_NxS = jnp.repeat(inputs_BxS, beams, axis=0)
   cache = init_cache(model, params, enc_NxSxD, inputs_NxS, max_length)
-  best_reachable = lambda logp_BxW: jnp.max(logp_BxW, axis=-1) / length_penalty(max_length, alpha)
+  best_reachable = lambda logp_BxW: jnp.max(logp_BxW, axis=-1) / penalty(max_length)
 
   def cond(carry):
-    step, _, _, alive_logp_BxW, _, finished_score_BxW, _ = carry
+    step, _, _, alive_logp_BxW, _, finished_score_BxW, _, open_B = carry
+    if hf:
+      return (step < max_length) & jnp.any(open_B)
     hopeless_B = finished_score_BxW[:, -1] >= best_reachable(alive_logp_BxW)
     return (step < max_length) & ~jnp.all(hopeless_B)
 
   def body(carry):
-    step, cache, alive_BxWxL, alive_logp_BxW, finished_BxWxL, finished_score_BxW, prev_BxW = carry
+    (step, cache, alive_BxWxL, alive_logp_BxW, finished_BxWxL, finished_score_BxW, prev_BxW,
+     open_B) = carry
     logits_NxV, cache = _step(model, params, cache, enc_NxSxD, inputs_NxS,
                               prev_BxW.reshape(-1), step)
     vocab = logits_NxV.shape[-1]
@@ -231,8 +251,10 @@ def beam_search(model, params, inputs_BxS, *, beam_size: int, alpha: float, max_
     seqs_Bx2WxL = jax.lax.dynamic_update_slice_in_dim(seqs_Bx2WxL, token_Bx2W[..., None], step, 2)
     ends_Bx2W = (token_Bx2W == eos_id) | (step == max_length - 1)
     # Finished: the best W of the old finished set and the candidates ending now.
-    ended_score_Bx2W = jnp.where(ends_Bx2W, top_logp_Bx2W / length_penalty(step + 1, alpha),
-                                 NEG_INF)
+    may_finish_Bx2W = ends_Bx2W
+    if hf:  # only the best W candidates, and only in rows still open
+      may_finish_Bx2W &= (jnp.arange(2 * beams) < beams)[None, :] & open_B[:, None]
+    ended_score_Bx2W = jnp.where(may_finish_Bx2W, top_logp_Bx2W / penalty(step + 1), NEG_INF)
     scores_Bx3W = jnp.concatenate([finished_score_BxW, ended_score_Bx2W], axis=1)
     seqs_Bx3WxL = jnp.concatenate([finished_BxWxL, seqs_Bx2WxL], axis=1)
     finished_score_BxW, keep_BxW = jax.lax.top_k(scores_Bx3W, beams)
@@ -242,13 +264,16 @@ def beam_search(model, params, inputs_BxS, *, beam_size: int, alpha: float, max_
     take = lambda x_Bx2W: jnp.take_along_axis(x_Bx2W, pick_BxW, axis=1)
     alive_BxWxL = jnp.take_along_axis(seqs_Bx2WxL, pick_BxW[..., None], axis=1)
     cache = _gather_beams(cache, take(parent_Bx2W), batch, beams)
+    if hf:  # the best live beam at the current length against the worst finished one
+      open_B &= alive_logp_BxW[:, 0] / penalty(step + 1) > finished_score_BxW[:, -1]
     return (step + 1, cache, alive_BxWxL, alive_logp_BxW, finished_BxWxL, finished_score_BxW,
-            take(token_Bx2W))
+            take(token_Bx2W), open_B)
 
   alive_logp_BxW = jnp.tile(jnp.array([0.0] + [NEG_INF] * (beams - 1)), (batch, 1))
   zeros_BxWxL = jnp.zeros((batch, beams, max_length), jnp.int32)
   carry = (jnp.int32(0), cache, zeros_BxWxL, alive_logp_BxW, zeros_BxWxL,
-           jnp.full((batch, beams), NEG_INF), jnp.zeros((batch, beams), jnp.int32))
+           jnp.full((batch, beams), NEG_INF), jnp.zeros((batch, beams), jnp.int32),
+           jnp.ones((batch,), bool))
   carry = jax.lax.while_loop(cond, body, carry)
   return carry[4][:, 0], carry[5][:, 0]
 
@@ -258,7 +283,8 @@ def decode(model, params, inputs_BxS, rng, *, decoding: Decoding, eos_id: int):
   length = decoding.max_new_tokens
   if decoding.method == "beam":
     return beam_search(model, params, inputs_BxS, beam_size=decoding.beam_size,
-                       alpha=decoding.length_penalty, max_length=length, eos_id=eos_id)[0]
+                       alpha=decoding.length_penalty, max_length=length, eos_id=eos_id,
+                       style=decoding.length_penalty_style)[0]
   if decoding.method == "sample":
     return sample_decode(model, params, inputs_BxS, rng, max_length=length, eos_id=eos_id,
                          temperature=decoding.temperature, top_k=decoding.top_k,
