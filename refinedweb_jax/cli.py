@@ -19,11 +19,14 @@ commands:
   sweep     run an experiment's ablation arms (get_sweep) one after another, each in its own
             workdir: --config FILE[:arg] --workdir DIR [--arms a,b] [--dry-run] [--shard i/n];
             `sweep report DIR` writes results.md / results.csv and plots
+  import-hf convert a Hugging Face T5-family model directory (config.json, model.safetensors,
+            spiece.model) into a run directory: `import-hf DIR --workdir W`
+  export-hf write a t5_bias run as a Hugging Face T5: `export-hf --workdir W --out DIR`
   attention-mask
             draw an attention pattern as an image: --kind K --length N --out mask.png [sizes]
 """
-COMMANDS = ("prepare", "train", "eval", "generate", "chat", "distill", "sweep",
-            "attention-mask")
+COMMANDS = ("prepare", "train", "eval", "generate", "chat", "distill", "sweep", "import-hf",
+            "export-hf", "attention-mask")
 DISTILL_COMMANDS = ("dump", "train")
 STANDALONE = ("attention-mask",)  # commands that take no --config
 
@@ -52,8 +55,12 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="the student's run directory")
     p.add_argument("--teacher", default=None,
                    help="teacher run directory, for config.distill.online=True")
-  if command in ("train", "eval", "generate", "chat"):
+  if command in ("train", "eval", "generate", "chat", "import-hf", "export-hf"):
     p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs)")
+  if command == "import-hf":
+    p.add_argument("model_dir", help="a local Hugging Face T5, T5 v1.1, Flan-T5 or mT5 directory")
+  if command == "export-hf":
+    p.add_argument("--out", required=True, help="new directory for the Hugging Face model")
   if command == "prepare":
     p.add_argument("--task", default=None, help="build a task from your own files instead")
     p.add_argument("--format", default=None, choices=FORMATS,
@@ -91,7 +98,10 @@ def _decoding_flags(p):
                  help="default: the config's train.max_decode_length")
   p.add_argument("--beam", type=int, default=1, help="beam size (1 = no beam search)")
   p.add_argument("--length-penalty", type=float, default=0.6,
-                 help="beam search's alpha in ((5 + length) / 6) ** alpha")
+                 help="beam search's alpha in ((5 + length) / 6) ** alpha (t5x style) or "
+                      "length ** alpha (hf style)")
+  p.add_argument("--length-penalty-style", default="t5x", choices=("t5x", "hf"),
+                 help="t5x (GNMT's penalty, T5X's beam search) or hf (Hugging Face generate's)")
   p.add_argument("--temperature", type=float, default=0.0, help="> 0 samples; 0 = greedy")
   p.add_argument("--top-k", type=int, default=0, help="sample from the k best (0 = all)")
   p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass in (0, 1]")
@@ -102,6 +112,7 @@ def decoding_settings(args) -> dict:
   """The decoding flags, checked (decode.Decoding) before any checkpoint is loaded."""
   from refinedweb_jax.model import decode
   settings = dict(beam_size=args.beam, length_penalty=args.length_penalty,
+                  length_penalty_style=args.length_penalty_style,
                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                   seed=args.seed)
   if args.max_new_tokens is not None:
@@ -279,6 +290,14 @@ def _run(command, args, config):
     _make_workdir(args.workdir)
     student.train_student(config, args.workdir, logits_dir=args.logits,
                           teacher_workdir=args.teacher)
+  elif command == "import-hf":
+    from refinedweb_jax.convert import commands
+    commands.import_hf(args.model_dir, args.workdir, config)
+    print(f"imported {args.model_dir} into {args.workdir}; fine-tune with: refinedweb train "
+          f"--workdir NEW --config.train.init_from={args.workdir}")
+  elif command == "export-hf":
+    from refinedweb_jax.convert import commands
+    print(f"exported {args.workdir} to {commands.export_hf(args.workdir, args.out)}")
   elif command == "attention-mask":
     _attention_mask(args)
 

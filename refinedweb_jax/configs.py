@@ -7,7 +7,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
-from refinedweb_jax.data import tasks
+from refinedweb_jax.data import tasks, tokenizer
 from refinedweb_jax.model.config import AttentionConfig, ModelConfig
 
 
@@ -30,7 +30,8 @@ def default_config() -> ml_collections.ConfigDict:
       num_train=20_000, num_validation=1_000, num_test=1_000, corpus_seed=0,
       long_fraction=0.02, vocab_size=8000, input_length=256, target_length=64,
       pack=True, batch_size=16, shuffle_seed=0,
-      # The tokenizer is trained on the built-in corpus, or on the mixture's train texts.
+      # The tokenizer is trained on the built-in corpus ("builtin") or on the mixture's train
+      # texts ("mixture"), or is a SentencePiece file ("path/spiece.model", e.g. a T5's).
       tokenizer="builtin", public_data_dir=os.path.expanduser("~/tensorflow_datasets")))
   # Which tasks to train on and how often each is sampled (see tasks.mixture_rates).
   # tasks: comma-separated names ("" = every built-in corpus task); rate: proportional,
@@ -53,6 +54,9 @@ def default_config() -> ml_collections.ConfigDict:
       num_steps=200, log_every=10, eval_every=100, checkpoint_every=100, keep_checkpoints=3,
       eval_examples=32, eval_batch_size=32, decode_examples_per_task=8, max_decode_length=64,
       async_checkpointing=True, progress_bar=True,
+      # Start from another run's parameters (and tokenizer): a workdir of ours or one that
+      # `refinedweb import-hf` wrote. Fresh optimizer, step 0; a resumed run ignores it.
+      init_from="",
       # Gradient accumulation: the batch is split into this many microbatches, run in a
       # lax.scan; the loss stays the token-weighted mean over the whole batch.
       microbatches=1,
@@ -263,7 +267,7 @@ def choices() -> dict:
   from refinedweb_jax.distill import store
   from refinedweb_jax.train import optim
   return {"optimizer.name": optim.OPTIMIZERS, "optimizer.schedule": optim.SCHEDULES,
-          "data.tokenizer": ("builtin", "mixture"), "train.on_nonfinite": ("halt", "skip"),
+          "train.on_nonfinite": ("halt", "skip"),
           "distill.value_dtype": tuple(store.VALUE_DTYPES)}
 
 
@@ -277,6 +281,10 @@ def validate(config):
     if config[section][name] not in allowed:
       raise ValueError(f"unknown config.{key} {config[section][name]!r}; allowed: "
                        f"{', '.join(allowed)}")
+  trained = tokenizer.TRAINED
+  if config.data.tokenizer not in trained and not str(config.data.tokenizer).endswith(".model"):
+    raise ValueError(f"unknown config.data.tokenizer {config.data.tokenizer!r}; allowed: "
+                     f"{', '.join(trained)} or a SentencePiece model file (*.model)")
   if not str(config.data.data_dir).strip():
     raise ValueError("config.data.data_dir is empty; give a folder (or gs:// path) for the "
                      "prepared data, e.g. --config.data.data_dir=~/.cache/refinedweb_jax")

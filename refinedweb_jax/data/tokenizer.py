@@ -21,6 +21,9 @@ from sentencepiece import sentencepiece_model_pb2
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
+EXTRA_IDS = 100  # T5 vocabularies: sentinels <extra_id_0..99> after the pieces
+# config.data.tokenizer values that train one (sized by data.vocab_size); else a *.model file.
+TRAINED = ("builtin", "mixture")
 MAX_SENTENCE_CHARS = 2000
 
 # Pieces matched before the unigram model runs. The trainer does not reliably
@@ -137,13 +140,30 @@ class Tokenizer:
     return self._sp.EncodeAsIds(text)
 
   def decode(self, ids) -> str:
-    """Text of ids up to the first eos, skipping pad."""
+    """Text of ids up to the first eos, skipping pad.
+
+    Ids past the pieces are a T5 vocabulary's extra ids: the first 100 above the last
+    piece read <extra_id_99> .. <extra_id_0> (T5's sentinels), any others nothing.
+    """
     ids = np.asarray(ids).reshape(-1).tolist()
     if self.eos_id in ids:
       ids = ids[:ids.index(self.eos_id)]
-    return self._sp.DecodeIds([i for i in ids if i != self.pad_id])
+    text, run = [], []
+    for i in ids:
+      if i == self.pad_id:
+        continue
+      if i < self.vocab_size:
+        run.append(i)
+        continue
+      text.append(self._sp.DecodeIds(run))
+      run = []
+      if i < self.vocab_size + EXTRA_IDS:
+        text.append(f"<extra_id_{self.vocab_size + EXTRA_IDS - 1 - i}>")
+    return "".join(text) + self._sp.DecodeIds(run)
 
   def id_to_piece(self, i: int) -> str:
+    if i >= self.vocab_size:
+      return self.decode([i])
     return self._sp.IdToPiece(int(i))
 
   def serialized_model_proto(self) -> bytes:

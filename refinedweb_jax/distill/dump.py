@@ -18,28 +18,35 @@ import jax.numpy as jnp
 import numpy as np
 
 from refinedweb_jax import sharding
-from refinedweb_jax.data import pipeline
+from refinedweb_jax.data import pipeline, tokenizer as tok
 from refinedweb_jax.distill import store as logit_store
 from refinedweb_jax.model import decode
 from refinedweb_jax.model.transformer import forward
 from refinedweb_jax.train import setup
 
 
-def check_same_vocabulary(config, tokenizer, where: str):
-  """The student config must describe the teacher's vocabulary (one tokenizer for both)."""
+def check_same_vocabulary(config, tokenizer, where: str, model_vocab: int | None = None):
+  """The student config must describe the teacher's vocabulary (one tokenizer for both).
+
+  model_vocab: the width of the teacher's logits when it exceeds its tokenizer's pieces
+  (a T5's extra ids); the student's model.vocab_size must then be the same.
+  """
   vocab = tokenizer.vocab_size
-  if config.data.vocab_size != vocab:
+  model_vocab = model_vocab or vocab
+  trained = config.data.tokenizer in tok.TRAINED  # data.vocab_size sizes a trained one
+  if trained and config.data.vocab_size != vocab:
     raise ValueError(f"tokenizer mismatch: the student config has data.vocab_size="
                      f"{config.data.vocab_size} but the teacher's tokenizer ({where}) has {vocab} "
                      f"pieces; distillation needs one vocabulary: set "
                      f"--config.data.vocab_size={vocab}")
-  if config.model.vocab_size is not None and config.model.vocab_size != vocab:
-    raise ValueError(f"tokenizer mismatch: the student config has model.vocab_size="
-                     f"{config.model.vocab_size} but the teacher's tokenizer ({where}) has "
-                     f"{vocab} pieces; unset model.vocab_size or set it to {vocab}")
-  if not 0 < config.distill.top_k <= vocab:
-    raise ValueError(f"config.distill.top_k={config.distill.top_k} must be in [1, {vocab}], the "
-                     f"teacher's vocabulary size ({where})")
+  student = vocab if config.model.vocab_size is None else config.model.vocab_size
+  if student != model_vocab:
+    raise ValueError(f"vocabulary mismatch: the student's model.vocab_size is {student} but the "
+                     f"teacher's logits ({where}) cover {model_vocab} ids; set "
+                     f"--config.model.vocab_size={model_vocab}")
+  if not 0 < config.distill.top_k <= model_vocab:
+    raise ValueError(f"config.distill.top_k={config.distill.top_k} must be in [1, {model_vocab}], "
+                     f"the teacher's vocabulary size ({where})")
 
 
 def check_same_tokenizer(tokenizer, proto: bytes, where: str):
@@ -125,6 +132,7 @@ def plan(config, run, teacher, *, sequence_kd: bool) -> dict:
       "shard_examples": kd.shard_examples, "num_shards": -(-offset // kd.shard_examples),
       "top_k": kd.top_k, "value_dtype": kd.value_dtype,
       "vocab_size": teacher.run.tokenizer.vocab_size,
+      "model_vocab_size": teacher.run.model_cfg.vocab_size,
       "input_length": d.input_length, "target_length": d.target_length,
       "sequence_kd": bool(sequence_kd), "sequence_kd_beam": kd.sequence_kd_beam,
       "tokenizer": logit_store.tokenizer_digest(proto),
@@ -150,7 +158,7 @@ def dump(config, teacher_workdir: str, out_dir: str, *, sequence_kd: bool = Fals
   teacher = setup.restore(teacher_workdir)
   tokenizer = teacher.run.tokenizer
   where = f"from --teacher {teacher_workdir}"
-  check_same_vocabulary(config, tokenizer, where)
+  check_same_vocabulary(config, tokenizer, where, teacher.run.model_cfg.vocab_size)
   os.makedirs(out_dir, exist_ok=True)
   run = setup.build(config)
   proto = tokenizer.serialized_model_proto()

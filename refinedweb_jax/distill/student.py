@@ -120,7 +120,8 @@ def _load_teacher(config, logits_dir: str, teacher_workdir: str | None):
                        "inside the step)")
     teacher = setup.restore(teacher_workdir)
     where = f"from --teacher {teacher_workdir}"
-    dump.check_same_vocabulary(config, teacher.run.tokenizer, where)
+    dump.check_same_vocabulary(config, teacher.run.tokenizer, where,
+                               teacher.run.model_cfg.vocab_size)
     return None, teacher, teacher.run.tokenizer.serialized_model_proto(), where
   if not logits_dir:
     raise ValueError("distill train needs --logits LOGITS_DIR (from refinedweb distill dump), "
@@ -130,7 +131,8 @@ def _load_teacher(config, logits_dir: str, teacher_workdir: str | None):
                             f"refinedweb distill dump --teacher WORKDIR --out {logits_dir}")
   store = logit_store.LogitStore(logits_dir)
   where = f"from --logits {logits_dir}"
-  dump.check_same_vocabulary(config, tok.Tokenizer(model_proto=store.tokenizer_proto()), where)
+  dump.check_same_vocabulary(config, tok.Tokenizer(model_proto=store.tokenizer_proto()), where,
+                             store.index.get("model_vocab_size"))
   index, d = store.index, config.data
   if kd.sequence_kd and not index["sequence_kd"]:
     raise ValueError(f"config.distill.sequence_kd=True but {logits_dir!r} holds no teacher "

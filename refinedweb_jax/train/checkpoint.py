@@ -194,6 +194,12 @@ def absolute(directory: str) -> str:
   return directory if is_remote(directory) else os.path.abspath(directory)
 
 
+def has_steps(directory: str) -> bool:
+  """Whether a checkpoints/ folder (local or gs://) holds a finished step."""
+  path = epath.Path(directory)
+  return path.is_dir() and any(p.name.isdigit() for p in path.iterdir())
+
+
 def abstract_like(state, shardings):
   """ShapeDtypeStructs carrying target shardings, for restoring onto any mesh."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),

@@ -27,6 +27,10 @@ def train_and_evaluate(config, workdir: str):
   state, shardings = step_lib.create_train_state(
       run.model, tx, run.mesh, jax.random.key(config.seed), input_length=d.input_length,
       target_length=d.target_length)
+  if config.train.get("init_from") and not checkpoint.has_steps(
+      os.path.join(workdir, "checkpoints")):  # a resumed run reads its own checkpoint
+    state = state.replace(params=setup.init_params(
+        config, checkpoint.abstract_like(state.params, shardings.params)))
   step_fn = step_lib.jit_train_step(run.model, config, run.mesh, shardings)
   describe = (f"model {m.d_model}d x {m.num_encoder_layers}+{m.num_decoder_layers} layers, "
               f"{count_params(state.params):,} params, mesh {dict(run.mesh.shape)}")
@@ -64,7 +68,7 @@ def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedu
   stop.Stopped; a non-finite loss raises stop.NonFiniteLoss (train.on_nonfinite) before
   any checkpoint holds it; a failed asynchronous save raises at the next step.
   """
-  config, t = run.config, run.config.train
+  t = run.config.train
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  save_every=t.checkpoint_every, keep=t.keep_checkpoints,
                                  async_save=t.async_checkpointing)

@@ -114,7 +114,12 @@ def _prepare_tokenizer(config, run_tasks_: list) -> str:
     text = ",".join(f"{t.name}:{len(s)}" for t, s in zip(run_tasks_, sources))
     key = hashlib.sha256(text.encode()).hexdigest()[:12]  # the mixture's tasks and sizes
     return tok.prepare_for_sources(d.data_dir, key, sources, vocab_size=d.vocab_size)
-  raise ValueError(f"unknown config.data.tokenizer {d.tokenizer!r}; allowed: builtin, mixture")
+  if d.tokenizer.endswith(".model"):  # a SentencePiece file, e.g. a T5's spiece.model
+    if not os.path.isfile(d.tokenizer):
+      raise FileNotFoundError(f"config.data.tokenizer {d.tokenizer!r}: no such file")
+    return d.tokenizer
+  raise ValueError(f"unknown config.data.tokenizer {d.tokenizer!r}; allowed: builtin, mixture "
+                   "or a SentencePiece model file (*.model)")
 
 
 def make_mesh(config) -> jax.sharding.Mesh:
@@ -128,17 +133,76 @@ def inference_mesh(config) -> jax.sharding.Mesh:
 
 
 def build(config) -> Setup:
-  """Everything training needs from a config; one host prepares data and tokenizer."""
+  """Everything training needs from a config; one host prepares data and tokenizer.
+
+  With train.init_from the model section and the tokenizer are that run's; the
+  config's own model fields (attention kinds and sizes, dropout, remat, dtype, ...)
+  override its, so that e.g. a sparse encoder fine-tunes a dense checkpoint.
+  """
   run_tasks_ = run_tasks(config)
-  if jax.process_index() == 0:
-    _prepare_tokenizer(config, run_tasks_)
-  multihost_utils.sync_global_devices("data prepared")
-  tokenizer = tok.Tokenizer(_prepare_tokenizer(config, run_tasks_))
+  if config.train.get("init_from"):
+    saved, proto = _saved_metadata(config.train.init_from)
+    _take_model_section(config, saved.get("model", {}))
+    tokenizer = tok.Tokenizer(model_proto=proto)
+  else:
+    if jax.process_index() == 0:
+      _prepare_tokenizer(config, run_tasks_)
+    multihost_utils.sync_global_devices("data prepared")
+    tokenizer = tok.Tokenizer(_prepare_tokenizer(config, run_tasks_))
   model_cfg = configs.model_config(config, vocab_size=tokenizer.vocab_size)
   mesh = make_mesh(config)
   sharding.check_model_fits(model_cfg, dict(mesh.shape))
   sharding.check_batch(mesh, config.data.batch_size, config.train.microbatches)
   return Setup(config, run_tasks_, tokenizer, model_cfg, EncoderDecoder(model_cfg), mesh)
+
+
+def _saved_metadata(path: str):
+  """(config dict, tokenizer proto) of a run's newest checkpoint."""
+  _, ckpt_dir, step = locate(path)
+  ckpt = checkpoint.Checkpointer(ckpt_dir, async_save=False)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"config.train.init_from {path!r} has no finished checkpoint")
+    return ckpt.restore_metadata(step)
+  finally:
+    ckpt.close()
+
+
+def _take_model_section(config, saved: dict):
+  """config.model := the saved model section, then every field the config itself sets."""
+  with config.unlocked():
+    mine = config.model.to_dict()
+    config.model.preset = saved.get("preset", mine["preset"])
+    for key, value in saved.items():
+      if key == "attention":
+        for name, size in value.items():
+          if mine["attention"].get(name) is None:
+            config.model.attention[name] = size
+      elif key != "preset" and mine.get(key) is None:
+        config.model[key] = value
+
+
+def init_params(config, abstract_params):
+  """train.init_from's parameters, placed as `abstract_params` (with shardings) says.
+
+  Raises naming the parameter when the two models' parameters differ in names or shapes.
+  """
+  source = restore(config.train.init_from)
+  flat = lambda tree: {"/".join(str(p.key) for p in path if hasattr(p, "key")): leaf
+                       for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  theirs, ours = flat(source.params), flat(abstract_params)
+  if set(theirs) != set(ours):
+    raise ValueError(f"config.train.init_from {config.train.init_from!r} has other parameters "
+                     f"than this model: only there {sorted(set(theirs) - set(ours))[:5]}, only "
+                     f"here {sorted(set(ours) - set(theirs))[:5]}")
+  for name, leaf in ours.items():
+    if tuple(theirs[name].shape) != tuple(leaf.shape):
+      raise ValueError(f"parameter {name} has shape {tuple(theirs[name].shape)} in "
+                       f"config.train.init_from {config.train.init_from!r} but "
+                       f"{tuple(leaf.shape)} in this model")
+  return jax.tree.map(lambda x, a: jax.device_put(x.astype(a.dtype), a.sharding),
+                      source.params, abstract_params)
 
 
 def locate(path: str):

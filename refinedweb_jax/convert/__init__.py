@@ -1,0 +1,1 @@
+"""Conversions between this model and other formats (Hugging Face T5)."""

@@ -1,0 +1,240 @@
+"""The T5 family (T5 v1.0, v1.1, Flan-T5, mT5) in Hugging Face's format <-> this model.
+
+A Hugging Face T5 is this model with model.position="t5_bias" (bucketed relative
+bias, one table per stack), scale_attention=False (T5 folds 1/sqrt(d) into its
+initialisation), T5's MLP (ReLU, or gated GELU with the tanh approximation) and
+logits scaled by d_model^-0.5 when the embedding is tied. Weight names and layouts:
+
+  shared.weight [V, D]                         token_embedding/embedding
+  {en,de}coder.block.i.layer.0.SelfAttention   {en,de}coder_i/(self_)attention
+      .q/.k/.v.weight [H*K, D], .o.weight [D, H*K]    query/key/value [D, H, K], out [H, K, D]
+      .relative_attention_bias.weight [N, H] (block 0)  {en,de}coder_relative_bias [N, H]
+  decoder.block.i.layer.1.EncDecAttention      decoder_i/cross_attention
+  ....DenseReluDense.wi / wi_0, wi_1 [F, D], wo [D, F]  mlp/wi_0, wi_1 [D, F], wo [F, D]
+  ....layer.j.layer_norm.weight, {en,de}coder.final_layer_norm.weight   .../scale
+  lm_head.weight [V, D] (untied)               logits_dense/kernel [D, V]
+
+Errors are one line and name what is wrong: another architecture, a missing weight
+file or tensor, a shape that differs (the parameter and both shapes), a tokenizer
+that does not fit the vocabulary.
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+
+ARCHITECTURES = ("T5ForConditionalGeneration", "MT5ForConditionalGeneration")
+MODEL_TYPES = ("t5", "mt5")
+EXTRA_IDS = 100  # T5's sentinels <extra_id_0> .. <extra_id_99>, after the pieces
+# Hugging Face's feed_forward_proj -> (gated_mlp, activation) of this model.
+FEED_FORWARD = {"relu": (False, "relu"), "gated-relu": (True, "relu"),
+                "gelu": (False, "gelu_exact"), "gated-gelu": (True, "gelu"),
+                "gelu_new": (False, "gelu"), "silu": (False, "silu"),
+                "gated-silu": (True, "silu")}
+
+
+def read_config(model_dir: str) -> dict:
+  """config.json of a Hugging Face T5-family model directory, checked."""
+  path = os.path.join(model_dir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{model_dir!r} is not a Hugging Face model directory: no config.json")
+  with open(path) as f:
+    hf = json.load(f)
+  found = hf.get("architectures") or [hf.get("model_type", "unknown")]
+  if hf.get("model_type") not in MODEL_TYPES or not set(found) & set(ARCHITECTURES):
+    raise ValueError(f"{path} describes {', '.join(map(str, found))} (model_type "
+                     f"{hf.get('model_type')!r}); supported: {', '.join(ARCHITECTURES)}")
+  if hf.get("feed_forward_proj", "relu") not in FEED_FORWARD:
+    raise ValueError(f"{path}: feed_forward_proj {hf['feed_forward_proj']!r} is not supported; "
+                     f"allowed: {', '.join(FEED_FORWARD)}")
+  return hf
+
+
+def model_fields(hf: dict) -> dict:
+  """The ModelConfig fields of a Hugging Face T5 config."""
+  gated, activation = FEED_FORWARD[hf.get("feed_forward_proj", "relu")]
+  layers = hf["num_layers"]
+  return dict(
+      vocab_size=hf["vocab_size"], d_model=hf["d_model"], num_heads=hf["num_heads"],
+      head_dim=hf["d_kv"], d_ff=hf["d_ff"], num_encoder_layers=layers,
+      num_decoder_layers=hf.get("num_decoder_layers") or layers,
+      dropout_rate=float(hf.get("dropout_rate", 0.1)), gated_mlp=gated, activation=activation,
+      tie_embeddings=tied(hf),
+      norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)), position="t5_bias",
+      relative_attention_num_buckets=hf.get("relative_attention_num_buckets", 32),
+      relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
+      scale_attention=False)
+
+
+def tied(hf: dict) -> bool:
+  """Whether logits use the input embedding, scaled by d_model^-0.5 (T5 v1.0), or their own
+  matrix (v1.1, Flan-T5, mT5). transformers 5 writes tie_word_embeddings=true for both and
+  says which by scale_decoder_outputs."""
+  return bool(hf.get("tie_word_embeddings", True)) and bool(hf.get("scale_decoder_outputs", True))
+
+
+def hf_config(cfg) -> dict:
+  """config.json for a ModelConfig with T5's positions (export)."""
+  ff = {v: k for k, v in FEED_FORWARD.items()}.get((cfg.gated_mlp, cfg.activation))
+  if ff is None:
+    raise ValueError(f"a {'gated ' if cfg.gated_mlp else ''}{cfg.activation} MLP has no Hugging "
+                     f"Face T5 equivalent; allowed: {', '.join(FEED_FORWARD)}")
+  return {
+      "architectures": ["T5ForConditionalGeneration"], "model_type": "t5",
+      "vocab_size": cfg.vocab_size, "d_model": cfg.d_model, "d_kv": cfg.head_dim,
+      "d_ff": cfg.d_ff, "num_layers": cfg.num_encoder_layers,
+      "num_decoder_layers": cfg.num_decoder_layers, "num_heads": cfg.num_heads,
+      "relative_attention_num_buckets": cfg.relative_attention_num_buckets,
+      "relative_attention_max_distance": cfg.relative_attention_max_distance,
+      "dropout_rate": cfg.dropout_rate, "layer_norm_epsilon": cfg.norm_epsilon,
+      "initializer_factor": 1.0, "feed_forward_proj": ff,
+      "tie_word_embeddings": cfg.tie_embeddings, "is_encoder_decoder": True,
+      "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0, "use_cache": True,
+      "torch_dtype": "float32"}
+
+
+def check_tokenizer(pieces: int, vocab_size: int, where: str):
+  """T5's vocabulary is the tokenizer's pieces, 100 extra ids and padding to a multiple of 128."""
+  most = -(-(pieces + EXTRA_IDS) // 128) * 128
+  if not pieces <= vocab_size <= most:
+    raise ValueError(
+        f"tokenizer {where} has {pieces} pieces but the model's vocab_size is {vocab_size}: a T5 "
+        f"vocabulary is the pieces, then {EXTRA_IDS} extra ids (<extra_id_0..99>) and padding to "
+        f"a multiple of 128 (here {pieces}..{most}); use the spiece.model saved with this model")
+
+
+class Weights:
+  """A model directory's tensors by Hugging Face name, read one at a time as NumPy arrays."""
+
+  def __init__(self, model_dir: str):
+    self.model_dir = model_dir
+    self._files = {}  # tensor name -> file
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    single = os.path.join(model_dir, "model.safetensors")
+    torch_bin = os.path.join(model_dir, "pytorch_model.bin")
+    if os.path.isfile(index):
+      with open(index) as f:
+        self._files = {k: os.path.join(model_dir, v) for k, v in json.load(f)["weight_map"].items()}
+    elif os.path.isfile(single):
+      from safetensors import safe_open
+      with safe_open(single, framework="np") as f:
+        self._files = dict.fromkeys(f.keys(), single)
+    elif os.path.isfile(torch_bin):
+      self._torch = _read_torch(torch_bin)
+      self._files = dict.fromkeys(self._torch, torch_bin)
+    else:
+      raise FileNotFoundError(f"no weights in {model_dir!r}: expected model.safetensors, "
+                              "model.safetensors.index.json or pytorch_model.bin")
+
+  def __contains__(self, name: str) -> bool:
+    return name in self._files
+
+  def __getitem__(self, name: str) -> np.ndarray:
+    if name not in self._files:
+      raise ValueError(f"{self.model_dir}: weight {name!r} is missing")
+    path = self._files[name]
+    if path.endswith(".bin"):
+      return self._torch[name]
+    from safetensors import safe_open
+    with safe_open(path, framework="np") as f:
+      return f.get_tensor(name)
+
+
+def _read_torch(path: str) -> dict:
+  try:
+    import torch
+  except ImportError as e:
+    raise ValueError(f"{path} is a PyTorch file and needs torch installed; or save the model "
+                     "as safetensors (save_pretrained's default)") from e
+  state = torch.load(path, map_location="cpu", weights_only=True)
+  return {k: v.float().numpy() for k, v in state.items()}
+
+
+def _attention_names(stack: str, i: int, part: str) -> str:
+  layer, module = {"attention": (0, "SelfAttention"), "self_attention": (0, "SelfAttention"),
+                   "cross_attention": (1, "EncDecAttention")}[part]
+  return f"{stack}.block.{i}.layer.{layer}.{module}"
+
+
+def _layer_norms(stack: str) -> dict:
+  """Our norm names in a layer -> the Hugging Face layer index holding that norm."""
+  if stack == "encoder":
+    return {"pre_attention_norm": 0, "pre_mlp_norm": 1}
+  return {"pre_self_attention_norm": 0, "pre_cross_attention_norm": 1, "pre_mlp_norm": 2}
+
+
+def name_map(cfg) -> dict:
+  """Our parameter path (a tuple) -> (Hugging Face name, to_hf, from_hf) for a ModelConfig."""
+  h, k, d = cfg.num_heads, cfg.head_dim, cfg.d_model
+  out = {("token_embedding", "embedding"): ("shared.weight", _same, _same)}
+  q_in = (lambda x: x.reshape(d, h * k).T, lambda x: x.T.reshape(d, h, k))
+  o_in = (lambda x: x.reshape(h * k, d).T, lambda x: x.T.reshape(h, k, d))
+  for stack in ("encoder", "decoder"):
+    for i in range(getattr(cfg, f"num_{stack}_layers")):
+      ours = f"{stack}_{i}"
+      parts = ("attention",) if stack == "encoder" else ("self_attention", "cross_attention")
+      for part in parts:
+        hf = _attention_names(stack, i, part)
+        for name, short in (("query", "q"), ("key", "k"), ("value", "v")):
+          out[(ours, part, name, "kernel")] = (f"{hf}.{short}.weight", *q_in)
+        out[(ours, part, "out", "kernel")] = (f"{hf}.o.weight", *o_in)
+      for norm, layer in _layer_norms(stack).items():
+        out[(ours, norm, "scale")] = (f"{stack}.block.{i}.layer.{layer}.layer_norm.weight",
+                                      _same, _same)
+      ff = f"{stack}.block.{i}.layer.{len(_layer_norms(stack)) - 1}.DenseReluDense"
+      inputs = ("wi_0", "wi_1") if cfg.gated_mlp else ("wi",)
+      for j, name in enumerate(inputs):
+        out[(ours, "mlp", f"wi_{j}", "kernel")] = (f"{ff}.{name}.weight", _t, _t)
+      out[(ours, "mlp", "wo", "kernel")] = (f"{ff}.wo.weight", _t, _t)
+    out[(f"{stack}_norm", "scale")] = (f"{stack}.final_layer_norm.weight", _same, _same)
+    out[(f"{stack}_relative_bias",)] = (
+        f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", _same, _same)
+  if not cfg.tie_embeddings:
+    out[("logits_dense", "kernel")] = ("lm_head.weight", _t, _t)
+  return out
+
+
+def _same(x):
+  return x
+
+
+def _t(x):
+  return x.T
+
+
+def to_params(weights, cfg, shapes: dict) -> dict:
+  """Our parameters {path: float32 NumPy} from Hugging Face weights; shapes: {path: shape}."""
+  names = name_map(cfg)
+  if set(shapes) != set(names):
+    raise ValueError(f"model config and T5 layout disagree on {sorted(set(shapes) ^ set(names))}")
+  out = {}
+  for path, shape in shapes.items():
+    hf_name, to_hf, from_hf = names[path]
+    if hf_name == "lm_head.weight" and hf_name not in weights:
+      hf_name = "shared.weight"  # an untied head saved tied to the embedding (transformers 5)
+    want = tuple(to_hf(np.zeros(shape, np.float32)).shape)
+    value = np.asarray(weights[hf_name], np.float32)
+    if value.shape != want:
+      raise ValueError(f"weight {hf_name} has shape {value.shape} but the model needs {want} "
+                       f"(for {'/'.join(path)} of shape {tuple(shape)})")
+    out[path] = from_hf(value)
+  return out
+
+
+def from_params(params: dict, cfg) -> dict:
+  """Hugging Face weights (name -> float32 NumPy) from our parameters {path: array}.
+
+  A model that scales its attention scores by 1/sqrt(head_dim) has that factor
+  folded into its query projections, which is what a T5 computes.
+  """
+  names = name_map(cfg)
+  out = {}
+  for path, value in params.items():
+    hf_name, to_hf, _ = names[path]
+    value = np.asarray(value, np.float32)
+    if cfg.scale_attention and path[-2:] == ("query", "kernel"):
+      value = value / np.float32(math.sqrt(cfg.head_dim))
+    out[hf_name] = np.ascontiguousarray(to_hf(value))
+  return out
