@@ -165,6 +165,19 @@ def test_export_loads_in_transformers_and_reimport_is_exact(imported, tmp_path, 
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_bfloat16_weights_import_as_their_float32_values(imported, tmp_path):
+  """Many checkpoints ship bf16, which NumPy cannot hold: they read as ml_dtypes.bfloat16."""
+  model, hf_dir, run_dir = imported["t5_v1_1"]
+  model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+  model.to(torch.float32)
+  shutil.copy(os.path.join(hf_dir, "spiece.model"), tmp_path / "bf16")
+  commands.import_hf(str(tmp_path / "bf16"), str(tmp_path / "run"))
+  full, half = setup.restore(run_dir), setup.restore(str(tmp_path / "run"))
+  for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(half.params)):
+    np.testing.assert_array_equal(np.asarray(a).astype(jnp.bfloat16).astype(np.float32),
+                                  np.asarray(b))
+
+
 def test_a_model_of_ours_exports_with_its_attention_scale_folded_in(tmp_path, spiece):
   """scale_attention=True (our default) exports as T5 does: 1/sqrt(d) moves into the queries."""
   cfg = ModelConfig.from_preset("tiny", vocab_size=VOCAB, position="t5_bias",
@@ -225,6 +238,9 @@ def test_sparse_fine_tune_then_distill_from_the_imported_teacher(imported, tiny_
   finetuned = setup.restore(str(tmp_path / "finetuned"))
   assert finetuned.run.model_cfg.encoder_attention == "local"
   assert finetuned.run.model_cfg.position == "t5_bias"
+  # Continuing the run needs only its own checkpoint, not the run it started from.
+  config.train.update(dict(num_steps=6, init_from=str(tmp_path / "moved_away")))
+  assert int(loop.train_and_evaluate(config, str(tmp_path / "finetuned")).step) == 6
 
   kd = tiny_config(tiny_data_dir)  # the built-in corpus in the imported model's tokenizer
   kd.data.tokenizer = os.path.join(run_dir, "spiece.model")
@@ -265,6 +281,12 @@ def test_bad_model_directories_are_one_line_errors_and_write_nothing(imported, t
     weights["encoder.block.0.layer.0.SelfAttention.q.weight"] = np.zeros((16, 32), np.float32)
     save_file(weights, str(d / "model.safetensors"))
 
+  def no_head(d):
+    from safetensors.numpy import load_file, save_file
+    weights = load_file(str(d / "model.safetensors"))
+    del weights["lm_head.weight"]  # untied (tie_word_embeddings=false): no fallback
+    save_file(weights, str(d / "model.safetensors"))
+
   def large_vocabulary(d):
     config = json.loads((d / "config.json").read_text())
     config["vocab_size"] = 1024  # 300 pieces + 100 extra ids round up to 512, not 1024
@@ -280,6 +302,7 @@ def test_bad_model_directories_are_one_line_errors_and_write_nothing(imported, t
       (broken("tokenizer", large_vocabulary), "300 pieces but the model's vocab_size is 1024.*"
                                              "extra ids"),
       (broken("no_spiece", lambda d: os.remove(d / "spiece.model")), "no spiece.model"),
+      (broken("no_head", no_head), "weight 'lm_head.weight' is missing"),
   ]
   for model_dir, message in cases:
     err = _cli_error(capsys, ["import-hf", model_dir, "--workdir", str(target)])
@@ -287,6 +310,8 @@ def test_bad_model_directories_are_one_line_errors_and_write_nothing(imported, t
     assert not target.exists() and not [p for p in os.listdir(tmp_path) if "partial" in p]
   err = _cli_error(capsys, ["import-hf", hf_dir, "--workdir", run_dir])
   assert "already exists and is not empty" in err
+  err = _cli_error(capsys, ["train", "--workdir", run_dir])
+  assert "holds an imported model" in err and "--config.train.init_from=" in err
 
 
 def test_export_of_a_rope_model_names_the_position_kind(tiny_data_dir, tmp_path, capsys):

@@ -119,6 +119,7 @@ def _sharded_report(workdir):
                        "next_loss": abs(float(m_a["train/loss"]) - float(m_b["train/loss"]))}
 
   report["load"] = _load_for_decoding(workdir)
+  report["mt5"] = _mt5_shardings()
 
   # Reference for the two-process run: one process, 8 devices, the same (2, 2, 2) mesh.
   mesh, shardings, step, _ = runs[(2, 2, 2)]
@@ -157,6 +158,23 @@ def _load_for_decoding(workdir):
   return {"mesh": dict(loaded.mesh.shape), "spec": str(nn.meta.unbox(kernel).sharding.spec),
           "values": max_diff(state.params, loaded.params),
           "output": loaded.generate("chat: hello", max_new_tokens=4)}
+
+
+def _mt5_shardings():
+  """mT5-base's sizes (a 250,112 vocabulary, T5's bias, untied head) on fsdp=4 x tensor=2,
+  abstractly: how its largest parameters and the bias tables are split."""
+  from refinedweb_jax.model.config import ModelConfig
+  cfg = ModelConfig.from_preset("base", vocab_size=250_112, d_ff=2048, position="t5_bias",
+                                tie_embeddings=False, scale_attention=False)
+  _, _, tx = tiny()
+  abstract, _ = step_lib.abstract_train_state(EncoderDecoder(cfg), tx, sharding.make_mesh(1, 4, 2),
+                                              input_length=16, target_length=8)
+  params = nn.meta.unbox(abstract.params)
+  spec = lambda x: [str(a) for a in x.sharding.spec]
+  return {name: spec(params[name]["embedding" if name == "token_embedding" else "kernel"])
+          for name in ("token_embedding", "logits_dense")} | {
+              name: spec(params[name]) for name in ("encoder_relative_bias",
+                                                    "decoder_relative_bias")}
 
 
 def _worker(process_id: int, port: int, workdir: str):
@@ -228,6 +246,13 @@ def test_a_tensor_parallel_run_loads_onto_its_mesh_with_parameters_only(sharded_
   assert r["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}, r
   assert "tensor" in r["spec"] and "fsdp" in r["spec"], r  # embed x mlp: fsdp x tensor
   assert r["values"] == 0.0 and isinstance(r["output"], str), r
+
+
+def test_an_mt5_vocabulary_splits_over_tensor_and_the_t5_bias_over_heads(sharded_report):
+  mt5 = sharded_report["mt5"]
+  assert mt5["token_embedding"] == ["tensor", "fsdp"]  # vocab x embed
+  assert mt5["logits_dense"] == ["fsdp", "tensor"]  # embed x vocab
+  assert mt5["encoder_relative_bias"] == mt5["decoder_relative_bias"] == ["None", "tensor"]
 
 
 def test_two_processes_match_one_process_with_eight_devices(sharded_report, tmp_path):

@@ -1,10 +1,10 @@
 """`refinedweb import-hf DIR --workdir W` and `refinedweb export-hf --workdir W --out DIR`.
 
-Import writes a run directory every command accepts: a step-0 checkpoint (the T5's
-parameters, a fresh optimizer state, the run config with the T5's model section
-and its spiece.model as the run's tokenizer), so `generate`, `chat`, `eval`,
-`distill dump --teacher W`, `train --workdir W` and `--config.train.init_from=W`
-all start from it. Export writes config.json, model.safetensors and spiece.model
+Import writes a run directory: a step-0 checkpoint (the T5's parameters, a fresh
+optimizer state, the run config with the T5's model section and its spiece.model
+as the run's tokenizer), which `generate`, `chat`, `eval`, `distill dump --teacher W`,
+`RefinedWeb.load` and `train --workdir NEW --config.train.init_from=W` start from
+(`train --workdir W` itself says to fine-tune into a new workdir). Export writes config.json, model.safetensors and spiece.model
 that transformers' T5ForConditionalGeneration.from_pretrained loads. Both write
 into a temporary sibling and rename it at the end: a failure leaves nothing behind.
 """
@@ -91,20 +91,23 @@ def import_hf(model_dir: str, workdir: str, config=None):
   d = config.data
   abstract, shardings = step_lib.abstract_train_state(
       model, tx, mesh, input_length=d.input_length, target_length=d.target_length)
-  shapes = {k: v.shape for k, v in flat_params(abstract.params).items()}
-  values = hf_t5.to_params(weights, model_cfg, shapes)
+  hf_t5.check_layout(model_cfg, flat_params(abstract.params))
+  # One tensor at a time: read (memory-mapped), convert, place; then the next.
   params = jax.tree_util.tree_map_with_path(
-      lambda path, leaf: _place(values[param_path(path)], leaf.sharding), abstract.params)
+      lambda path, leaf: _place(hf_t5.to_param(weights, model_cfg, param_path(path), leaf.shape,
+                                               hf), leaf.sharding), abstract.params)
   state = sharding.jit(lambda p: step_lib.TrainState.create(apply_fn=model.apply, params=p, tx=tx),
                        mesh, out_shardings=shardings)(params)
   with _staged(workdir, "--workdir") as staging:
     shutil.copyfile(spiece, os.path.join(staging, "spiece.model"))
-    with open(os.path.join(staging, "imported_from.json"), "w") as f:
+    with open(os.path.join(staging, checkpoint.IMPORTED), "w") as f:
       json.dump({"model_dir": os.path.abspath(model_dir), "config": hf}, f, indent=1)
     ckpt = checkpoint.Checkpointer(os.path.join(staging, "checkpoints"), async_save=False)
-    ckpt.save(0, state, config=checkpoint.config_to_json(config),
-              tokenizer_proto=tokenizer.serialized_model_proto(), force=True)
-    ckpt.close()
+    try:
+      ckpt.save(0, state, config=checkpoint.config_to_json(config),
+                tokenizer_proto=tokenizer.serialized_model_proto(), force=True)
+    finally:
+      ckpt.close()
   return config
 
 

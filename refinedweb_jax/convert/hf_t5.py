@@ -46,6 +46,10 @@ def read_config(model_dir: str) -> dict:
   if hf.get("model_type") not in MODEL_TYPES or not set(found) & set(ARCHITECTURES):
     raise ValueError(f"{path} describes {', '.join(map(str, found))} (model_type "
                      f"{hf.get('model_type')!r}); supported: {', '.join(ARCHITECTURES)}")
+  missing = [k for k in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")
+             if k not in hf]
+  if missing:
+    raise ValueError(f"{path} lacks {', '.join(missing)}: not a complete T5 config")
   if hf.get("feed_forward_proj", "relu") not in FEED_FORWARD:
     raise ValueError(f"{path}: feed_forward_proj {hf['feed_forward_proj']!r} is not supported; "
                      f"allowed: {', '.join(FEED_FORWARD)}")
@@ -118,9 +122,8 @@ class Weights:
       with open(index) as f:
         self._files = {k: os.path.join(model_dir, v) for k, v in json.load(f)["weight_map"].items()}
     elif os.path.isfile(single):
-      from safetensors import safe_open
-      with safe_open(single, framework="np") as f:
-        self._files = dict.fromkeys(f.keys(), single)
+      names = set(_safetensors_header(single)[0]) - {"__metadata__"}
+      self._files = dict.fromkeys(names, single)
     elif os.path.isfile(torch_bin):
       self._torch = _read_torch(torch_bin)
       self._files = dict.fromkeys(self._torch, torch_bin)
@@ -137,9 +140,22 @@ class Weights:
     path = self._files[name]
     if path.endswith(".bin"):
       return self._torch[name]
+    header, start = _safetensors_header(path)
+    if header[name]["dtype"] == "BF16":  # NumPy has no bfloat16: map the bytes as ml_dtypes'
+      import ml_dtypes
+      begin, end = header[name]["data_offsets"]
+      return np.memmap(path, dtype=ml_dtypes.bfloat16, mode="r", offset=start + begin,
+                       shape=tuple(header[name]["shape"]))
     from safetensors import safe_open
     with safe_open(path, framework="np") as f:
       return f.get_tensor(name)
+
+
+def _safetensors_header(path: str):
+  """(the file's JSON header, where its data starts): 8 bytes of header size, then the header."""
+  with open(path, "rb") as f:
+    size = int.from_bytes(f.read(8), "little")
+    return json.loads(f.read(size)), 8 + size
 
 
 def _read_torch(path: str) -> dict:
@@ -204,23 +220,26 @@ def _t(x):
   return x.T
 
 
-def to_params(weights, cfg, shapes: dict) -> dict:
-  """Our parameters {path: float32 NumPy} from Hugging Face weights; shapes: {path: shape}."""
+def check_layout(cfg, paths):
+  """Raises unless the model's parameter paths are the ones the T5 layout maps."""
   names = name_map(cfg)
-  if set(shapes) != set(names):
-    raise ValueError(f"model config and T5 layout disagree on {sorted(set(shapes) ^ set(names))}")
-  out = {}
-  for path, shape in shapes.items():
-    hf_name, to_hf, from_hf = names[path]
-    if hf_name == "lm_head.weight" and hf_name not in weights:
-      hf_name = "shared.weight"  # an untied head saved tied to the embedding (transformers 5)
-    want = tuple(to_hf(np.zeros(shape, np.float32)).shape)
-    value = np.asarray(weights[hf_name], np.float32)
-    if value.shape != want:
-      raise ValueError(f"weight {hf_name} has shape {value.shape} but the model needs {want} "
-                       f"(for {'/'.join(path)} of shape {tuple(shape)})")
-    out[path] = from_hf(value)
-  return out
+  if set(paths) != set(names):
+    raise ValueError(f"model config and T5 layout disagree on {sorted(set(paths) ^ set(names))}")
+
+
+def to_param(weights, cfg, path: tuple, shape: tuple, hf: dict) -> np.ndarray:
+  """One of our parameters (float32 NumPy, `shape`) from the Hugging Face weights."""
+  hf_name, to_hf, from_hf = name_map(cfg)[path]
+  if hf_name == "lm_head.weight" and hf_name not in weights and hf.get(
+      "tie_word_embeddings", True):
+    # transformers 5 saves v1.1's head tied to the embedding (scale_decoder_outputs=false).
+    hf_name = "shared.weight"
+  want = tuple(to_hf(np.zeros(shape, np.float32)).shape)
+  value = np.asarray(weights[hf_name], np.float32)
+  if value.shape != want:
+    raise ValueError(f"weight {hf_name} has shape {value.shape} but the model needs {want} "
+                     f"(for {'/'.join(path)} of shape {tuple(shape)})")
+  return from_hf(value)
 
 
 def from_params(params: dict, cfg) -> dict:

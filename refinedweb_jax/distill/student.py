@@ -149,7 +149,7 @@ def train_student(config, workdir: str, *, logits_dir: str | None = None,
   """Trains (resuming from workdir's newest checkpoint) and evaluates a distilled student."""
   os.makedirs(workdir, exist_ok=True)
   store, teacher, proto, where = _load_teacher(config, logits_dir, teacher_workdir)
-  run = setup.build(config)
+  run = setup.build(config, model_from=loop.resume_source(config, workdir))  # init_from too
   dump.check_same_tokenizer(run.tokenizer, proto, where)
   kd, d = config.distill, config.data
   if store is not None:
@@ -181,4 +181,5 @@ def train_student(config, workdir: str, *, logits_dir: str | None = None,
       train_iter = run.train_iterator(keyed, tokenize=attach, target_features=TEACHER_FEATURES)
       step_fn = jit_kd_step(run, config, shardings)
   return loop.run_loop(run, state, shardings, step_fn, train_iter, workdir=workdir,
-                       schedule=schedule, describe=describe)
+                       schedule=schedule, describe=describe,
+                       fresh=loop.init_from(config, shardings))

@@ -194,6 +194,11 @@ def absolute(directory: str) -> str:
   return directory if is_remote(directory) else os.path.abspath(directory)
 
 
+# A workdir that `refinedweb import-hf` wrote holds this file: a model to start from, not a
+# run to resume (its checkpoint has no data iterator).
+IMPORTED = "imported_from.json"
+
+
 def has_steps(directory: str) -> bool:
   """Whether a checkpoints/ folder (local or gs://) holds a finished step."""
   path = epath.Path(directory)

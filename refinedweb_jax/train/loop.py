@@ -21,21 +21,44 @@ def train_and_evaluate(config, workdir: str):
   sharding.initialize_distributed(dist.get("coordinator_address"), dist.get("num_processes"),
                                   dist.get("process_id"))
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)  # a local folder or gs://bucket/run
-  run = setup.build(config)
+  if epath.Path(workdir, checkpoint.IMPORTED).exists():
+    raise ValueError(f"{workdir} holds an imported model, not a training run; fine-tune it into "
+                     f"a new workdir: refinedweb train --workdir NEW "
+                     f"--config.train.init_from={workdir}")
+  run = setup.build(config, model_from=resume_source(config, workdir))
   d, m = config.data, run.model_cfg
   tx, schedule = optim.make_optimizer(config.optimizer, config.train.num_steps)
   state, shardings = step_lib.create_train_state(
       run.model, tx, run.mesh, jax.random.key(config.seed), input_length=d.input_length,
       target_length=d.target_length)
-  if config.train.get("init_from") and not checkpoint.has_steps(
-      os.path.join(workdir, "checkpoints")):  # a resumed run reads its own checkpoint
-    state = state.replace(params=setup.init_params(
-        config, checkpoint.abstract_like(state.params, shardings.params)))
   step_fn = step_lib.jit_train_step(run.model, config, run.mesh, shardings)
   describe = (f"model {m.d_model}d x {m.num_encoder_layers}+{m.num_decoder_layers} layers, "
               f"{count_params(state.params):,} params, mesh {dict(run.mesh.shape)}")
   return run_loop(run, state, shardings, step_fn, run.train_iterator(), workdir=workdir,
-                  schedule=schedule, describe=describe)
+                  schedule=schedule, describe=describe, fresh=init_from(config, shardings))
+
+
+def resume_source(config, workdir: str):
+  """Where a train.init_from run takes its model section and tokenizer: from its own
+  checkpoint once it has one (so a resume never needs init_from again), else None."""
+  if config.train.get("init_from"):
+    with config.unlocked():  # recorded as an absolute path in the run's config
+      config.train.init_from = _absolute(config.train.init_from)
+    if checkpoint.has_steps(os.path.join(workdir, "checkpoints")):
+      return workdir
+  return None
+
+
+def _absolute(path: str) -> str:
+  return path if "://" in path else os.path.abspath(path)
+
+
+def init_from(config, shardings):
+  """For run_loop: state -> state with train.init_from's parameters (None without it)."""
+  if not config.train.get("init_from"):
+    return None
+  return lambda state: state.replace(params=setup.init_params(
+      config, checkpoint.abstract_like(state.params, shardings.params)))
 
 
 class Throughput:
@@ -60,13 +83,14 @@ class Throughput:
 
 
 def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedule,
-             describe: str):
+             describe: str, fresh=None):
   """The loop every trainer shares: resume (state and data iterator), evaluate at step 0,
   then step, log, evaluate and checkpoint on the config's schedule; returns the final state.
 
   SIGTERM / SIGINT or a pod's preemption notice end the current step, save it and raise
   stop.Stopped; a non-finite loss raises stop.NonFiniteLoss (train.on_nonfinite) before
-  any checkpoint holds it; a failed asynchronous save raises at the next step.
+  any checkpoint holds it; a failed asynchronous save raises at the next step. A run
+  that restores no checkpoint starts from fresh(state) when given (train.init_from).
   """
   t = run.config.train
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -84,6 +108,9 @@ def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedu
     if start is not None:
       state = restored
       log.text(f"resumed from step {start} in {ckpt.directory}")
+    elif fresh is not None:
+      state = fresh(state)
+      log.text(f"parameters from {run.config.train.init_from}")
     with stop.StopSignals() as signals:
       state = _steps(run, state, step_fn, train_iter, int(start or 0), schedule, ckpt, log,
                      signals)

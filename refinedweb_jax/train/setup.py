@@ -132,22 +132,31 @@ def inference_mesh(config) -> jax.sharding.Mesh:
   return sharding.make_mesh(-1, config.mesh.fsdp, config.mesh.tensor)
 
 
-def build(config) -> Setup:
+def build(config, model_from: str | None = None) -> Setup:
   """Everything training needs from a config; one host prepares data and tokenizer.
 
-  With train.init_from the model section and the tokenizer are that run's; the
-  config's own model fields (attention kinds and sizes, dropout, remat, dtype, ...)
-  override its, so that e.g. a sparse encoder fine-tunes a dense checkpoint.
+  With train.init_from (or `model_from`: a resumed run's own workdir) the model section
+  and the tokenizer are that run's; the config's own model fields (attention kinds and
+  sizes, dropout, remat, dtype, ...) override its, so that e.g. a sparse encoder
+  fine-tunes a dense checkpoint. The preset is always that run's.
   """
   run_tasks_ = run_tasks(config)
-  if config.train.get("init_from"):
-    saved, proto = _saved_metadata(config.train.init_from)
-    _take_model_section(config, saved.get("model", {}))
+  source = model_from or config.train.get("init_from")
+  if jax.process_index() == 0:
+    if source:
+      for task in run_tasks_:
+        task.source("train")  # prepares the task's data once, before other hosts read it
+    else:
+      _prepare_tokenizer(config, run_tasks_)
+  multihost_utils.sync_global_devices("data prepared")
+  if source:
+    saved, proto = _saved_metadata(source)
+    changed = _take_model_section(config, saved.get("model", {}))
+    if changed and jax.process_index() == 0:
+      print(f"model from {source}; this config changes " + ", ".join(
+          f"{k}={v!r}" for k, v in changed.items()), flush=True)
     tokenizer = tok.Tokenizer(model_proto=proto)
   else:
-    if jax.process_index() == 0:
-      _prepare_tokenizer(config, run_tasks_)
-    multihost_utils.sync_global_devices("data prepared")
     tokenizer = tok.Tokenizer(_prepare_tokenizer(config, run_tasks_))
   model_cfg = configs.model_config(config, vocab_size=tokenizer.vocab_size)
   mesh = make_mesh(config)
@@ -169,8 +178,10 @@ def _saved_metadata(path: str):
     ckpt.close()
 
 
-def _take_model_section(config, saved: dict):
-  """config.model := the saved model section, then every field the config itself sets."""
+def _take_model_section(config, saved: dict) -> dict:
+  """config.model := the saved model section, then every field the config itself sets;
+  returns those fields that differ from the saved ones."""
+  changed = {}
   with config.unlocked():
     mine = config.model.to_dict()
     config.model.preset = saved.get("preset", mine["preset"])
@@ -179,8 +190,13 @@ def _take_model_section(config, saved: dict):
         for name, size in value.items():
           if mine["attention"].get(name) is None:
             config.model.attention[name] = size
+          elif mine["attention"][name] != size:
+            changed[f"attention.{name}"] = mine["attention"][name]
       elif key != "preset" and mine.get(key) is None:
         config.model[key] = value
+      elif key != "preset" and mine[key] != value:
+        changed[key] = mine[key]
+  return changed
 
 
 def init_params(config, abstract_params):
