@@ -3,13 +3,15 @@
   python benchmarks/attention_scaling.py                              # 1k..32k, the full table
   python benchmarks/attention_scaling.py --lengths 512,1024 --repeats 1   # a quick check
   python benchmarks/attention_scaling.py --markdown                   # the table as Markdown
+  python benchmarks/attention_scaling.py --position t5_bias           # with T5's relative bias
 
 Each row jits jax.value_and_grad of sum(attention(q, k, v) * cotangent) w.r.t. q, k, v and
 reports the median wall time after one warm-up call, the compiled executable's memory
 (argument + output + temp - alias bytes, from `memory_analysis()`) and how far the process's
 peak RSS rose above its RSS at the row's start (compile included; host memory, so on an
 accelerator only the compiled figure is device memory). Dense is skipped when its compiled
-memory exceeds --memory-budget-gib.
+memory exceeds --memory-budget-gib. --position t5_bias adds T5's relative position bias
+(32 buckets, max distance 128) on every kind, its table differentiated too.
 """
 
 import argparse
@@ -25,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from refinedweb_jax.model.attention import blocked, dense, kinds
+from refinedweb_jax.model.attention import blocked, dense, kinds, relative
 
 KINDS = ("dense", "local", "strided/fixed", "strided/strided", "bigbird", "global_local")
 GIB, MIB = 2 ** 30, 2 ** 20
@@ -43,6 +45,9 @@ def parse_args(argv=None):
   p.add_argument("--head-dim", type=int, default=64)
   p.add_argument("--repeats", type=int, default=3, help="timed calls per row (median reported)")
   p.add_argument("--causal", action="store_true", help="causal patterns (default: bidirectional)")
+  p.add_argument("--position", default="rope", choices=relative.POSITIONS,
+                 help="t5_bias: add T5's relative position bias (rope: positions are not "
+                      "attention's business)")
   p.add_argument("--dense-implementation", default="xla", choices=dense.DENSE_IMPLEMENTATIONS)
   p.add_argument("--memory-budget-gib", type=float, default=16.0,
                  help="skip dense when its compiled memory exceeds this")
@@ -110,15 +115,21 @@ def density(spec, length, causal, rows_per_chunk=128):
 
 
 def make_step(kind, spec, causal, implementation):
-  """Jitted value_and_grad of sum(attention * cotangent) w.r.t. q, k, v."""
-  def loss(q, k, v, segment_ids, cotangent):
+  """Jitted value_and_grad of sum(attention * cotangent) w.r.t. q, k, v (and the bias table)."""
+  def loss(q, k, v, segment_ids, cotangent, table=None):
+    bias = None if table is None else relative.RelativeBias(
+        table, bidirectional=not causal, max_distance=128)
     if spec is None:
       mask = dense.make_attention_mask(segment_ids, segment_ids, causal=causal)
-      out = dense.dense_attention(q, k, v, mask, implementation=implementation)
+      row = jnp.arange(q.shape[1])
+      out = dense.dense_attention(q, k, v, mask, implementation=implementation,
+                                  bias=None if bias is None else bias.between(row, row)[None])
     else:
-      out = kinds.attend(spec[0], spec[1], q, k, v, segment_ids, causal=causal)
+      out = kinds.attend(spec[0], spec[1], q, k, v, segment_ids, causal=causal, bias=bias)
     return jnp.sum(out * cotangent)
-  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+  step = jax.value_and_grad(loss, argnums=(0, 1, 2))
+  with_table = jax.value_and_grad(loss, argnums=(0, 1, 2, 5))
+  return jax.jit(lambda *inputs: (with_table if len(inputs) == 6 else step)(*inputs))
 
 
 def compiled_bytes(compiled):
@@ -203,6 +214,9 @@ def make_inputs(length, args):
   keys = jax.random.split(jax.random.PRNGKey(args.seed), 4)
   q, k, v, cotangent = (jax.random.normal(key, shape, jnp.float32) for key in keys)
   segment_ids = jnp.ones((args.batch, length), jnp.int32)
+  if args.position == "t5_bias":
+    table = jax.random.normal(jax.random.PRNGKey(args.seed + 1), (32, args.heads))
+    return q, k, v, segment_ids, cotangent, table
   return q, k, v, segment_ids, cotangent
 
 
@@ -307,6 +321,7 @@ def machine_line(args):
 
 def config_line(args):
   return (f"B={args.batch} H={args.heads} K={args.head_dim} float32, forward+backward, "
+          f"{'T5 relative bias, ' if args.position == 't5_bias' else ''}"
           f"{'causal' if args.causal else 'bidirectional'}, median of {args.repeats} after 1 "
           f"warm-up; dense={args.dense_implementation}, budget {args.memory_budget_gib:g} GiB; "
           f"window {args.window}, block {args.block_size}, strided/strided stride {args.stride}, "
