@@ -229,10 +229,11 @@ def test_sandbox_blocks_attacks_through_ctypes_and_libc(tmp_path):
     assert keep.read_text() == "precious", name
     assert not made.exists(), name
   # Reading a host file: the program cannot see it, so its assert fails.
+  # (A generous wall clock: right after the fork bomb, on a loaded machine, start-up is slow.)
   read = f"assert open({str(secret)!r}).read() == 's3cret'"
-  assert sandbox.run_python(read) == (False, "failed")
-  assert sandbox.run_python(libc + f"assert libc.open({str(secret).encode()!r}, 0) >= 0") == (
-      False, "failed")
+  assert sandbox.run_python(read, timeout_s=30.0) == (False, "failed")
+  assert sandbox.run_python(libc + f"assert libc.open({str(secret).encode()!r}, 0) >= 0",
+                            timeout_s=30.0) == (False, "failed")
 
 
 def test_sandbox_cannot_reach_a_unix_socket_of_the_host(tmp_path):
@@ -243,7 +244,7 @@ def test_sandbox_cannot_reach_a_unix_socket_of_the_host(tmp_path):
   server.listen(1)
   server.settimeout(0.5)
   code = f"import _socket\ns = _socket.socket(_socket.AF_UNIX)\ns.connect({path!r})"
-  assert sandbox.run_python(code) == (False, "failed")
+  assert sandbox.run_python(code, timeout_s=30.0) == (False, "failed")
   with pytest.raises(socket.timeout):
     server.accept()  # nobody connected
   server.close()
