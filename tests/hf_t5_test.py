@@ -19,7 +19,7 @@ from refinedweb_jax.convert import commands, hf_t5  # noqa: E402
 from refinedweb_jax.data import tokenizer as tok  # noqa: E402
 from refinedweb_jax.model import decode  # noqa: E402
 from refinedweb_jax.model.config import ModelConfig  # noqa: E402
-from refinedweb_jax.model.transformer import EncoderDecoder  # noqa: E402
+from refinedweb_jax.model.transformer import EncoderDecoder, flat_params  # noqa: E402
 from refinedweb_jax.train import setup  # noqa: E402
 from conftest import tiny_config  # noqa: E402
 
@@ -186,7 +186,7 @@ def test_a_model_of_ours_exports_with_its_attention_scale_folded_in(tmp_path, sp
   model = EncoderDecoder(cfg)
   x = jnp.asarray(_batch())
   params = model.init(jax.random.key(0), x, x[:, :4])["params"]
-  flat = commands.flat_params(params)
+  flat = flat_params(params)
   weights = hf_t5.from_params({k: np.asarray(v) for k, v in flat.items()}, cfg)
   hf_dir = tmp_path / "hf"
   hf_dir.mkdir()

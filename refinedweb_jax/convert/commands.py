@@ -22,22 +22,11 @@ import numpy as np
 from refinedweb_jax import configs, sharding
 from refinedweb_jax.convert import hf_t5
 from refinedweb_jax.data import tokenizer as tok
-from refinedweb_jax.model.transformer import EncoderDecoder
+from refinedweb_jax.model.transformer import EncoderDecoder, flat_params
 from refinedweb_jax.train import checkpoint, optim, setup, step as step_lib
 
 # T5's fine-tuning lengths; change them with --config.data.* when training.
 INPUT_LENGTH, TARGET_LENGTH = 512, 128
-
-
-def param_path(path) -> tuple:
-  """A tree path (dict keys, Flax boxes) -> the parameter's names, e.g. ('encoder_0', 'mlp', ...)."""
-  return tuple(p.key for p in path if isinstance(p, jax.tree_util.DictKey))
-
-
-def flat_params(params) -> dict:
-  """{names: leaf} of a (possibly boxed) parameter tree."""
-  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {param_path(path): leaf for path, leaf in leaves}
 
 
 def _check_new(target: str, what: str):
@@ -91,11 +80,12 @@ def import_hf(model_dir: str, workdir: str, config=None):
   d = config.data
   abstract, shardings = step_lib.abstract_train_state(
       model, tx, mesh, input_length=d.input_length, target_length=d.target_length)
-  hf_t5.check_layout(model_cfg, flat_params(abstract.params))
+  spec = flat_params(abstract.params)
+  names = hf_t5.checked_name_map(model_cfg, spec)
   # One tensor at a time: read (memory-mapped), convert, place; then the next.
-  params = jax.tree_util.tree_map_with_path(
-      lambda path, leaf: _place(hf_t5.to_param(weights, model_cfg, param_path(path), leaf.shape,
-                                               hf), leaf.sharding), abstract.params)
+  placed = {path: _place(hf_t5.to_param(weights, names[path], path, leaf.shape, hf),
+                         leaf.sharding) for path, leaf in spec.items()}
+  params = jax.tree.unflatten(jax.tree.structure(abstract.params), list(placed.values()))
   state = sharding.jit(lambda p: step_lib.TrainState.create(apply_fn=model.apply, params=p, tx=tx),
                        mesh, out_shardings=shardings)(params)
   with _staged(workdir, "--workdir") as staging:

@@ -23,6 +23,7 @@ import json
 import math
 import os
 
+import jax
 import numpy as np
 
 ARCHITECTURES = ("T5ForConditionalGeneration", "MT5ForConditionalGeneration")
@@ -220,21 +221,23 @@ def _t(x):
   return x.T
 
 
-def check_layout(cfg, paths):
-  """Raises unless the model's parameter paths are the ones the T5 layout maps."""
+def checked_name_map(cfg, paths) -> dict:
+  """name_map(cfg), after checking that the model's parameter paths are the ones it maps."""
   names = name_map(cfg)
   if set(paths) != set(names):
     raise ValueError(f"model config and T5 layout disagree on {sorted(set(paths) ^ set(names))}")
+  return names
 
 
-def to_param(weights, cfg, path: tuple, shape: tuple, hf: dict) -> np.ndarray:
-  """One of our parameters (float32 NumPy, `shape`) from the Hugging Face weights."""
-  hf_name, to_hf, from_hf = name_map(cfg)[path]
+def to_param(weights, entry: tuple, path: tuple, shape: tuple, hf: dict) -> np.ndarray:
+  """One of our parameters (float32 NumPy, `shape`) from the Hugging Face weights;
+  entry: name_map's (Hugging Face name, to_hf, from_hf) for `path`."""
+  hf_name, to_hf, from_hf = entry
   if hf_name == "lm_head.weight" and hf_name not in weights and hf.get(
       "tie_word_embeddings", True):
     # transformers 5 saves v1.1's head tied to the embedding (scale_decoder_outputs=false).
     hf_name = "shared.weight"
-  want = tuple(to_hf(np.zeros(shape, np.float32)).shape)
+  want = jax.eval_shape(to_hf, jax.ShapeDtypeStruct(tuple(shape), np.float32)).shape
   value = np.asarray(weights[hf_name], np.float32)
   if value.shape != want:
     raise ValueError(f"weight {hf_name} has shape {value.shape} but the model needs {want} "

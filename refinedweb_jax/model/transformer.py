@@ -208,10 +208,10 @@ class EncoderDecoder(nn.Module):
       self.decoder_relative_bias = self.param("decoder_relative_bias", init, shape, jnp.float32)
 
   def _relative_table(self, stack: str):
-    """The stack's T5 bias table (buckets x heads, unboxed), or None with RoPE."""
+    """The stack's T5 bias table (buckets x heads), or None with RoPE."""
     if self.cfg.position != "t5_bias":
       return None
-    return nn.meta.unbox(getattr(self, f"{stack}_relative_bias"))
+    return getattr(self, f"{stack}_relative_bias")
 
   def _embed(self, tokens_BxT):
     """Embedding lookup from the table gathered whole over fsdp (vocab stays split).
@@ -287,6 +287,14 @@ def forward(model, params, batch, *, deterministic=True, rngs=None):
       {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
       batch["encoder_segment_ids"], batch["decoder_segment_ids"], batch["encoder_positions"],
       batch["decoder_positions"], deterministic=deterministic, rngs=rngs)
+
+
+def flat_params(params) -> dict:
+  """{parameter names, e.g. ('encoder_0', 'mlp', 'wo', 'kernel'): leaf} of a (possibly boxed)
+  parameter tree: only the dict keys of each path, not Flax's box attributes."""
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {tuple(p.key for p in path if isinstance(p, jax.tree_util.DictKey)): leaf
+          for path, leaf in leaves}
 
 
 def count_params(params) -> int:

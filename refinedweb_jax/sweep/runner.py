@@ -57,7 +57,8 @@ def plan(spec: str, workdir: str, *, arms: str | None = None, shard: str | None 
                         num_steps=run_config.train.num_steps if run.arm.trains else None,
                         after=[f"{a}/seed_{run.seed}" for a in run.arm.after],
                         picked=run.name in picked))
-  info = dict(config=spec, workdir=workdir, overrides=common, baseline=sweep.baseline, seeds=sweep.seed_list,
+  info = dict(config=spec, workdir=workdir, overrides=common, baseline=sweep.baseline,
+              seeds=sweep.seed_list,
               seed_keys=list(sweep.seed_keys), metrics=list(sweep.metrics),
               arms=[dict(name=a.name, overrides=a.overrides, command=list(a.command),
                          flags=list(a.flags), after=list(a.after), report=a.report)

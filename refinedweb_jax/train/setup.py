@@ -21,7 +21,7 @@ from refinedweb_jax.data import pipeline, tasks as tasks_lib
 from refinedweb_jax.data import tokenizer as tok
 from refinedweb_jax.evaluate.evaluator import Evaluator
 from refinedweb_jax.model.config import ModelConfig
-from refinedweb_jax.model.transformer import EncoderDecoder
+from refinedweb_jax.model.transformer import EncoderDecoder, flat_params
 from refinedweb_jax.train import checkpoint, step as step_lib
 
 
@@ -205,8 +205,7 @@ def init_params(config, abstract_params):
   Raises naming the parameter when the two models' parameters differ in names or shapes.
   """
   source = restore(config.train.init_from)
-  flat = lambda tree: {"/".join(str(p.key) for p in path if hasattr(p, "key")): leaf
-                       for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  flat = lambda tree: {"/".join(path): leaf for path, leaf in flat_params(tree).items()}
   theirs, ours = flat(source.params), flat(abstract_params)
   if set(theirs) != set(ours):
     raise ValueError(f"config.train.init_from {config.train.init_from!r} has other parameters "

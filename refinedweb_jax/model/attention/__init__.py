@@ -23,10 +23,6 @@ def _say_no_splash(kind: str, length: int):
               "XLA" if kind == "dense" else "blocked")
 
 
-def _splash(length: int, bias) -> bool:
-  return splash.usable(length) and bias is None
-
-
 def self_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, kind: str, causal: bool,
                    cfg=None, implementation: str = "xla", bias=None):
   """Self-attention of one kind: `dense` builds the N x N mask, sparse kinds never do.
@@ -36,23 +32,23 @@ def self_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, kind: st
   or None; within an example, offsets of row indices are offsets of own positions.
   """
   length = q_BxNxHxK.shape[1]
-  if bias is not None and splash.usable(length) and (
-      (kind == "dense" and causal) or getattr(kinds.KINDS.get(kind), "splash_mask", None)):
+  if kind == "dense":
+    make_mask = (lambda cfg, length, causal: splash.causal_mask(length)) if causal else None
+  elif kind in kinds.KINDS:
+    make_mask = kinds.KINDS[kind].splash_mask
+  else:
+    raise ValueError(f"unknown attention kind {kind!r}; allowed: "
+                     f"{', '.join(kinds.ATTENTION_KINDS)}")
+  if make_mask is not None and splash.usable(length):
+    if bias is None:
+      return splash.attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN,
+                              make_mask(cfg, length, causal))
     _say_no_splash(kind, length)
   if kind == "dense":
-    if causal and _splash(length, bias):
-      return splash.attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN,
-                              splash.causal_mask(length))
     mask = dense.make_attention_mask(segment_ids_BxN, segment_ids_BxN, causal=causal)
     row = jnp.arange(length)
     return dense.dense_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, mask,
                                  implementation=implementation,
                                  bias=None if bias is None else bias.between(row, row)[None])
-  elif kind in kinds.KINDS:
-    make_mask = kinds.KINDS[kind].splash_mask
-    if make_mask is not None and _splash(length, bias):
-      return splash.attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN,
-                              make_mask(cfg, length, causal))
-    return kinds.attend(kind, cfg, q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN,
-                        causal=causal, bias=bias)
-  raise ValueError(f"unknown attention kind {kind!r}; allowed: {', '.join(kinds.ATTENTION_KINDS)}")
+  return kinds.attend(kind, cfg, q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN,
+                      causal=causal, bias=bias)
