@@ -5,6 +5,9 @@ import logging
 import os
 import sys
 
+from refinedweb_jax import commands
+from refinedweb_jax.commands import FORMATS, UserError
+
 USAGE = """refinedweb COMMAND [flags] [--config path/to/config.py[:arg]] [--config.key=value ...]
 
 commands:
@@ -29,10 +32,6 @@ COMMANDS = ("prepare", "train", "eval", "generate", "chat", "distill", "sweep", 
             "export-hf", "attention-mask")
 DISTILL_COMMANDS = ("dump", "train")
 STANDALONE = ("attention-mask",)  # commands that take no --config
-
-
-class UserError(Exception):
-  """An error the user can fix; printed as one line, no traceback."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,19 +105,6 @@ def _decoding_flags(p):
   p.add_argument("--top-k", type=int, default=0, help="sample from the k best (0 = all)")
   p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass in (0, 1]")
   p.add_argument("--seed", type=int, default=0, help="sampling seed")
-
-
-def decoding_settings(args) -> dict:
-  """The decoding flags, checked (decode.Decoding) before any checkpoint is loaded."""
-  from refinedweb_jax.model import decode
-  settings = dict(beam_size=args.beam, length_penalty=args.length_penalty,
-                  length_penalty_style=args.length_penalty_style,
-                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                  seed=args.seed)
-  if args.max_new_tokens is not None:
-    settings["max_new_tokens"] = args.max_new_tokens
-  decode.Decoding(**settings)
-  return settings
 
 
 def _mask_parser(p):
@@ -256,7 +242,7 @@ def _fail(error, code: int) -> int:
 
 def _run(command, args, config):
   if command == "prepare" and args.task is not None:
-    _prepare_own(args, config)
+    commands.prepare_own(args, config)
   elif command == "prepare":
     from refinedweb_jax.data import tokenizer
     d = config.data
@@ -279,9 +265,9 @@ def _run(command, args, config):
     for name, value in sorted(metrics.items()):
       print(f"{name}\t{value:.4f}")
   elif command == "generate":
-    _generate(args, config)
+    commands.generate(args, config)
   elif command == "chat":
-    _chat(args)
+    commands.chat(args)
   elif command == "distill dump":
     from refinedweb_jax.distill import dump
     dump.dump(config, args.teacher, args.out, sequence_kd=args.sequence_kd)
@@ -291,157 +277,15 @@ def _run(command, args, config):
     student.train_student(config, args.workdir, logits_dir=args.logits,
                           teacher_workdir=args.teacher)
   elif command == "import-hf":
-    from refinedweb_jax.convert import commands
-    commands.import_hf(args.model_dir, args.workdir, config)
+    from refinedweb_jax.convert import commands as convert
+    convert.import_hf(args.model_dir, args.workdir, config)
     print(f"imported {args.model_dir} into {args.workdir}; fine-tune with: refinedweb train "
           f"--workdir NEW --config.train.init_from={args.workdir}")
   elif command == "export-hf":
-    from refinedweb_jax.convert import commands
-    print(f"exported {args.workdir} to {commands.export_hf(args.workdir, args.out)}")
+    from refinedweb_jax.convert import commands as convert
+    print(f"exported {args.workdir} to {convert.export_hf(args.workdir, args.out)}")
   elif command == "attention-mask":
-    _attention_mask(args)
-
-
-FORMATS = ("tsv", "text", "jsonl", "squad")
-BOM = "\ufeff"  # a UTF-8 byte-order mark at the start of a file is no input text
-
-
-def _own_task_spec(args) -> dict:
-  """`prepare --task` flags -> the own_data.build arguments (also a config.own_tasks entry)."""
-  if not args.train:
-    raise UserError("--task needs --train FILE...")
-  fmt = args.format or _guess_format(args.train[0])
-  spec = dict(task=args.task, format=fmt, skip_malformed=args.skip_malformed)
-  for split in ("train", "validation", "test"):
-    files = getattr(args, split)
-    if not files:
-      continue
-    files = [os.path.abspath(f) for f in files]
-    if fmt == "text":
-      if len(files) % 2:
-        raise UserError(f"--{split} for format text takes source and target files in pairs, "
-                        f"got {len(files)} files")
-      files = [(files[i], files[i + 1]) for i in range(0, len(files), 2)]
-    spec[split] = files
-  if args.input_field:
-    spec["input_field"] = args.input_field
-  if args.target_field:
-    spec["target_field"] = args.target_field
-  if fmt == "tsv":
-    try:
-      spec["columns"] = tuple(int(c) for c in args.columns.split(","))
-    except ValueError:
-      raise UserError(f"bad --columns {args.columns!r}; use INPUT,TARGET like 0,1") from None
-  if args.prefix is not None:
-    spec["prefix"] = args.prefix
-  if args.max_line_bytes is not None:
-    spec["max_line_bytes"] = args.max_line_bytes
-  return spec
-
-
-def _guess_format(path: str) -> str:
-  name = path[:-3] if path.endswith(".gz") else path
-  return {".tsv": "tsv", ".jsonl": "jsonl", ".json": "squad"}.get(os.path.splitext(name)[1],
-                                                                   "text")
-
-
-def _prepare_own(args, config):
-  from refinedweb_jax.data.datasets import own_data
-  spec = _own_task_spec(args)
-  builder = own_data.build(config.data.data_dir, **spec)
-  print(f"task {args.task}: {builder.data_dir}")
-  print("add to an experiment config:\n  config.own_tasks = [" + repr(spec) + "]")
-  print(f"  config.mixture.tasks = {args.task!r}")
-
-
-def _generate(args, config):
-  from refinedweb_jax import api, configs
-  known = configs.known_tasks(config)  # own and public tasks come from the experiment's --config
-  if args.task is not None and args.task not in known:
-    raise UserError(f"unknown task {args.task!r}; allowed: {', '.join(known)}")
-  settings = decoding_settings(args)
-  if args.batch_size < 1:
-    raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-  if args.text and args.input:
-    raise UserError("give inputs by --text or by --input FILE, not both")
-  if args.text:
-    texts, where = args.text, "--text #{}"
-  elif args.input:
-    texts, where = _file_lines(args.input), f"--input {args.input} line {{}}"
-  else:
-    texts, where = _stdin_lines(), "stdin line {}"
-  for i, text in enumerate(texts):
-    if not text.strip():
-      raise UserError(f"empty input text ({where.format(i + 1)}); give a non-empty string")
-  if not texts:
-    raise UserError("no input: pass --text, --input FILE or one input per line on stdin")
-  model = api.RefinedWeb.load(args.workdir)
-  if args.task is not None:
-    texts = [api.task_prefix(args.task, model.config) + t for t in texts]
-  for output in model.stream(texts, batch_size=args.batch_size, **settings):
-    print(output, flush=True)
-
-
-def _chat(args):
-  """Reads user turns from stdin, answers each with the whole conversation as context."""
-  from refinedweb_jax import api
-  from refinedweb_jax.data import tasks
-  settings = decoding_settings(args)
-  model = api.RefinedWeb.load(args.workdir)
-  interactive = sys.stdin.isatty()
-  if interactive:
-    print("chat with the model; /reset starts over, /exit (or Ctrl-D) quits", flush=True)
-  turns = []
-  while True:
-    try:
-      line = input("you> " if interactive else "")
-    except EOFError:
-      return
-    line = line.strip()
-    if line in ("/exit", "/quit"):
-      return
-    if line == "/reset":
-      turns = []
-      continue
-    if not line:
-      continue
-    turns.append(line)
-    # Oldest exchanges go first when the conversation outgrows the model's input length.
-    while len(turns) > 1 and (len(model.tokenizer.encode(tasks.chat_prompt(turns)))
-                              >= model.config.data.input_length):
-      turns = turns[2:]
-    reply = model.chat(turns, **settings)
-    turns.append(reply.strip() or "...")
-    print(f"model> {reply}" if interactive else reply, flush=True)
-
-
-def _attention_mask(args):
-  from refinedweb_jax import plots
-  sizes = {name: getattr(args, name) for name in plots.pattern_sizes()}
-  density = plots.plot_pattern(args.out, args.kind, args.length, args.causal, sizes)
-  print(f"{args.out} density {density:.4f}")
-
-
-def _file_lines(path: str):
-  try:
-    with open(path, "rb") as f:
-      raw = f.read()
-  except OSError as e:
-    raise UserError(f"cannot read --input {path!r}: {e.strerror}") from None
-  try:
-    return raw.decode("utf-8").removeprefix(BOM).splitlines()
-  except UnicodeDecodeError as e:
-    raise UserError(f"--input {path!r} is not valid UTF-8 (byte {e.start}): "
-                    "pass UTF-8 text") from None
-
-
-def _stdin_lines():
-  raw = sys.stdin.buffer.read()
-  try:
-    text = raw.decode("utf-8")
-  except UnicodeDecodeError as e:
-    raise UserError(f"stdin is not valid UTF-8 (byte {e.start}): pass UTF-8 text") from None
-  return text.removeprefix(BOM).splitlines()
+    commands.attention_mask(args)
 
 
 if __name__ == "__main__":
