@@ -8,9 +8,11 @@ is U+2581 itself, sentencepiece's stand-in for a space, which decodes as " ".
 
 from __future__ import annotations
 
+import collections
 import io
 import itertools
 import os
+import re
 import tempfile
 from typing import Iterable, Iterator
 
@@ -66,9 +68,32 @@ def _vocab_text(model_proto: bytes) -> str:
   return "".join(f"{p.piece.translate(escape)}\t{p.score:g}\n" for p in proto.pieces)
 
 
+class VocabTooLarge(ValueError):
+  """The training text holds fewer pieces than asked for."""
+
+  def __init__(self, requested: int, largest: int):
+    super().__init__(f"vocab_size={requested} does not fit this training text: it holds at "
+                     f"most {largest} pieces")
+    self.requested, self.largest = requested, largest
+
+
+def _frequent_chars_only(sentences, keep: int) -> list:
+  """The sentences without all but their `keep` most frequent characters (sentencepiece's
+  coverage cannot go below 0.98; the dropped ones are spelled in bytes when encoded)."""
+  counts = collections.Counter(c for s in sentences for c in s)
+  kept = {c for c, _ in counts.most_common(keep)}
+  drop = {ord(c): None for c in counts if c not in kept}
+  return [t for t in (s.translate(drop) for s in sentences) if t]
+
+
 def train_tokenizer(texts: Iterable[str], model_path: str, *, vocab_size: int = 8000,
-                    max_sentences: int = 200_000) -> str:
-  """Trains on the first max_sentences texts; writes model_path and .vocab; returns model_path."""
+                    max_sentences: int = 200_000, fit: bool = False) -> str:
+  """Trains on the first max_sentences texts; writes model_path and .vocab; returns model_path.
+
+  A vocabulary too small for the text's characters keeps the most frequent ones and
+  spells the rest in byte pieces (round trips stay exact); one larger than the text
+  holds raises VocabTooLarge, or with `fit` takes the largest that fits.
+  """
   if vocab_size < 300:
     # 256 byte pieces, 3 special ids and the layout symbols are always present.
     raise ValueError(f"vocab_size must be >= 300 (byte fallback needs 256 ids), got {vocab_size}")
@@ -76,37 +101,58 @@ def train_tokenizer(texts: Iterable[str], model_path: str, *, vocab_size: int = 
     raise ValueError(f"max_sentences must be >= 1, got {max_sentences}")
   model_path = os.fspath(model_path)
   os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
-  # Trained in memory, not via model_prefix: the prefix would be stored in the
-  # model, so the same data would not give byte-identical models.
-  buffer = io.BytesIO()
-  try:
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=_training_sentences(texts, max_sentences),
-        model_writer=buffer,
-        model_type="unigram",
-        vocab_size=vocab_size,
-        character_coverage=0.9995,
-        byte_fallback=True,
-        split_digits=True,
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        allow_whitespace_only_pieces=True,
-        user_defined_symbols=list(_LAYOUT_SYMBOLS),
-        # In bytes; a 2,000-char CJK sentence is ~6,000 bytes.
-        max_sentence_length=4 * MAX_SENTENCE_CHARS + 16,
-        pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
-        num_threads=os.cpu_count() or 1,
-        minloglevel=1,  # drops per-iteration INFO progress, keeps warnings
-    )
-  except RuntimeError as e:
-    # Small corpora can't fill a large vocabulary, and with coverage 0.9995 a
-    # CJK-heavy corpus has more characters to keep than a small vocabulary holds.
-    raise ValueError(f"vocab_size={vocab_size} does not fit this training text: {e}") from e
-  model_proto = buffer.getvalue()
+  sentences = list(_training_sentences(texts, max_sentences))
+  narrowed = False
+  for _ in range(3):  # at most: fewer characters, then fewer pieces, then done
+    try:
+      model_proto = _train(sentences, vocab_size)
+      break
+    except RuntimeError as e:
+      # Small corpora can't fill a large vocabulary, and with coverage 0.9995 a
+      # CJK-heavy corpus has more characters to keep than a small vocabulary holds.
+      chars = re.search(r"smaller than required_chars", str(e))
+      largest = re.search(r"set it to a value <= (\d+)", str(e))
+      if chars and not narrowed:  # half of the ids beyond bytes and symbols for characters
+        keep = (vocab_size - 3 - 256 - len(_LAYOUT_SYMBOLS)) // 2
+        sentences, narrowed = _frequent_chars_only(sentences, keep), True
+      elif largest and fit:
+        vocab_size = int(largest.group(1))
+      elif largest:
+        raise VocabTooLarge(vocab_size, int(largest.group(1))) from None
+      else:
+        raise ValueError(f"vocab_size={vocab_size} does not fit this training text: {e}") from e
+  else:
+    raise ValueError(f"vocab_size={vocab_size} does not fit this training text")
   # The .vocab goes first so that an existing .model implies a complete pair.
   _write_atomic(_vocab_path(model_path), _vocab_text(model_proto).encode("utf-8"))
   _write_atomic(model_path, model_proto)
   return model_path
+
+
+def _train(sentences: list, vocab_size: int) -> bytes:
+  """One sentencepiece training run in memory; the serialized model."""
+  # Trained in memory, not via model_prefix: the prefix would be stored in the
+  # model, so the same data would not give byte-identical models.
+  buffer = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(sentences),
+      model_writer=buffer,
+      model_type="unigram",
+      vocab_size=vocab_size,
+      character_coverage=0.9995,
+      byte_fallback=True,
+      split_digits=True,
+      normalization_rule_name="identity",
+      remove_extra_whitespaces=False,
+      allow_whitespace_only_pieces=True,
+      user_defined_symbols=list(_LAYOUT_SYMBOLS),
+      # In bytes; a 2,000-char CJK sentence is ~6,000 bytes.
+      max_sentence_length=4 * MAX_SENTENCE_CHARS + 16,
+      pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
+      num_threads=os.cpu_count() or 1,
+      minloglevel=1,  # drops per-iteration INFO progress, keeps warnings
+  )
+  return buffer.getvalue()
 
 
 class Tokenizer:
@@ -171,7 +217,8 @@ class Tokenizer:
 
 
 def prepare_builtin(data_dir: str, *, num_train: int, num_validation: int, num_test: int,
-                    seed: int = 0, long_fraction: float = 0.05, vocab_size: int = 8000):
+                    seed: int = 0, long_fraction: float = 0.05, vocab_size: int = 8000,
+                    fit: bool = False):
   """Builds the built-in dataset and a tokenizer trained on its train split, if missing.
 
   Returns (builder, tokenizer_path); the model lives in the dataset's own
@@ -191,11 +238,12 @@ def prepare_builtin(data_dir: str, *, num_train: int, num_validation: int, num_t
         yield record["inputs"]
         yield record["targets"]
 
-    train_tokenizer(texts(), path, vocab_size=vocab_size)
+    train_tokenizer(texts(), path, vocab_size=vocab_size, fit=fit)
   return builder, path
 
 
-def prepare_for_sources(data_dir: str, name: str, sources, *, vocab_size: int = 8000) -> str:
+def prepare_for_sources(data_dir: str, name: str, sources, *, vocab_size: int = 8000,
+                        fit: bool = False) -> str:
   """A tokenizer trained on the inputs and targets of `sources` (train splits), if missing.
 
   `name` identifies the mixture (its tasks and sizes), so a changed mixture
@@ -216,5 +264,5 @@ def prepare_for_sources(data_dir: str, name: str, sources, *, vocab_size: int = 
           yield record["inputs"]
           yield record["targets"]
 
-    train_tokenizer(texts(), path, vocab_size=vocab_size)
+    train_tokenizer(texts(), path, vocab_size=vocab_size, fit=fit)
   return path
