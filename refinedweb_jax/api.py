@@ -17,6 +17,7 @@ import numpy as np
 
 from refinedweb_jax import configs, sharding
 from refinedweb_jax.data import tasks
+from refinedweb_jax.evaluate.evaluator import Evaluator
 from refinedweb_jax.model import decode
 from refinedweb_jax.train import logger, loop, setup
 
@@ -55,12 +56,14 @@ class RefinedWeb:
     self._decoders = {}
 
   @classmethod
-  def load(cls, path: str, *, on_long_input: str = "truncate") -> "RefinedWeb":
+  def load(cls, path: str, *, on_long_input: str = "truncate", config=None) -> "RefinedWeb":
     """Restores a workdir's newest checkpoint, or a given checkpoints/ or checkpoints/STEP.
 
     Only the parameters are read, onto the model-parallel mesh the run's config asks for.
+    `config`: the run's config (setup.run_config) with eval, decoding or mesh settings
+    changed; a key that fixes the model, tokenizer or data must keep the run's value.
     """
-    return cls(setup.restore(path), on_long_input=on_long_input)
+    return cls(setup.restore(path, overrides=config), on_long_input=on_long_input)
 
   # -- applications ---------------------------------------------------------------------------
 
@@ -169,16 +172,43 @@ class RefinedWeb:
     """A power-of-two bucket: padding changes no pattern, dense or sparse."""
     return min(self.config.data.input_length, max(16, 2 ** math.ceil(math.log2(longest))))
 
-  def evaluate(self, split: str = "validation", *, eval_examples=None,
-               decode_examples=None) -> dict:
-    """Per-task metrics of this checkpoint on a split (-1 examples = the whole split)."""
-    log = logger.MetricLogger(self.workdir, enabled=jax.process_index() == 0)
+  def evaluate(self, split: str = "validation", *, eval_examples=None, decode_examples=None,
+               tasks=None) -> dict:
+    """Per-task metrics of this checkpoint on a split (-1 examples = the whole split).
+
+    `tasks`: names among those the run's config knows (default: its eval tasks). The
+    metrics replace any of the same step and split in metrics.jsonl (test ones under
+    test/), and every decoded example lands in <workdir>/predictions/<split>_step<N>.jsonl.
+    """
+    if tasks is not None:
+      self.config.mixture.eval_tasks = ",".join(tasks)
+      configs.eval_task_names(self.config)  # each one a task the run knows
+    return self._evaluate(lambda log: self.run.evaluator(
+        log, split=split, eval_examples=eval_examples, decode_examples=decode_examples), split)
+
+  def evaluate_file(self, task: tasks.Task, *, split: str = "test") -> dict:
+    """Metrics of this checkpoint on every example of `task` (e.g. a file's, own_data.read),
+    with predictions in <workdir>/predictions/<task>_step<N>.jsonl."""
+    t, d = self.config.train, self.config.data
+    return self._evaluate(lambda log: Evaluator(
+        [task], self.tokenizer, self.model, self.mesh, log, split=split,
+        input_length=d.input_length, target_length=d.target_length,
+        batch_size=t.eval_batch_size, max_decode_length=t.max_decode_length,
+        eval_examples=-1, decode_examples=-1, file_task=True), split, name=task.name)
+
+  def _evaluate(self, make_evaluator, split: str, name: str | None = None) -> dict:
+    main = jax.process_index() == 0
+    log = logger.MetricLogger(self.workdir, enabled=main, tensorboard=False)
     try:
-      evaluator = self.run.evaluator(log, split=split, eval_examples=eval_examples,
-                                     decode_examples=decode_examples)
-      return evaluator.run(self.params, step=self.step)
+      evaluator = make_evaluator(log)
+      path = os.path.join(self.workdir, "predictions", f"{name or split}_step{self.step}.jsonl")
+      metrics = evaluator.run(self.params, step=self.step, replace=True, predictions=path)
     finally:
       log.close()
+    if main:
+      logger.rewrite_tensorboard(self.workdir, evaluator.namespace)
+      print(f"predictions: {path}", flush=True)
+    return metrics
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -198,6 +228,7 @@ def train(config=None, workdir: str = "runs/notebook", overrides: dict | None = 
   config = configs.load_config(config) if config is None or isinstance(config, str) else config
   for dotted, value in (overrides or {}).items():
     configs.set_value(config, dotted, value)
+  configs.resolve(config)
   configs.validate(config)
   loop.train_and_evaluate(config, workdir)
   return read_history(workdir)
@@ -226,6 +257,6 @@ def read_history(workdir: str) -> dict:
       step = max(step, at)
       for name, value in row.items():
         history.setdefault(name, []).append([at, value])
-      if split != "train":
+      if split == "eval":
         last_eval.update(row)
   return {"step": step, "history": history, "eval": last_eval}

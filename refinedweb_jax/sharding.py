@@ -155,6 +155,7 @@ def jit(fn, mesh: Mesh, **jit_kwargs):
       return jitted.lower(*args, **kwargs)
 
   run.lower = lower  # for compiled-memory and cost analysis
+  run.jitted = jitted  # its compilation cache, e.g. to check that nothing recompiles
   return run
 
 

@@ -4,6 +4,8 @@ import collections
 import functools
 import json
 import math
+import os
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -16,23 +18,37 @@ from refinedweb_jax.model.transformer import forward
 
 
 def eval_step(params, batch, *, model):
-  """Per-example sums over target tokens: (nll_B, correct_B, weight_B)."""
+  """Per target token, weighted: (nll_BxT, correct_BxT, weight_BxT)."""
   logits = forward(model, params, batch)
   targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
   nll_BxT, _ = losses.cross_entropy(logits, targets)
   w = weights.astype(jnp.float32)
-  return (jnp.sum(nll_BxT * w, 1), jnp.sum(losses.correct(logits, targets) * w, 1),
-          jnp.sum(w, 1))
+  return nll_BxT * w, losses.correct(logits, targets) * w, w
+
+
+def namespace(split: str) -> str:
+  """Where a split's metrics go: validation under eval/ (training's), test under test/."""
+  return "eval" if split == "validation" else split
 
 
 class Evaluator:
-  """Per task: teacher-forced loss/accuracy/perplexity and metrics of greedy-decoded outputs."""
+  """Per task: teacher-forced loss/accuracy/perplexity and metrics of greedy-decoded outputs.
+
+  The teacher-forced pass packs every task's examples into the same rows (an example
+  packed is the example alone), so its cost follows the tokens, not the number of tasks.
+  """
 
   def __init__(self, tasks, tokenizer, model, mesh, log, *, split: str, input_length: int,
                target_length: int, batch_size: int, max_decode_length: int,
-               eval_examples: int, decode_examples: int):
-    """Examples per task: `eval_examples` teacher-forced, `decode_examples` decoded (-1 = all)."""
+               eval_examples: int, decode_examples: int, file_task: bool = False):
+    """Examples per task: `eval_examples` teacher-forced, `decode_examples` decoded (-1 = all).
+
+    `file_task`: the one task is a file's (`refinedweb eval --input`): its metrics are
+    only <namespace>/<task>/..., in metrics.jsonl rows of split "<namespace>/<task>".
+    """
     self.tasks, self.tokenizer, self.mesh, self.log = tasks, tokenizer, mesh, log
+    self.split, self.namespace = split, namespace(split)
+    self.row_split = f"{self.namespace}/{tasks[0].name}" if file_task else self.namespace
     self.input_length = input_length
     rows = sharding.batch_rows(mesh)
     # Batches must split evenly over the batch-sharded mesh axes.
@@ -41,40 +57,67 @@ class Evaluator:
                         max_length=max_decode_length, flag="config.train.max_decode_length")
     if any("pass@1" in task.metrics for task in tasks):
       sandbox.check_available()  # before training, not at the first evaluation
-    self.batches, self.samples = [], []
+    self.samples, examples, self.example_task = [], [], []
+    tokenize = pipeline.Tokenize(tokenizer, input_length, target_length)
     for task in tasks:
       source = task.source(split)
-      self.batches += list(pipeline.eval_batches(
-          source, tokenizer, batch_size=self.batch_size, input_length=input_length,
-          target_length=target_length,
-          max_examples=None if eval_examples < 0 else eval_examples))
+      n = len(source) if eval_examples < 0 else min(eval_examples, len(source))
+      examples += [tokenize.map(dict(source[i])) for i in range(n)]
+      self.example_task += [task.name] * n
       n = len(source) if decode_examples < 0 else min(decode_examples, len(source))
-      self.samples += [dict(source[i]) for i in range(n)]
+      if task.metrics:  # decoding is for the metrics: a task without any decodes nothing
+        self.samples += [dict(source[i]) for i in range(n)]
+    alignment = (model.cfg.packing_alignment("encoder"), model.cfg.packing_alignment("decoder"))
+    self.batches = list(pipeline.packed_batches(
+        examples, batch_size=self.batch_size, input_length=input_length,
+        target_length=target_length, alignment=alignment))
     self.by_name = {t.name: t for t in tasks}
     self._eval_step = sharding.jit(functools.partial(eval_step, model=model), mesh)
     self._greedy = sharding.jit(functools.partial(
         decode.greedy_decode, model, max_length=max_decode_length, eos_id=tokenizer.eos_id), mesh)
 
-  def run(self, params, *, step: int, decode: bool = True) -> dict:
-    """Computes, logs and prints eval metrics; returns them."""
-    totals = collections.defaultdict(lambda: np.zeros(3))
-    for features, examples in self.batches:
+  def run(self, params, *, step: int, decode: bool = True, replace: bool = False,
+          predictions: str | None = None) -> dict:
+    """Computes, logs and prints eval metrics; returns them. `replace`: a step evaluated
+    before gets its metrics.jsonl row replaced; `predictions`: a jsonl file for every
+    decoded example (else decoded samples go to samples.jsonl)."""
+    began = time.time()
+    names = list(self.by_name)
+    totals = np.zeros((len(names) + 1, 3))  # per task, then "all": nll, correct, weight
+    task_of = np.array([names.index(t) for t in self.example_task] + [len(names)])
+    for features, example_BxT in self.batches:
       # Every process holds the whole eval batch and gets all results back.
-      loss_B, correct_B, weight_B = sharding.to_host(
-          self._eval_step(params, sharding.from_full_batch(features, self.mesh)))
-      for i, ex in enumerate(examples):
-        for key in (ex["task"], "all"):
-          totals[key] += (loss_B[i], correct_B[i], weight_B[i])
-    metrics = {}
-    for key, (loss, correct, weight) in sorted(totals.items()):
-      prefix = "eval" if key == "all" else f"eval/{key}"
+      sums = sharding.to_host(self._eval_step(params, sharding.from_full_batch(features,
+                                                                               self.mesh)))
+      owner = task_of[np.where(example_BxT >= 0, example_BxT, len(task_of) - 1)]
+      for j, values in enumerate(sums):
+        totals[:, j] += np.bincount(owner.ravel(), np.asarray(values).ravel(),
+                                    minlength=len(names) + 1)
+    totals[-1] = totals[:-1].sum(0)
+    ns, metrics = self.namespace, {}
+    for key, (loss, correct, weight) in zip(names + ["all"], totals):
+      if (key != "all" and not weight) or (key == "all" and self.row_split != ns):
+        continue
+      prefix = ns if key == "all" else f"{ns}/{key}"
       metrics[f"{prefix}/loss"] = loss / max(weight, 1)
       metrics[f"{prefix}/accuracy"] = correct / max(weight, 1)
       metrics[f"{prefix}/perplexity"] = math.exp(min(loss / max(weight, 1), 50.0))
+    teacher_forced = time.time() - began
+    rows = []
     if decode and self.samples:
-      metrics.update(self.decode_and_score(params, step))
-    self.log.scalars(step, "eval", metrics)
-    self.log.text(metrics_table(step, metrics, [t.name for t in self.tasks]))
+      scores, rows = self.decode_and_score(params)
+      metrics.update(scores)
+    if self.row_split == ns:
+      metrics[f"{ns}/seconds"] = time.time() - began
+    self.log.scalars(step, self.row_split, metrics, replace=replace)
+    self.log.text(metrics_table(step, metrics, names, ns, teacher_forced=teacher_forced,
+                                seconds=time.time() - began))
+    if rows:
+      self.log.text(samples_text(rows))
+      if predictions is None:
+        self.log.samples(step, rows)
+      elif self.log.enabled:
+        write_predictions(predictions, step, rows)
     return metrics
 
   def predict(self, params, texts):
@@ -92,8 +135,8 @@ class Evaluator:
       out += [tok.decode(row.tolist()) for row in tokens[: len(chunk)]]
     return out
 
-  def decode_and_score(self, params, step: int) -> dict:
-    """Decodes each task's first examples, scores them with the task's metrics, logs samples."""
+  def decode_and_score(self, params) -> tuple[dict, list]:
+    """Decodes the samples, scores them with their task's metrics: (metrics, rows)."""
     predictions = self.predict(params, [ex["inputs"] for ex in self.samples])
     by_task = collections.defaultdict(list)
     for ex, prediction in zip(self.samples, predictions):
@@ -103,14 +146,30 @@ class Evaluator:
       task = self.by_name[name]
       examples, preds = [p[0] for p in pairs], [p[1] for p in pairs]
       for metric, value in score(task, examples, preds).items():
-        metrics[f"eval/{name}/{metric}"] = value
+        metrics[f"{self.namespace}/{name}/{metric}"] = value
       rows += [{"task": name, "inputs": ex["inputs"], "targets": ex["targets"],
                 "prediction": pred} for ex, pred in pairs]
-      ex, pred = pairs[0]
-      self.log.text(f"  {name:<16} {_clip(ex['inputs'], 60):<60} -> {_clip(pred, 50)}"
-                    f"  (target: {_clip(ex['targets'], 40)})")
-    self.log.samples(step, rows)
-    return metrics
+    return metrics, rows
+
+
+def samples_text(rows) -> str:
+  """The first decoded example of each task, under its own header."""
+  lines, seen = ["  decoded samples (input -> prediction, target):"], set()
+  for r in rows:
+    if r["task"] not in seen:
+      seen.add(r["task"])
+      lines.append(f"  {r['task']:<16} {_clip(r['inputs'], 60):<60} -> "
+                   f"{_clip(r['prediction'], 50)}  (target: {_clip(r['targets'], 40)})")
+  return "\n".join(lines)
+
+
+def write_predictions(path: str, step: int, rows):
+  """Every decoded example with its reference, one JSON object a line."""
+  from etils import epath
+  epath.Path(os.path.dirname(path) or ".").mkdir(parents=True, exist_ok=True)
+  epath.Path(path).write_text("".join(
+      json.dumps({"step": int(step), **row}, ensure_ascii=False) + "\n" for row in rows),
+      encoding="utf-8")
 
 
 def score(task, examples, predictions) -> dict:
@@ -139,13 +198,19 @@ def score(task, examples, predictions) -> dict:
   return out
 
 
-def metrics_table(step: int, metrics: dict, task_names) -> str:
+def metrics_table(step: int, metrics: dict, task_names, ns: str = "eval", *,
+                  teacher_forced: float | None = None, seconds: float | None = None) -> str:
   """A text table: one row per task, loss/accuracy/perplexity and the task's metrics."""
-  lines = [f"[eval step {step}] loss {metrics['eval/loss']:.4f}  "
-           f"accuracy {metrics['eval/accuracy']:.4f}  perplexity {metrics['eval/perplexity']:.2f}"]
+  took = "" if seconds is None else f"  ({seconds:.1f} s" + (
+      "" if teacher_forced is None else f"; teacher-forced {teacher_forced:.1f} s") + ")"
+  title = "eval" if ns == "eval" else f"{ns} eval"
+  # A file's evaluation has one task and no overall row: its title shows the task's.
+  top = ns if f"{ns}/loss" in metrics else f"{ns}/{list(task_names)[0]}"
+  lines = [f"[{title} step {step}] loss {metrics[f'{top}/loss']:.4f}  accuracy "
+           f"{metrics[f'{top}/accuracy']:.4f}  perplexity {metrics[f'{top}/perplexity']:.2f}{took}"]
   for name in task_names:
-    found = {k[len(f"eval/{name}/"):]: v for k, v in metrics.items()
-             if k.startswith(f"eval/{name}/")}
+    found = {k[len(f"{ns}/{name}/"):]: v for k, v in metrics.items()
+             if k.startswith(f"{ns}/{name}/")}
     if found:
       cells = "  ".join(f"{k} {v:.4g}" for k, v in found.items())
       lines.append(f"  {name:<24} {cells}")

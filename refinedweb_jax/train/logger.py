@@ -24,15 +24,37 @@ def append_text(path: str, text: str):
   target.write_text(old + text, encoding="utf-8")
 
 
-def drop_rows_from(path: str, step: int):
-  """Rewrites a jsonl log without its rows at or after `step` (no file: nothing to do)."""
+def drop_rows_from(path: str, step: int, split: str | None = None):
+  """Rewrites a jsonl log without its rows at or after `step` (only those of `split` and
+  exactly at `step` when a split is given; no file: nothing to do)."""
   target = epath.Path(path)
   if not target.exists():
     return
   lines = target.read_text(encoding="utf-8").splitlines(keepends=True)
-  kept = [line for line in lines if line.strip() and json.loads(line)["step"] < step]
+  rows = [(line, json.loads(line)) for line in lines if line.strip()]
+  if split is None:
+    kept = [line for line, row in rows if row["step"] < step]
+  else:
+    kept = [line for line, row in rows if (row["step"], row.get("split")) != (step, split)]
   if len(kept) != len(lines):
     target.write_text("".join(kept), encoding="utf-8")
+
+
+def read_rows(path: str, split: str | None = None) -> list[dict]:
+  """The rows of a jsonl log (of one split), in file order."""
+  target = epath.Path(path)
+  if not target.exists():
+    return []
+  rows = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()
+          if line.strip()]
+  return [r for r in rows if split is None or r.get("split") == split]
+
+
+def train_line(step: int, total: int, metrics: dict) -> str:
+  """The console line of a log step: step, loss, throughput and learning rate."""
+  return (f"step {step}/{total}  loss {metrics['train/loss']:.4f}  "
+          f"tokens/s {metrics['train/tokens_per_second']:,.0f}  "
+          f"lr {metrics['train/learning_rate']:.2e}")
 
 
 class MetricLogger:
@@ -43,28 +65,36 @@ class MetricLogger:
   TensorBoard events at or after it are dropped first; each step is then logged once.
   """
 
-  def __init__(self, workdir: str, *, enabled: bool = True, replay_from: int | None = None):
+  def __init__(self, workdir: str, *, enabled: bool = True, replay_from: int | None = None,
+               tensorboard: bool = True):
     self.enabled = enabled
     self.workdir = workdir
+    self.writer = None  # tensorboard=False: metrics.jsonl only (see rewrite_tensorboard)
     if enabled:
-      from tensorboardX import SummaryWriter  # imported lazily: only the logging host needs it
       epath.Path(workdir).mkdir(parents=True, exist_ok=True)
       if replay_from is not None:
         for name in ("metrics.jsonl", "samples.jsonl"):
           drop_rows_from(os.path.join(workdir, name), replay_from)
-      self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=replay_from)
+      if tensorboard:
+        from tensorboardX import SummaryWriter  # lazily: only the logging host needs it
+        self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=replay_from)
 
-  def scalars(self, step: int, split: str, metrics: dict):
+  def scalars(self, step: int, split: str, metrics: dict, *, replace: bool = False):
+    """One metrics.jsonl row (and TensorBoard scalars); `replace`: drops the row already
+    logged for this step and split first (a step evaluated again)."""
     if not self.enabled:
       return
     values = {k: float(np.asarray(v)) for k, v in metrics.items()}
-    for name, value in values.items():
+    for name, value in values.items() if self.writer else ():
       self.writer.add_scalar(name, value, step)
     # JSON has no NaN or infinity: a non-finite value is written as null.
     rows = {k: v if np.isfinite(v) else None for k, v in values.items()}
-    append_text(os.path.join(self.workdir, "metrics.jsonl"),
-                json.dumps({"step": int(step), "split": split, **rows}) + "\n")
-    self.writer.flush()
+    path = os.path.join(self.workdir, "metrics.jsonl")
+    if replace:
+      drop_rows_from(path, step, split)
+    append_text(path, json.dumps({"step": int(step), "split": split, **rows}) + "\n")
+    if self.writer:
+      self.writer.flush()
 
   def samples(self, step: int, rows: list[dict]):
     """Decoded samples: TensorBoard text and <workdir>/samples.jsonl."""
@@ -74,7 +104,8 @@ class MetricLogger:
         json.dumps({"step": int(step), **row}, ensure_ascii=False) + "\n" for row in rows))
     table = "\n".join(f"| {r['task']} | {r['inputs'][:200]} | {r['targets']} | {r['prediction']} |"
                       for r in rows)
-    self.writer.add_text("eval/samples", "| task | input | target | prediction |\n|-|-|-|-|\n"
+    if self.writer:
+      self.writer.add_text("eval/samples", "| task | input | target | prediction |\n|-|-|-|-|\n"
                          + table, step)
 
   def text(self, message: str):
@@ -82,8 +113,25 @@ class MetricLogger:
       tqdm.tqdm.write(message)
 
   def close(self):
-    if self.enabled:
+    if self.writer:
       self.writer.close()
+
+
+def rewrite_tensorboard(workdir: str, split: str):
+  """Writes <workdir>/tensorboard/<split>/ afresh from metrics.jsonl's rows of that split
+  (and of its files, "<split>/<name>"), so a step evaluated again shows once."""
+  from tensorboardX import SummaryWriter
+  folder = epath.Path(workdir, "tensorboard", split)
+  if folder.exists():
+    folder.rmtree()
+  writer = SummaryWriter(str(folder))
+  for row in read_rows(os.path.join(workdir, "metrics.jsonl")):
+    if row.get("split") != split and not str(row.get("split")).startswith(split + "/"):
+      continue
+    for name, value in row.items():
+      if name not in ("step", "split") and value is not None:
+        writer.add_scalar(name, value, row["step"])
+  writer.close()
 
 
 class Progress:

@@ -431,6 +431,25 @@ def build(data_dir: str, *, task: str, format: str, train, validation=None, test
   return builder
 
 
+def read_examples(*, task: str, format: str, files, input_field: str | None = None,
+                  target_field: str | None = None, columns=(0, 1), prefix: str = "",
+                  max_line_bytes: int = MAX_LINE_BYTES) -> list[dict]:
+  """Every example of some files (one split, nothing built), checked as a build checks:
+  every problem is reported at once, as `file:line: problem`."""
+  config = make_config(task=task, format=format, train=files, input_field=input_field,
+                       target_field=target_field, columns=columns, prefix=prefix,
+                       max_line_bytes=max_line_bytes)
+  examples, problems = [], []
+  for item in _records(config, "train"):
+    (problems if isinstance(item, _Problem) else examples).append(item)
+  if problems:
+    raise ValueError(_report(config, problems).replace(
+        "fix them or pass skip_malformed=True to skip the bad lines", "fix them"))
+  if not examples:
+    raise ValueError(f"{', '.join(map(str, files))}: no examples")
+  return examples
+
+
 def data_source(data_dir: str, split: str, **settings) -> StrDataSource:
   """Random-access source of one split; settings are build()'s, and it builds if missing."""
   if split not in SPLITS:
