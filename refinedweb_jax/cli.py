@@ -3,17 +3,22 @@
 import argparse
 import logging
 import os
+import shlex
 import sys
 
 from refinedweb_jax import commands
 from refinedweb_jax.commands import FORMATS, UserError
 
 USAGE = """refinedweb COMMAND [flags] [--config path/to/config.py[:arg]] [--config.key=value ...]
+refinedweb --version;  refinedweb COMMAND --help
 
 commands:
-  prepare   generate the built-in corpus (TFDS, array_record) and train its tokenizer
+  prepare   generate the built-in corpus (TFDS, array_record) and train its tokenizer; with
+            --task NAME --train FILE..., make a task of your own files (then usable by name)
   train     train (and evaluate) in --workdir, resuming from its newest checkpoint
-  eval      evaluate the newest checkpoint in --workdir on the validation split
+  eval      evaluate the newest checkpoint in --workdir on the validation or test split, or
+            on any file with references (--input FILE); predictions go to a jsonl file
+  config    print the resolved config: a run's (--workdir W) or a config file's with overrides
   generate  decode inputs from --text, --input FILE or stdin (one per line) with a trained
             --workdir: greedy, --beam N, or sampling (--temperature, --top-k, --top-p)
   chat      talk with a trained --workdir; the conversation is kept (/reset, /exit)
@@ -28,8 +33,9 @@ commands:
   attention-mask
             draw an attention pattern as an image: --kind K --length N --out mask.png [sizes]
 """
-COMMANDS = ("prepare", "train", "eval", "generate", "chat", "distill", "sweep", "import-hf",
-            "export-hf", "attention-mask")
+COMMANDS = ("prepare", "train", "eval", "config", "generate", "chat", "distill", "sweep",
+            "import-hf", "export-hf", "attention-mask")
+RUN_COMMANDS = ("eval", "generate", "chat")  # use a trained run's own config
 DISTILL_COMMANDS = ("dump", "train")
 STANDALONE = ("attention-mask",)  # commands that take no --config
 
@@ -39,11 +45,29 @@ class _Parser(argparse.ArgumentParser):
     raise UserError(message)
 
 
+def _overrides_help() -> str:
+  from refinedweb_jax import configs
+  keys = ", ".join(configs.default_config().keys())
+  return (
+      "config: the built-in default (refinedweb_jax/configs.py), or --config "
+      "path/to/experiment.py[:ARG] (its get_config(ARG)); then any --config.KEY=VALUE, each "
+      "type-checked against the config, e.g. --config.model.preset=tiny "
+      f"--config.train.num_steps=50. Top-level keys: {keys}. `refinedweb config [--config F] "
+      "[--config.KEY=VALUE ...]` prints the resolved config, `refinedweb config --workdir W` "
+      "a run's. The same --workdir again resumes the run: its model, tokenizer, data and seed "
+      "stay; train.*, optimizer.* (not its name), loss.* and mesh.* may change (printed). "
+      "More train.num_steps continue a finished run; its learning-rate schedule then spans "
+      "the new num_steps unless train.schedule_steps keeps the old length.")
+
+
 def _parser(command: str) -> argparse.ArgumentParser:
-  p = _Parser(prog=f"refinedweb {command}", allow_abbrev=False)
+  epilog = _overrides_help() if command in ("train", "distill train", "config") else None
+  p = _Parser(prog=f"refinedweb {command}", allow_abbrev=False, epilog=epilog)
   if command == "attention-mask":
     return _mask_parser(p)
-  p.add_argument("--config", default=None, help="path/to/config.py[:arg] (default: built-in)")
+  p.add_argument("--config", default=None, help="path/to/config.py[:arg] (default: built-in)"
+                 + ("; not taken: these commands use the run's own config, changed only by "
+                    "--config.KEY=VALUE" if command in RUN_COMMANDS else ""))
   if command == "distill dump":
     p.add_argument("--teacher", required=True, help="the teacher's run directory")
     p.add_argument("--out", required=True, help="directory for the logits (resumable)")
@@ -56,20 +80,19 @@ def _parser(command: str) -> argparse.ArgumentParser:
                    help="teacher run directory, for config.distill.online=True")
   if command in ("train", "eval", "generate", "chat", "import-hf", "export-hf"):
     p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs)")
+  if command == "config":
+    p.add_argument("--workdir", default=None, help="show this run's config")
   if command == "import-hf":
     p.add_argument("model_dir", help="a local Hugging Face T5, T5 v1.1, Flan-T5 or mT5 directory")
   if command == "export-hf":
     p.add_argument("--out", required=True, help="new directory for the Hugging Face model")
   if command == "prepare":
-    p.add_argument("--task", default=None, help="build a task from your own files instead")
-    p.add_argument("--format", default=None, choices=FORMATS,
-                   help="default: from the file suffix (.tsv, .jsonl, .json = squad, else text)")
+    p.add_argument("--task", default=None, help="build a task from your own files instead; "
+                   "it is recorded in data.data_dir, so --config.mixture.tasks=TASK finds it")
     for split in ("train", "validation", "test"):
       p.add_argument(f"--{split}", nargs="+", default=None,
                      help="files; for text, source and target files in pairs")
-    p.add_argument("--input-field", default=None)
-    p.add_argument("--target-field", default=None)
-    p.add_argument("--columns", default="0,1", help="tsv: input,target column numbers")
+    _file_flags(p)
     p.add_argument("--prefix", default=None, help="inputs prefix (default: 'TASK: ')")
     p.add_argument("--skip-malformed", action="store_true",
                    help="skip bad lines (reported with file:line) instead of failing")
@@ -80,6 +103,17 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, default=None,
                    help="examples per task for the decoded metrics (-1 = the whole split; "
                         "default: the config's train.decode_examples_per_task)")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks to evaluate "
+                   "(default: the run's eval tasks)")
+    p.add_argument("--input", default=None, help="evaluate on this file of inputs and "
+                   "references instead (tsv, text pairs, jsonl, squad), every example")
+    p.add_argument("--task", default=None, help="with --input: the file's examples are this "
+                   "task's (its prefix, metrics and language)")
+    p.add_argument("--prefix", default=None, help="with --input: inputs prefix (default: "
+                   "--task's, else none)")
+    p.add_argument("--name", default=None, help="with --input: the name its metrics and "
+                   "predictions go under (default: the file's name)")
+    _file_flags(p)
   if command == "generate":
     p.add_argument("--text", action="append", help="input text; repeat for several; "
                    "without it (and --input), one input per line on stdin")
@@ -90,6 +124,20 @@ def _parser(command: str) -> argparse.ArgumentParser:
   if command in ("generate", "chat"):
     _decoding_flags(p)
   return p
+
+
+def _file_flags(p):
+  """How to read own files (prepare --task, eval --input)."""
+  p.add_argument("--format", default=None, choices=FORMATS,
+                 help="default: from the file suffix (.tsv, .jsonl, .json = squad, else text)")
+  p.add_argument("--input-field", default=None, help="jsonl: the input's key")
+  p.add_argument("--target-field", default=None, help="jsonl: the target's key")
+  p.add_argument("--columns", default="0,1", help="tsv: input,target column numbers")
+  p.add_argument("--metrics", "--task-metrics", default=None, dest="metrics",
+                 help="comma-separated, of: bleu, chrf, rouge, squad, pass@1, exact_match "
+                      "(default: squad for squad files, else bleu,chrf)")
+  p.add_argument("--language", default=None, help="the targets' language (en, de, fr, zh; "
+                 "zh: BLEU tokenizes Chinese; default en)")
 
 
 def _decoding_flags(p):
@@ -129,6 +177,10 @@ def parse(argv):
   if not argv or argv[0] in ("-h", "--help"):
     print(USAGE)
     raise SystemExit(0 if argv else 2)
+  if argv[0] in ("--version", "-V"):
+    from refinedweb_jax import __version__
+    print(f"refinedweb_jax {__version__}")
+    raise SystemExit(0)
   command, rest = argv[0], argv[1:]
   if command not in COMMANDS:
     raise UserError(f"unknown command {command!r}; allowed: {', '.join(COMMANDS)}")
@@ -140,23 +192,59 @@ def parse(argv):
                       f"{rest[0] if rest else 'none'!r}")
     command, rest = f"distill {rest[0]}", rest[1:]
   args, extra = _parser(command).parse_known_args(rest)
+  args.command_line = shlex.join(["refinedweb"] + list(argv))
   from refinedweb_jax import configs
-  config = configs.load_config(args.config)
+  overrides = []
   for item in extra:
     if not item.startswith("--config."):
       raise UserError(f"unknown flag {item!r} for 'refinedweb {command}'")
     key, eq, value = item[len("--config."):].partition("=")
     if not eq:
       raise UserError(f"config override {item!r} needs a value: --config.{key}=VALUE")
+    overrides.append((key, value))
+  config, run_dir = _base_config(command, args)
+  saved = config.to_dict() if run_dir else None
+  for key, value in overrides:
     configs.apply_override(config, key, value)
+  if run_dir:  # a trained run's config: only what a resumed run could change may differ
+    configs.resume_changes(saved, config, run_dir,  # a dump's own settings are its own
+                           also=("distill.",) if command == "distill dump" else ())
+  configs.resolve(config)
   configs.validate(config)
   return command, args, config
+
+
+def _base_config(command, args):
+  """(config before overrides, the run directory it comes from or None)."""
+  from refinedweb_jax import configs
+  run_dir = (args.workdir if command in RUN_COMMANDS or command == "config" else
+             args.teacher if command == "distill dump" and args.config is None else None)
+  from refinedweb_jax.train import checkpoint
+  trained = run_dir and checkpoint.has_steps(os.path.join(run_dir, "checkpoints"))
+  if not run_dir or (not trained and command != "config"):
+    return configs.load_config(args.config), None  # loading the run fails later, by itself
+  if args.config and command != "distill dump":
+    raise UserError(f"'refinedweb {command}' uses the run's own config (saved in {run_dir}); "
+                    f"--config {args.config} is not taken: change single settings with "
+                    "--config.KEY=VALUE")
+  import ml_collections
+  from refinedweb_jax.train import rundir, setup
+  saved = rundir.read_config(run_dir) if command == "config" and os.path.isdir(run_dir) else None
+  if saved is None:
+    return setup.run_config(run_dir), run_dir
+  config = configs.default_config()
+  config.update(ml_collections.ConfigDict(saved))
+  return config, run_dir
 
 
 def main(argv=None):
   """Runs one command; every expected failure is one line on stderr and an exit status."""
   from refinedweb_jax.train import stop  # no JAX at import time
   argv = sys.argv[1:] if argv is None else argv
+  # Compiled programs persist across commands (train, then eval, generate, a resume reuse
+  # them) unless JAX_COMPILATION_CACHE_DIR says otherwise ("" turns the cache off).
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+      os.path.expanduser("~/.cache/refinedweb_jax"), "jax_cache"))
   # TFDS logs a warning per build of a custom-sized corpus; keep the console for progress.
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.ERROR)
@@ -244,30 +332,28 @@ def _run(command, args, config):
   if command == "prepare" and args.task is not None:
     commands.prepare_own(args, config)
   elif command == "prepare":
+    from refinedweb_jax import configs
     from refinedweb_jax.data import tokenizer
     d = config.data
+    vocab_size, fit = configs.tokenizer_vocab_size(config)
     builder, path = tokenizer.prepare_builtin(
         d.data_dir, num_train=d.num_train, num_validation=d.num_validation,
         num_test=d.num_test, seed=d.corpus_seed, long_fraction=d.long_fraction,
-        vocab_size=d.vocab_size)
+        vocab_size=vocab_size, fit=fit)
     print(f"corpus: {builder.data_dir}\ntokenizer: {path}")
   elif command == "train":
     from refinedweb_jax.train import loop
     _make_workdir(args.workdir)
-    loop.train_and_evaluate(config, args.workdir)
+    loop.train_and_evaluate(config, args.workdir, command=args.command_line)
   elif command == "eval":
-    from refinedweb_jax import api
-    if args.examples is not None and args.examples < -1:
-      raise UserError(f"--examples must be -1 (the whole split) or >= 0, got {args.examples}")
-    metrics = api.RefinedWeb.load(args.workdir).evaluate(
-        args.split, eval_examples=-1 if args.examples == -1 else None,
-        decode_examples=args.examples)
-    for name, value in sorted(metrics.items()):
-      print(f"{name}\t{value:.4f}")
+    commands.evaluate(args, config)
+  elif command == "config":
+    import json
+    print(json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True, ensure_ascii=False))
   elif command == "generate":
     commands.generate(args, config)
   elif command == "chat":
-    commands.chat(args)
+    commands.chat(args, config)
   elif command == "distill dump":
     from refinedweb_jax.distill import dump
     dump.dump(config, args.teacher, args.out, sequence_kd=args.sequence_kd)
@@ -275,7 +361,7 @@ def _run(command, args, config):
     from refinedweb_jax.distill import student
     _make_workdir(args.workdir)
     student.train_student(config, args.workdir, logits_dir=args.logits,
-                          teacher_workdir=args.teacher)
+                          teacher_workdir=args.teacher, command=args.command_line)
   elif command == "import-hf":
     from refinedweb_jax.convert import commands as convert
     convert.import_hf(args.model_dir, args.workdir, config)

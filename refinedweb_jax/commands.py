@@ -42,6 +42,7 @@ def own_task_spec(args) -> dict:
                         f"got {len(files)} files")
       files = [(files[i], files[i + 1]) for i in range(0, len(files), 2)]
     spec[split] = files
+  _check_fields(fmt, args, args.train[0])
   if args.input_field:
     spec["input_field"] = args.input_field
   if args.target_field:
@@ -58,6 +59,44 @@ def own_task_spec(args) -> dict:
   return spec
 
 
+def _check_fields(fmt: str, args, first_file: str):
+  """jsonl needs --input-field and --target-field (named with the file's keys); others none."""
+  if fmt != "jsonl":
+    if args.input_field or args.target_field:
+      raise UserError(f"--input-field/--target-field apply to --format jsonl only, not {fmt}")
+    return
+  if args.input_field and args.target_field:
+    return
+  import json
+  keys = "?"
+  try:
+    with open(first_file, encoding="utf-8") as f:
+      keys = ", ".join(sorted(json.loads(f.readline())))
+  except (OSError, ValueError, TypeError, AttributeError):
+    pass
+  raise UserError(f"format jsonl needs --input-field and --target-field, the keys of the "
+                  f"input and the target; {first_file} line 1 has keys: {keys}")
+
+
+def _metrics(args) -> list | None:
+  """--metrics a,b checked against the known metrics (None: the task's default)."""
+  if not args.metrics:
+    return None
+  from refinedweb_jax.data import tasks
+  names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+  for name in names:
+    if name not in tasks.METRICS:
+      raise UserError(f"unknown metric {name!r} in --metrics; allowed: {', '.join(tasks.METRICS)}")
+  return names
+
+
+def _language(args) -> str | None:
+  from refinedweb_jax.data import tasks
+  if args.language is not None and args.language not in tasks.LANGUAGES:
+    raise UserError(f"unknown --language {args.language!r}; allowed: {', '.join(tasks.LANGUAGES)}")
+  return args.language
+
+
 def guess_format(path: str) -> str:
   name = path[:-3] if path.endswith(".gz") else path
   return {".tsv": "tsv", ".jsonl": "jsonl", ".json": "squad"}.get(os.path.splitext(name)[1],
@@ -65,17 +104,25 @@ def guess_format(path: str) -> str:
 
 
 def prepare_own(args, config):
+  """Builds an own task and records it in data.data_dir's registry (tasks.register_task)."""
+  from refinedweb_jax.data import tasks
   from refinedweb_jax.data.datasets import own_data
   spec = own_task_spec(args)
   builder = own_data.build(config.data.data_dir, **spec)
-  print(f"task {args.task}: {builder.data_dir}")
-  print("add to an experiment config:\n  config.own_tasks = [" + repr(spec) + "]")
-  print(f"  config.mixture.tasks = {args.task!r}")
+  entry = dict(spec, metrics=_metrics(args) or list(tasks.default_metrics(spec["format"])),
+               language=_language(args) or "en")
+  tasks.register_task(config.data.data_dir, entry)
+  sizes = ", ".join(f"{split} {info.num_examples}" for split, info in builder.info.splits.items())
+  print(f"task {args.task} ({sizes} examples; metrics {', '.join(entry['metrics'])}): "
+        f"{builder.data_dir}")
+  print(f"recorded in {os.path.join(config.data.data_dir, tasks.REGISTRY)}; train on it (and "
+        f"others, comma-separated): refinedweb train --workdir runs/{args.task} "
+        f"--config.mixture.tasks={args.task}")
 
 
 def generate(args, config):
   from refinedweb_jax import api, configs
-  known = configs.known_tasks(config)  # own and public tasks come from the experiment's --config
+  known = configs.known_tasks(config)  # the run's own config: its own and public tasks too
   if args.task is not None and args.task not in known:
     raise UserError(f"unknown task {args.task!r}; allowed: {', '.join(known)}")
   settings = decoding_settings(args)
@@ -94,19 +141,19 @@ def generate(args, config):
       raise UserError(f"empty input text ({where.format(i + 1)}); give a non-empty string")
   if not texts:
     raise UserError("no input: pass --text, --input FILE or one input per line on stdin")
-  model = api.RefinedWeb.load(args.workdir)
+  model = api.RefinedWeb.load(args.workdir, config=config)
   if args.task is not None:
     texts = [api.task_prefix(args.task, model.config) + t for t in texts]
   for output in model.stream(texts, batch_size=args.batch_size, **settings):
     print(output, flush=True)
 
 
-def chat(args):
+def chat(args, config):
   """Reads user turns from stdin, answers each with the whole conversation as context."""
   from refinedweb_jax import api
   from refinedweb_jax.data import tasks
   settings = decoding_settings(args)
-  model = api.RefinedWeb.load(args.workdir)
+  model = api.RefinedWeb.load(args.workdir, config=config)
   interactive = sys.stdin.isatty()
   if interactive:
     print("chat with the model; /reset starts over, /exit (or Ctrl-D) quits", flush=True)
@@ -121,6 +168,7 @@ def chat(args):
       return
     if line == "/reset":
       turns = []
+      print("(conversation reset)", flush=True)
       continue
     if not line:
       continue
@@ -161,3 +209,61 @@ def stdin_lines():
   except UnicodeDecodeError as e:
     raise UserError(f"stdin is not valid UTF-8 (byte {e.start}): pass UTF-8 text") from None
   return text.removeprefix(BOM).splitlines()
+
+
+def evaluate(args, config):
+  """`refinedweb eval`: a split of the run's tasks, or every example of an --input file."""
+  from refinedweb_jax import api
+  if args.examples is not None and args.examples < -1:
+    raise UserError(f"--examples must be -1 (the whole split) or >= 0, got {args.examples}")
+  file_flags = [f"--{name.replace('_', '-')}" for name in ("task", "prefix", "name", "format",
+                                                           "input_field", "target_field",
+                                                           "metrics", "language")
+                if getattr(args, name) is not None]
+  if args.input is None and file_flags:
+    raise UserError(f"{file_flags[0]} applies to --input FILE only")
+  if args.input is not None and args.tasks is not None:
+    raise UserError("give --tasks (the run's tasks) or --input FILE, not both")
+  names = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
+  task = None if args.input is None else file_task(args, config)
+  model = api.RefinedWeb.load(args.workdir, config=config)
+  if task is not None:
+    model.evaluate_file(task)
+  else:
+    model.evaluate(args.split, eval_examples=-1 if args.examples == -1 else None,
+                   decode_examples=args.examples, tasks=names)
+
+
+def file_task(args, config):
+  """The task of `eval --input FILE`: its examples, with --task's or the flags' prefix,
+  metrics and language."""
+  from refinedweb_jax import configs
+  from refinedweb_jax.data import tasks
+  from refinedweb_jax.data.datasets import own_data
+  from refinedweb_jax.train import setup
+  like = None
+  if args.task is not None:
+    known = setup.all_tasks(config)
+    if args.task not in known:
+      raise UserError(f"unknown --task {args.task!r}; this run knows: "
+                      f"{', '.join(configs.known_tasks(config))}")
+    like = known[args.task]
+  fmt = args.format or guess_format(args.input)
+  if fmt == "text":
+    raise UserError("--input takes one file (tsv, jsonl or squad), not a text pair; join the "
+                    "source and target lines with a tab into a .tsv")
+  _check_fields(fmt, args, args.input)
+  try:
+    columns = tuple(int(c) for c in args.columns.split(","))
+  except ValueError:
+    raise UserError(f"bad --columns {args.columns!r}; use INPUT,TARGET like 0,1") from None
+  stem = os.path.basename(args.input).split(".")[0]
+  name = args.name or "".join(c if c.isalnum() or c in "_-" else "_" for c in stem) or "input"
+  prefix = args.prefix if args.prefix is not None else like.prefix if like else ""
+  examples = own_data.read_examples(
+      task=name, format=fmt, files=[args.input], input_field=args.input_field,
+      target_field=args.target_field, columns=columns if fmt == "tsv" else (0, 1),
+      prefix=prefix)
+  metrics = _metrics(args) or (like.metrics if like else tasks.default_metrics(fmt))
+  language = _language(args) or (like.language if like else "en")
+  return tasks.Task(name, lambda split: examples, tuple(metrics), language, prefix)

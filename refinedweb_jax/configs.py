@@ -28,11 +28,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       data_dir=os.environ.get("REFINEDWEB_DATA", os.path.expanduser("~/.cache/refinedweb_jax")),
       num_train=20_000, num_validation=1_000, num_test=1_000, corpus_seed=0,
-      long_fraction=0.02, vocab_size=8000, input_length=256, target_length=64,
-      pack=True, batch_size=16, shuffle_seed=0,
+      long_fraction=0.02, vocab_size=config_dict.placeholder(int), input_length=256,
+      target_length=64, pack=True, batch_size=16, shuffle_seed=0,
       # The tokenizer is trained on the built-in corpus ("builtin") or on the mixture's train
-      # texts ("mixture"), or is a SentencePiece file ("path/spiece.model", e.g. a T5's).
-      tokenizer="builtin", public_data_dir=os.path.expanduser("~/tensorflow_datasets")))
+      # texts ("mixture"), or is a SentencePiece file ("path/spiece.model", e.g. a T5's);
+      # "auto": builtin when the mixture has a built-in task, else mixture. A trained one
+      # has data.vocab_size pieces; unset, the model preset's vocabulary, or as many as
+      # the training text holds when that is fewer.
+      tokenizer="auto", public_data_dir=os.path.expanduser("~/tensorflow_datasets")))
   # Which tasks to train on and how often each is sampled (see tasks.mixture_rates).
   # tasks: comma-separated names ("" = every built-in corpus task); rate: proportional,
   # temperature or explicit (weights "task=w,..."); cap: T5's K (0 = none); eval_tasks:
@@ -52,6 +55,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.0, z_loss=1e-4))
   c.train = ml_collections.ConfigDict(dict(
       num_steps=200, log_every=10, eval_every=100, checkpoint_every=100, keep_checkpoints=3,
+      # The learning-rate schedule's length (0 = num_steps). A run continued with more
+      # num_steps stretches its schedule unless this keeps the original length.
+      schedule_steps=0,
       eval_examples=32, eval_batch_size=32, decode_examples_per_task=8, max_decode_length=64,
       async_checkpointing=True, progress_bar=True,
       # Start from another run's parameters (and tokenizer): a workdir of ours or one that
@@ -93,6 +99,7 @@ RANGES = {
     "loss.label_smoothing": "[0, 1)", "loss.z_loss": "[0, inf)",
     "mixture.cap": "[0, inf)", "mixture.temperature": "(0, inf)",
     "train.num_steps": "(0, inf)", "train.log_every": "(0, inf)",
+    "train.schedule_steps": "[0, inf)",
     "train.eval_every": "(0, inf)", "train.checkpoint_every": "(0, inf)",
     "train.keep_checkpoints": "[1, inf)", "train.eval_examples": "[1, inf)",
     "train.eval_batch_size": "(0, inf)", "train.decode_examples_per_task": "[0, inf)",
@@ -239,9 +246,98 @@ def public_task_names(config) -> tuple[str, ...]:
 
 
 def known_tasks(config) -> tuple[str, ...]:
-  """Every task a config can name: built-in tasks, its own_tasks and public_tasks."""
+  """Every task a config can name: built-in tasks, its own_tasks, public_tasks and the own
+  tasks prepared in its data.data_dir (tasks.registered_tasks)."""
   own = [t["task"] for t in config.get("own_tasks", []) or []]
-  return tasks.BUILTIN + tuple(own) + public_task_names(config)
+  prepared = [name for name in tasks.registered_tasks(config.data.data_dir) if name not in own]
+  return tasks.BUILTIN + tuple(own) + public_task_names(config) + tuple(prepared)
+
+
+def resolve(config):
+  """Fills in what the config leaves to its tasks, so the saved config says it outright:
+  the entries of prepared own tasks the mixture names (config.own_tasks), and the
+  tokenizer "auto" (builtin when a mixture or eval task is built-in, else mixture)."""
+  own = {t["task"] for t in config.get("own_tasks", []) or []}
+  prepared = tasks.registered_tasks(config.data.data_dir)
+  named = [n.strip() for key in ("tasks", "eval_tasks")
+           for n in config.mixture.get(key, "").split(",") if n.strip()]
+  with config.unlocked():
+    for name in dict.fromkeys(named):
+      if name not in own and name not in tasks.BUILTIN and name in prepared:
+        config.own_tasks = list(config.own_tasks) + [prepared[name]]
+    if config.data.tokenizer == "auto":
+      builtin = not named or any(n in tasks.BUILTIN for n in named)
+      config.data.tokenizer = "builtin" if builtin else "mixture"
+  return config
+
+
+def tokenizer_vocab_size(config) -> tuple[int, bool]:
+  """(pieces of a trained tokenizer, whether fewer may do): data.vocab_size when set (exact),
+  else model.vocab_size or the preset's, as many as the training text holds."""
+  if config.data.get("vocab_size") is not None:
+    return config.data.vocab_size, False
+  if config.model.get("vocab_size") is not None:
+    return config.model.vocab_size, True
+  return ModelConfig.from_preset(config.model.preset).vocab_size, True
+
+
+def flat(config) -> dict:
+  """Dotted key -> value of every leaf ("model.attention.window": 64; lists stay whole)."""
+  out = {}
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      if isinstance(value, (dict, ml_collections.ConfigDict)):
+        walk(value, f"{prefix}{key}.")
+      else:
+        out[prefix + key] = value
+  walk(config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config, "")
+  return out
+
+
+# Keys a resumed run may change: cadence, steps, schedule and optimizer settings, the loss,
+# decoding, where the data lives, the mesh and how the model computes (not what it is).
+# Every other key fixes the model, the tokenizer, the data stream or the random seed,
+# which the checkpoint holds.
+RESUMABLE = ("train.", "optimizer.", "loss.", "mesh.", "distributed.", "data.data_dir",
+             "data.public_data_dir", "mixture.eval_tasks", "model.dropout_rate", "model.remat",
+             "model.dtype", "model.dense_implementation", "distill.alpha",
+             "distill.temperature", "distill.dump_batch_size", "distill.shard_examples")
+FIXED = ("optimizer.name",)  # the optimizer state's structure is in the checkpoint
+
+
+def resumable(key: str, also: tuple = ()) -> bool:
+  return key not in FIXED and any(key == p or (p.endswith(".") and key.startswith(p))
+                                  for p in RESUMABLE + tuple(also))
+
+
+def resume_changes(saved: dict, config, workdir: str, also: tuple = ()) -> list[tuple]:
+  """(key, saved value, new value) of every key the new config sets differently.
+
+  Raises, naming each key with both values, when one of them may not change on resume
+  (RESUMABLE, plus the key prefixes in `also`).
+  A train.init_from run saved its model section filled in from that run: an unset
+  model key of the new config then means "the same".
+  """
+  old, new = flat(saved), flat(config)
+  from_other = bool(old.get("train.init_from"))
+  changes = [(k, old[k], v) for k, v in new.items()
+             if k in old and _comparable(old[k]) != _comparable(v)
+             and not (from_other and k.startswith("model.") and v is None)]
+  fixed = [c for c in changes if not resumable(c[0], also)]
+  if fixed:
+    raise ValueError(
+        f"{workdir} holds a run whose config differs from this one in settings fixed for "
+        "the run (its model, tokenizer, data and seed): " + "; ".join(f"{k}: run {a!r}, given {b!r}" for k, a, b in fixed)
+        + f". Pass the run's values (`refinedweb config --workdir {workdir}` shows them) or "
+        "train a new run in another --workdir")
+  return changes
+
+
+def _comparable(value):
+  """JSON's view of a value: tuples are lists, as in a saved config."""
+  import json
+  return json.loads(json.dumps(value, default=str))
 
 
 def task_names(config, key: str = "tasks") -> tuple[str, ...]:
@@ -275,13 +371,14 @@ def validate(config):
   """Fails early, naming the bad value, before any data or checkpoint is touched."""
   for key, interval in RANGES.items():
     section, name = key.split(".")
-    check_range(key, config[section][name], interval)
+    if config[section].get(name) is not None:  # unset: a default that follows other keys
+      check_range(key, config[section][name], interval)
   for key, allowed in choices().items():
     section, name = key.split(".")
     if config[section][name] not in allowed:
       raise ValueError(f"unknown config.{key} {config[section][name]!r}; allowed: "
                        f"{', '.join(allowed)}")
-  trained = tokenizer.TRAINED
+  trained = tokenizer.TRAINED + ("auto",)
   if config.data.tokenizer not in trained and not str(config.data.tokenizer).endswith(".model"):
     raise ValueError(f"unknown config.data.tokenizer {config.data.tokenizer!r}; allowed: "
                      f"{', '.join(trained)} or a SentencePiece model file (*.model)")

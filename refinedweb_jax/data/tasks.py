@@ -11,6 +11,8 @@ from their sizes.
 """
 
 import dataclasses
+import json
+import os
 from typing import Callable
 
 import numpy as np
@@ -147,7 +149,7 @@ def own_tasks(specs, data_dir: str) -> dict:
   for spec in specs or []:
     spec = dict(spec)
     name = spec["task"]
-    task_metrics = tuple(spec.pop("metrics", ("bleu", "chrf")))
+    task_metrics = tuple(spec.pop("metrics", None) or default_metrics(spec["format"]))
     task_language = spec.pop("language", "en")
     for metric in task_metrics:
       if metric not in METRICS:
@@ -157,6 +159,45 @@ def own_tasks(specs, data_dir: str) -> dict:
     out[name] = Task(name, source, task_metrics, task_language,
                      spec.get("prefix", own_prefix(name)))
   return out
+
+
+def default_metrics(format: str) -> tuple:
+  """An own task's metrics when none are given: SQuAD's for squad files, else BLEU and chrF."""
+  return ("squad",) if format == "squad" else ("bleu", "chrf")
+
+
+# In data.data_dir: the own tasks `refinedweb prepare --task` built, by name (their
+# config.own_tasks entries), so a mixture can name them without an experiment file.
+REGISTRY = "own_tasks.json"
+
+
+def registered_tasks(data_dir: str) -> dict:
+  """Name -> config.own_tasks entry of every own task prepared in data_dir."""
+  from etils import epath
+  path = epath.Path(data_dir) / REGISTRY
+  if not path.exists():
+    return {}
+  try:
+    return json.loads(path.read_text(encoding="utf-8"))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); remove it and prepare the own tasks "
+                     "again with: refinedweb prepare --task NAME ...") from None
+
+
+def register_task(data_dir: str, spec: dict):
+  """Records a prepared own task (its config.own_tasks entry) in data_dir's registry."""
+  from etils import epath
+  entries = registered_tasks(data_dir)
+  entries[spec["task"]] = spec
+  path = epath.Path(data_dir) / REGISTRY
+  text = json.dumps(entries, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+  if "://" in str(path):
+    path.write_text(text, encoding="utf-8")
+    return
+  tmp = f"{path}.tmp{os.getpid()}"  # renamed into place: a reader never sees half a file
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
 
 
 def public_tasks(names, data_dir: str) -> dict:

@@ -145,9 +145,10 @@ def _load_teacher(config, logits_dir: str, teacher_workdir: str | None):
 
 
 def train_student(config, workdir: str, *, logits_dir: str | None = None,
-                  teacher_workdir: str | None = None):
+                  teacher_workdir: str | None = None, command: str | None = None):
   """Trains (resuming from workdir's newest checkpoint) and evaluates a distilled student."""
   os.makedirs(workdir, exist_ok=True)
+  loop.check_resume(config, workdir)
   store, teacher, proto, where = _load_teacher(config, logits_dir, teacher_workdir)
   run = setup.build(config, model_from=loop.resume_source(config, workdir))  # init_from too
   dump.check_same_tokenizer(run.tokenizer, proto, where)
@@ -157,7 +158,7 @@ def train_student(config, workdir: str, *, logits_dir: str | None = None,
     if missing:
       raise ValueError(f"tasks {', '.join(missing)} of config.mixture.tasks have no teacher "
                        f"logits in {logits_dir!r}; it holds: {', '.join(store.offsets)}")
-  tx, schedule = optim.make_optimizer(config.optimizer, config.train.num_steps)
+  tx, schedule = optim.make_optimizer(config.optimizer, loop.schedule_steps(config))
   state, shardings = step_lib.create_train_state(run.model, tx, run.mesh,
                                                  jax.random.key(config.seed),
                                                  input_length=d.input_length,
@@ -182,4 +183,4 @@ def train_student(config, workdir: str, *, logits_dir: str | None = None,
       step_fn = jit_kd_step(run, config, shardings)
   return loop.run_loop(run, state, shardings, step_fn, train_iter, workdir=workdir,
                        schedule=schedule, describe=describe,
-                       fresh=loop.init_from(config, shardings))
+                       fresh=loop.init_from(config, shardings), command=command)

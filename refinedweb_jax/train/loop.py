@@ -3,6 +3,7 @@
 import os
 import resource
 import sys
+import textwrap
 import time
 
 import jax
@@ -11,12 +12,17 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from refinedweb_jax import sharding
+from refinedweb_jax.data import tasks as tasks_lib
 from refinedweb_jax.model.transformer import count_params
-from refinedweb_jax.train import checkpoint, logger, optim, setup, stop, step as step_lib
+from refinedweb_jax.train import checkpoint, logger, optim, rundir, setup, stop
+from refinedweb_jax.train import step as step_lib
 
 
-def train_and_evaluate(config, workdir: str):
-  """Trains (resuming from the newest checkpoint in workdir), evaluating and saving on schedule."""
+def train_and_evaluate(config, workdir: str, *, command: str | None = None):
+  """Trains (resuming from the newest checkpoint in workdir), evaluating and saving on schedule.
+
+  `command`: how this start was invoked, for runs.jsonl (default: this process's argv).
+  """
   dist = config.get("distributed", {})
   sharding.initialize_distributed(dist.get("coordinator_address"), dist.get("num_processes"),
                                   dist.get("process_id"))
@@ -25,9 +31,10 @@ def train_and_evaluate(config, workdir: str):
     raise ValueError(f"{workdir} holds an imported model, not a training run; fine-tune it into "
                      f"a new workdir: refinedweb train --workdir NEW "
                      f"--config.train.init_from={workdir}")
+  check_resume(config, workdir)
   run = setup.build(config, model_from=resume_source(config, workdir))
   d, m = config.data, run.model_cfg
-  tx, schedule = optim.make_optimizer(config.optimizer, config.train.num_steps)
+  tx, schedule = optim.make_optimizer(config.optimizer, schedule_steps(config))
   state, shardings = step_lib.create_train_state(
       run.model, tx, run.mesh, jax.random.key(config.seed), input_length=d.input_length,
       target_length=d.target_length)
@@ -35,7 +42,28 @@ def train_and_evaluate(config, workdir: str):
   describe = (f"model {m.d_model}d x {m.num_encoder_layers}+{m.num_decoder_layers} layers, "
               f"{count_params(state.params):,} params, mesh {dict(run.mesh.shape)}")
   return run_loop(run, state, shardings, step_fn, run.train_iterator(), workdir=workdir,
-                  schedule=schedule, describe=describe, fresh=init_from(config, shardings))
+                  schedule=schedule, describe=describe, fresh=init_from(config, shardings),
+                  command=command)
+
+
+def schedule_steps(config) -> int:
+  """The learning-rate schedule's length: train.schedule_steps, or train.num_steps (0)."""
+  return config.train.get("schedule_steps") or config.train.num_steps
+
+
+def check_resume(config, workdir: str):
+  """Before anything is built: fails on a config a resumed run cannot take, else prints
+  the settings it changes (and what that does to the learning-rate schedule)."""
+  changes = setup.check_resume(config, workdir)
+  if not changes or jax.process_index() != 0:
+    return
+  print("resuming with changed settings: " + ", ".join(
+      f"{k} {old!r} -> {new!r}" for k, old, new in changes), flush=True)
+  old_steps = {k: old for k, old, _ in changes}
+  if "train.num_steps" in old_steps and not config.train.get("schedule_steps"):
+    print(f"the learning-rate schedule now spans {config.train.num_steps} steps instead of "
+          f"{old_steps['train.num_steps']}; --config.train.schedule_steps="
+          f"{old_steps['train.num_steps']} keeps the original one", flush=True)
 
 
 def resume_source(config, workdir: str):
@@ -47,6 +75,12 @@ def resume_source(config, workdir: str):
     if checkpoint.has_steps(os.path.join(workdir, "checkpoints")):
       return workdir
   return None
+
+
+def _shown(path: str) -> str:
+  """A path as a command line would name it: relative to here when it lies below."""
+  relative = os.path.relpath(path) if "://" not in path else path
+  return path if relative.startswith("..") else relative
 
 
 def _absolute(path: str) -> str:
@@ -83,7 +117,7 @@ class Throughput:
 
 
 def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedule,
-             describe: str, fresh=None):
+             describe: str, fresh=None, command: str | None = None):
   """The loop every trainer shares: resume (state and data iterator), evaluate at step 0,
   then step, log, evaluate and checkpoint on the config's schedule; returns the final state.
 
@@ -103,6 +137,9 @@ def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedu
   # A (re)started run logs again every step after its checkpoint: their old rows go.
   log = logger.MetricLogger(workdir, enabled=jax.process_index() == 0,
                             replay_from=0 if start is None else start + 1)
+  if log.enabled:
+    rundir.write_config(workdir, checkpoint.config_to_json(run.config))
+    rundir.record_start(workdir, step=int(start or 0), command=command)
   try:
     log.text(describe)
     if start is not None:
@@ -130,9 +167,13 @@ def _steps(run, state, step_fn, train_iter, start, schedule, ckpt, log, signals)
   save_kwargs = dict(data_iterator=train_iter, config=checkpoint.config_to_json(config),
                      tokenizer_proto=run.tokenizer.serialized_model_proto())
   rng = jax.random.key(config.seed)
+  began, evaluating, last = time.time(), 0.0, {}
   if start == 0:
     evaluator.run(state.params, step=0, decode=False)
-  progress = logger.Progress(start, t.num_steps, enabled=t.progress_bar and log.enabled)
+    evaluating += time.time() - began
+  # A bar only on a terminal; logs (--detach, CI) get the plain line of every log step.
+  progress = logger.Progress(start, t.num_steps,
+                             enabled=t.progress_bar and log.enabled and sys.stderr.isatty())
   if start >= t.num_steps:
     log.text(f"already trained to step {start} (train.num_steps={t.num_steps}); nothing to do")
   throughput = Throughput(start)
@@ -158,6 +199,8 @@ def _steps(run, state, step_fn, train_iter, start, schedule, ckpt, log, signals)
       if compiled_gib is not None:
         metrics["train/compiled_peak_gib"] = compiled_gib
       log.scalars(step, "train", metrics)
+      log.text(logger.train_line(step, t.num_steps, metrics))
+      last.update(metrics)
       progress.update(step, metrics)
     else:
       progress.update(step, None)
@@ -165,9 +208,10 @@ def _steps(run, state, step_fn, train_iter, start, schedule, ckpt, log, signals)
     if logged or due:
       _check_finite(jax.device_get(state.skips), t, ckpt)  # before any save can hold it
     if step % t.eval_every == 0 or step == t.num_steps:
-      began = time.time()
-      evaluator.run(state.params, step=step, decode=True)
-      throughput.pause(time.time() - began)  # eval time is not training throughput
+      eval_began = time.time()
+      last.update(evaluator.run(state.params, step=step, decode=True))
+      throughput.pause(time.time() - eval_began)  # eval time is not training throughput
+      evaluating += time.time() - eval_began
     if due:
       ckpt.save(step, state, force=True, **save_kwargs)
     if stopping:
@@ -176,7 +220,36 @@ def _steps(run, state, step_fn, train_iter, start, schedule, ckpt, log, signals)
       raise stop.Stopped(stopping, step, ckpt.directory,
                          signals.exit_code if signals.requested else 0)
   progress.close()
+  log.text(summary(run, start, last, ckpt, seconds=time.time() - began, evaluating=evaluating))
   return state
+
+
+def summary(run, start: int, metrics: dict, ckpt, *, seconds: float, evaluating: float) -> str:
+  """What a finished run prints last: its final metrics, checkpoint and what to run next."""
+  t, workdir = run.config.train, _shown(os.path.dirname(ckpt.directory))
+  ckpt.wait()
+  newest = ckpt.latest_step()
+  lines = [f"done: step {t.num_steps} (this start trained {max(t.num_steps - start, 0)} steps "
+           f"in {seconds:.0f} s, {evaluating:.0f} s of it evaluating)"]
+  shown = [("train/loss", "train loss"), ("eval/loss", "eval loss"),
+           ("eval/accuracy", "eval accuracy")]
+  cells = [f"{label} {metrics[key]:.4f}" for key, label in shown if key in metrics]
+  for task in run.tasks:
+    main = tasks_lib.main_metric(task.name)
+    found = [k for k in metrics if k.startswith(f"eval/{task.name}/")
+             and k.rsplit("/", 1)[1] not in ("loss", "accuracy", "perplexity")]
+    key = f"eval/{task.name}/{main}" if main else (found[0] if found else "")
+    if key in metrics:
+      cells.append(f"{task.name} {key.rsplit('/', 1)[1]} {metrics[key]:.1f}")
+  if cells:
+    lines += textwrap.wrap(", ".join(cells), 96, initial_indent="  ", subsequent_indent="  ")
+  if newest is not None:
+    lines.append(f"  checkpoint: {os.path.join(ckpt.directory, str(newest))}")
+  lines.append(f"  next: refinedweb eval --workdir {workdir} --split test")
+  lines.append(f"        refinedweb generate --workdir {workdir} --text \"...\"")
+  lines.append(f"        refinedweb train --workdir {workdir} --config.train.num_steps="
+               f"{2 * t.num_steps}  (continues this run; same other settings)")
+  return "\n".join(lines)
 
 
 def _compiled_peak_gib(step_fn, state, batch, rng):

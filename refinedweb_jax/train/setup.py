@@ -104,16 +104,22 @@ def all_tasks(config) -> dict:
 def _prepare_tokenizer(config, run_tasks_: list) -> str:
   """The run's tokenizer file, trained if missing: on the built-in corpus or the mixture."""
   d = config.data
-  if d.tokenizer == "builtin":
-    return tok.prepare_builtin(
-        d.data_dir, num_train=d.num_train, num_validation=d.num_validation,
-        num_test=d.num_test, seed=d.corpus_seed, long_fraction=d.long_fraction,
-        vocab_size=d.vocab_size)[1]
-  if d.tokenizer == "mixture":
-    sources = [t.source("train") for t in run_tasks_]
-    text = ",".join(f"{t.name}:{len(s)}" for t, s in zip(run_tasks_, sources))
-    key = hashlib.sha256(text.encode()).hexdigest()[:12]  # the mixture's tasks and sizes
-    return tok.prepare_for_sources(d.data_dir, key, sources, vocab_size=d.vocab_size)
+  vocab_size, fit = configs.tokenizer_vocab_size(config)
+  try:
+    if d.tokenizer == "builtin":
+      return tok.prepare_builtin(
+          d.data_dir, num_train=d.num_train, num_validation=d.num_validation,
+          num_test=d.num_test, seed=d.corpus_seed, long_fraction=d.long_fraction,
+          vocab_size=vocab_size, fit=fit)[1]
+    if d.tokenizer == "mixture":
+      sources = [t.source("train") for t in run_tasks_]
+      text = ",".join(f"{t.name}:{len(s)}" for t, s in zip(run_tasks_, sources))
+      key = hashlib.sha256(text.encode()).hexdigest()[:12]  # the mixture's tasks and sizes
+      return tok.prepare_for_sources(d.data_dir, key, sources, vocab_size=vocab_size, fit=fit)
+  except tok.VocabTooLarge as e:
+    raise ValueError(f"config.data.vocab_size={e.requested} is more than the {d.tokenizer} "
+                     f"tokenizer's training text holds; the largest that fits is {e.largest}: "
+                     f"--config.data.vocab_size={e.largest} (or leave it unset)") from None
   if d.tokenizer.endswith(".model"):  # a SentencePiece file, e.g. a T5's spiece.model
     if not os.path.isfile(d.tokenizer):
       raise FileNotFoundError(f"config.data.tokenizer {d.tokenizer!r}: no such file")
@@ -140,6 +146,7 @@ def build(config, model_from: str | None = None) -> Setup:
   sizes, dropout, remat, dtype, ...) override its, so that e.g. a sparse encoder
   fine-tunes a dense checkpoint. The preset is always that run's.
   """
+  configs.resolve(config)  # e.g. data.tokenizer "auto"; the CLI has done so already
   run_tasks_ = run_tasks(config)
   source = model_from or config.train.get("init_from")
   if jax.process_index() == 0:
@@ -163,6 +170,35 @@ def build(config, model_from: str | None = None) -> Setup:
   sharding.check_model_fits(model_cfg, dict(mesh.shape))
   sharding.check_batch(mesh, config.data.batch_size, config.train.microbatches)
   return Setup(config, run_tasks_, tokenizer, model_cfg, EncoderDecoder(model_cfg), mesh)
+
+
+def saved_config(workdir: str) -> dict | None:
+  """The config saved with a run's newest checkpoint, or None when it has none."""
+  if not checkpoint.has_steps(os.path.join(workdir, "checkpoints")):
+    return None
+  return _saved_metadata(workdir)[0]
+
+
+def check_resume(config, workdir: str) -> list:
+  """Before a run resumes: the (key, old, new) changes its config makes to the saved one.
+
+  Raises, naming each key and both values, when a key that fixes the model, tokenizer,
+  data or seed differs (configs.resume_changes).
+  """
+  saved = saved_config(workdir)
+  return [] if saved is None else configs.resume_changes(saved, config, workdir)
+
+
+def run_config(workdir: str):
+  """A trained run's own config (as saved with its newest checkpoint) as a ConfigDict."""
+  workdir = locate(workdir)[0]
+  saved = saved_config(workdir)
+  if saved is None:
+    raise FileNotFoundError(f"no finished checkpoint in {workdir}; train first with: "
+                            f"refinedweb train --workdir {workdir}")
+  config = configs.default_config()
+  config.update(ml_collections.ConfigDict(saved))
+  return config
 
 
 def _saved_metadata(path: str):
@@ -243,10 +279,12 @@ class Trained:
   workdir: str
 
 
-def restore(path: str) -> Trained:
+def restore(path: str, overrides=None) -> Trained:
   """A trained run from its newest (or given) checkpoint.
 
-  The config and tokenizer are the ones saved with the checkpoint; only the
+  The config and tokenizer are the ones saved with the checkpoint (or `overrides`, the
+  run's config with keys a resumed run may change set otherwise: eval and decoding
+  settings, the mesh); only the
   parameters are read (no optimizer state), straight into their shardings on the
   mesh that config asks for (inference_mesh). A newest step that does not read back
   is skipped, with a warning, for the one before (a given step is not).
@@ -258,6 +296,9 @@ def restore(path: str) -> Trained:
     saved, proto = ckpt.restore_metadata(at)
     config = configs.default_config()
     config.update(ml_collections.ConfigDict(saved))
+    if overrides is not None:
+      configs.resume_changes(saved, overrides, workdir)  # raises for a key it cannot change
+      config = overrides
     tokenizer = tok.Tokenizer(model_proto=proto)
     model_cfg = configs.model_config(config, vocab_size=tokenizer.vocab_size)
     model = EncoderDecoder(model_cfg)

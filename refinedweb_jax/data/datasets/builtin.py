@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import sys
 from typing import Any, Iterator, SupportsIndex
 
 from etils import epath
@@ -12,6 +15,29 @@ from refinedweb_jax.data import corpus, datasets
 
 FIELDS = ("inputs", "targets", "task", "tests", "id")
 SPLITS = ("train", "validation", "test")
+
+
+def _not_our_config_warning(record: logging.LogRecord) -> bool:
+  """Drops TFDS's "Using custom data configuration" warning for this project's builders,
+  which always use custom configs (the corpus sizes, an own task's files)."""
+  args = record.args if isinstance(record.args, tuple) else ()
+  return not (str(record.msg).startswith("Using custom data configuration") and args
+              and type(args[0]).__module__.startswith("refinedweb_jax"))
+
+
+logging.getLogger("absl").addFilter(_not_our_config_warning)
+
+
+@contextlib.contextmanager
+def _no_progress_bar():
+  """TFDS's progress bars off for a while (then as they were)."""
+  from tensorflow_datasets.core.utils import tqdm_utils
+  was = getattr(tqdm_utils, "_active", True)
+  tfds.display_progress_bar(False)
+  try:
+    yield
+  finally:
+    tfds.display_progress_bar(was)
 
 
 @dataclasses.dataclass(eq=False)
@@ -62,6 +88,21 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder):
   def __init__(self, *, file_format: str = "array_record", **kwargs: Any):
     # TFDS defaults to TFRecord, which has no random access (Grain needs it).
     super().__init__(file_format=file_format, **kwargs)
+
+  def download_and_prepare(self, *args, **kwargs):
+    # One line instead of TFDS's "Downloading and preparing dataset Unknown size" and
+    # its progress bars (a redraw per example in a log file).
+    if not self.is_prepared():
+      print(f"preparing {self.name}/{self.builder_config.name} in {self.data_dir_root}",
+            file=sys.stderr, flush=True)
+    with _no_progress_bar():
+      return super().download_and_prepare(*args, **kwargs)
+
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
 
 
 class RefinedWebBuiltin(LocalBuilder):
