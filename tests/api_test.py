@@ -7,6 +7,7 @@ import pytest
 
 from refinedweb_jax import api
 from refinedweb_jax import cli as main
+from refinedweb_jax import commands
 from conftest import tiny_config
 
 
@@ -138,7 +139,9 @@ def test_cli_chat_keeps_the_conversation(trained, monkeypatch, capsys):
   monkeypatch.setattr(api.RefinedWeb, "chat", spy)
   monkeypatch.setattr(sys, "stdin", io.StringIO("2 plus 3?\ntimes 2?\n/reset\nhello\n/exit\n"))
   assert main.main(["chat", "--workdir", trained[0], "--max-new-tokens", "4"]) == 0
-  replies = capsys.readouterr().out.splitlines()
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[2] == "(conversation reset)"  # /reset answers
+  replies = lines[:2] + lines[3:]
   assert len(replies) == 3
   assert seen[0] == ["2 plus 3?"] and seen[1][0::2] == ["2 plus 3?", "times 2?"]
   assert seen[1][1] == (replies[0].strip() or "...") and seen[2] == ["hello"]
@@ -177,4 +180,4 @@ def test_invalid_utf8_input_file_is_one_line_error(tmp_path, capsys):
 def test_a_byte_order_mark_is_no_input_text(tmp_path):
   path = tmp_path / "inputs.txt"
   path.write_bytes("\ufeffchat: hello\nchat: hi\n".encode("utf-8"))
-  assert main._file_lines(str(path)) == ["chat: hello", "chat: hi"]
+  assert commands.file_lines(str(path)) == ["chat: hello", "chat: hi"]

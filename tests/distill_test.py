@@ -186,8 +186,8 @@ def test_errors_name_the_problem(teacher_run, tiny_data_dir, tmp_path, capsys):
   for argv, message in (
       (["distill", "train", "--logits", str(tmp_path / "none"), "--workdir", str(tmp_path / "w")],
        "does not exist"),
-      (["distill", "dump", "--teacher", workdir, "--out", str(tmp_path / "c")],
-       "tokenizer mismatch: the student config has data.vocab_size=8000"),
+      (["distill", "dump", "--teacher", workdir, "--out", str(tmp_path / "c"),
+        "--config.data.vocab_size=8000"], "data.vocab_size: run 600, given 8000"),
       (["distill", "dump", "--teacher", workdir, "--out", str(tmp_path / "c"),
         "--config.distill.top_k=601", "--config.data.vocab_size=600"], "top_k=601"),
       (["distill", "bake"], "needs a subcommand: dump or train"),
