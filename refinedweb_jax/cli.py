@@ -112,7 +112,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--prefix", default=None, help="with --input: inputs prefix (default: "
                    "--task's, else none)")
     p.add_argument("--name", default=None, help="with --input: the name its metrics and "
-                   "predictions go under (default: the file's name)")
+                   "predictions go under (default: the file's; test.tsv and the like get "
+                   "their folder's name in front)")
     _file_flags(p)
   if command == "generate":
     p.add_argument("--text", action="append", help="input text; repeat for several; "
@@ -207,8 +208,9 @@ def parse(argv):
   for key, value in overrides:
     configs.apply_override(config, key, value)
   if run_dir:  # a trained run's config: only what a resumed run could change may differ
-    configs.resume_changes(saved, config, run_dir,  # a dump's own settings are its own
-                           also=("distill.",) if command == "distill dump" else ())
+    from refinedweb_jax.train import rundir
+    rundir.resume_changes(saved, config, run_dir,  # a dump's own settings are its own
+                          also=("distill.",) if command == "distill dump" else ())
   configs.resolve(config)
   configs.validate(config)
   return command, args, config

@@ -258,6 +258,8 @@ def file_task(args, config):
   except ValueError:
     raise UserError(f"bad --columns {args.columns!r}; use INPUT,TARGET like 0,1") from None
   stem = os.path.basename(args.input).split(".")[0]
+  if stem in ("train", "dev", "validation", "test", "eval"):  # not a name of its own
+    stem = f"{os.path.basename(os.path.dirname(os.path.abspath(args.input)))}_{stem}"
   name = args.name or "".join(c if c.isalnum() or c in "_-" else "_" for c in stem) or "input"
   prefix = args.prefix if args.prefix is not None else like.prefix if like else ""
   examples = own_data.read_examples(

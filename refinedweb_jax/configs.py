@@ -281,65 +281,6 @@ def tokenizer_vocab_size(config) -> tuple[int, bool]:
   return ModelConfig.from_preset(config.model.preset).vocab_size, True
 
 
-def flat(config) -> dict:
-  """Dotted key -> value of every leaf ("model.attention.window": 64; lists stay whole)."""
-  out = {}
-
-  def walk(node, prefix):
-    for key, value in node.items():
-      if isinstance(value, (dict, ml_collections.ConfigDict)):
-        walk(value, f"{prefix}{key}.")
-      else:
-        out[prefix + key] = value
-  walk(config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config, "")
-  return out
-
-
-# Keys a resumed run may change: cadence, steps, schedule and optimizer settings, the loss,
-# decoding, where the data lives, the mesh and how the model computes (not what it is).
-# Every other key fixes the model, the tokenizer, the data stream or the random seed,
-# which the checkpoint holds.
-RESUMABLE = ("train.", "optimizer.", "loss.", "mesh.", "distributed.", "data.data_dir",
-             "data.public_data_dir", "mixture.eval_tasks", "model.dropout_rate", "model.remat",
-             "model.dtype", "model.dense_implementation", "distill.alpha",
-             "distill.temperature", "distill.dump_batch_size", "distill.shard_examples")
-FIXED = ("optimizer.name",)  # the optimizer state's structure is in the checkpoint
-
-
-def resumable(key: str, also: tuple = ()) -> bool:
-  return key not in FIXED and any(key == p or (p.endswith(".") and key.startswith(p))
-                                  for p in RESUMABLE + tuple(also))
-
-
-def resume_changes(saved: dict, config, workdir: str, also: tuple = ()) -> list[tuple]:
-  """(key, saved value, new value) of every key the new config sets differently.
-
-  Raises, naming each key with both values, when one of them may not change on resume
-  (RESUMABLE, plus the key prefixes in `also`).
-  A train.init_from run saved its model section filled in from that run: an unset
-  model key of the new config then means "the same".
-  """
-  old, new = flat(saved), flat(config)
-  from_other = bool(old.get("train.init_from"))
-  changes = [(k, old[k], v) for k, v in new.items()
-             if k in old and _comparable(old[k]) != _comparable(v)
-             and not (from_other and k.startswith("model.") and v is None)]
-  fixed = [c for c in changes if not resumable(c[0], also)]
-  if fixed:
-    raise ValueError(
-        f"{workdir} holds a run whose config differs from this one in settings fixed for "
-        "the run (its model, tokenizer, data and seed): " + "; ".join(f"{k}: run {a!r}, given {b!r}" for k, a, b in fixed)
-        + f". Pass the run's values (`refinedweb config --workdir {workdir}` shows them) or "
-        "train a new run in another --workdir")
-  return changes
-
-
-def _comparable(value):
-  """JSON's view of a value: tuples are lists, as in a saved config."""
-  import json
-  return json.loads(json.dumps(value, default=str))
-
-
 def task_names(config, key: str = "tasks") -> tuple[str, ...]:
   """config.mixture.tasks ("" = every built-in task), each a known task name."""
   names = tuple(t.strip() for t in config.mixture[key].split(",") if t.strip())
