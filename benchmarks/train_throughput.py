@@ -1,0 +1,223 @@
+"""Training throughput against HF transformers' PyTorch T5 and the machine's matmul peak.
+
+  python benchmarks/train_throughput.py                # T5-small shape, then small and base
+  python benchmarks/train_throughput.py --steps 5 --presets small   # a markdown table
+
+Every row trains one step at a time on batch 8 x (256 input + 64 target) tokens, all real
+(no padding), AdamW, float32, random weights and ids. Ours: train.step.jit_train_step
+(the project's step: cross-entropy + z-loss over the vocabulary, gradient clipping,
+AdamW with weight decay). The peer, at the T5-small shape only (d_model 512, 6+6
+layers, 8 heads of 64, ReLU d_ff 2048, vocab 32128, untied head):
+T5ForConditionalGeneration's loss, backward and torch.optim.AdamW, skipped, saying so,
+when torch or transformers are missing.
+
+Achieved FLOP/s use an analytic count of the matmuls (training = 3 x forward):
+  forward = 2 * B * (S * P_enc + T * P_dec + S * P_cross_kv)
+            + 4 * B * L_enc * S^2 * H*K + 4 * B * L_dec * (T^2 + T*S) * H*K
+with P_enc = L_enc * (4 D HK + m D F), P_dec = L_dec * (6 D HK + m D F) + D V (the head),
+P_cross_kv = L_dec * 2 D HK, m = 2 (ReLU) or 3 (gated). The peak is the best float32
+FLOP/s of XLA's dot on the model's own GEMM shapes, measured in the same run.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from refinedweb_jax import configs
+from refinedweb_jax.model.config import ModelConfig
+from refinedweb_jax.model.transformer import EncoderDecoder, count_params
+from refinedweb_jax.train import optim, setup, step as step_lib
+
+T5_SMALL = dict(vocab_size=32128, d_model=512, num_heads=8, head_dim=64, d_ff=2048,
+                num_encoder_layers=6, num_decoder_layers=6, gated_mlp=False,
+                activation="relu", tie_embeddings=False)
+TARGET_PEAK, TARGET_PEER = 0.65, 2.5
+
+
+def analytic_flops(cfg: ModelConfig, batch: int, source: int, target: int) -> float:
+  """Matmul FLOPs of one training step (forward, backward = 2 x forward)."""
+  d, hk, f, v = cfg.d_model, cfg.num_heads * cfg.head_dim, cfg.d_ff, cfg.vocab_size
+  m = 3 if cfg.gated_mlp else 2
+  enc = cfg.num_encoder_layers * (4 * d * hk + m * d * f)
+  dec = cfg.num_decoder_layers * (6 * d * hk + m * d * f) + d * v
+  cross_kv = cfg.num_decoder_layers * 2 * d * hk
+  forward = 2 * batch * (source * enc + target * dec + source * cross_kv)
+  forward += 4 * batch * cfg.num_encoder_layers * source * source * hk
+  forward += 4 * batch * cfg.num_decoder_layers * (target * target + target * source) * hk
+  return 3.0 * forward
+
+
+def _median_seconds(fn, repeats: int) -> float:
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def matmul_peak(cfg: ModelConfig, batch: int, source: int, target: int, repeats: int) -> float:
+  """The best float32 FLOP/s of XLA's dot over the step's GEMM shapes (M, K) x (K, N)."""
+  d, hk, f, v = cfg.d_model, cfg.num_heads * cfg.head_dim, cfg.d_ff, cfg.vocab_size
+  shapes = {(batch * source, d, hk), (batch * source, d, f), (batch * source, f, d),
+            (batch * target, d, v), (batch * target, v, d)}
+  best = 0.0
+  for m, k, n in sorted(shapes):
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((m, k)), jnp.float32)
+    b = jnp.asarray(np.random.default_rng(1).standard_normal((k, n)), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    jax.block_until_ready(dot(a, b))
+    seconds = _median_seconds(lambda: jax.block_until_ready(dot(a, b)), repeats)
+    best = max(best, 2.0 * m * k * n / seconds)
+  return best
+
+
+def _batch(cfg: ModelConfig, batch: int, source: int, target: int) -> dict:
+  rng = np.random.default_rng(0)
+  ids = lambda n: rng.integers(2, cfg.vocab_size, (batch, n)).astype(np.int32)
+  targets = ids(target)
+  shifted = np.zeros_like(targets)
+  shifted[:, 1:] = targets[:, :-1]
+  ones = lambda n: np.ones((batch, n), np.int32)
+  positions = lambda n: np.broadcast_to(np.arange(n, dtype=np.int32), (batch, n)).copy()
+  return {"encoder_input_tokens": ids(source), "encoder_segment_ids": ones(source),
+          "encoder_positions": positions(source), "decoder_input_tokens": shifted,
+          "decoder_target_tokens": targets, "decoder_loss_weights": ones(target),
+          "decoder_segment_ids": ones(target), "decoder_positions": positions(target)}
+
+
+def step_parts(cfg: ModelConfig, batch: int, source: int, target: int, steps: int) -> dict:
+  """Seconds of the forward pass with the loss, of forward + backward, and of the encoder's
+  forward and forward + backward alone: where a train step's time goes."""
+  model = EncoderDecoder(cfg)
+  data = jax.device_put(_batch(cfg, batch, source, target))
+  params = model.init(jax.random.key(0), data["encoder_input_tokens"][:1, :8],
+                      data["decoder_input_tokens"][:1, :4])["params"]
+  loss = lambda p: step_lib.cross_entropy_sums(p, data, jax.random.key(0), model=model,
+                                               z_loss=1e-4)[0]
+  encoder = lambda p: jnp.sum(model.apply({"params": p}, data["encoder_input_tokens"],
+                                          method="encode") ** 2)
+  out = {}
+  for name, fn in (("forward", loss), ("forward+backward", jax.grad(loss)),
+                   ("encoder forward", encoder), ("encoder forward+backward", jax.grad(encoder))):
+    f = jax.jit(fn)
+    jax.block_until_ready(f(params))
+    out[name] = _median_seconds(lambda: jax.block_until_ready(f(params)), steps)
+  return out
+
+
+def ours(cfg: ModelConfig, batch: int, source: int, target: int, steps: int):
+  """(tokens/s, seconds per step, compile seconds, parameters) of our jitted train step."""
+  config = configs.default_config()
+  config.train.num_steps = 1000
+  model = EncoderDecoder(cfg)
+  mesh = setup.make_mesh(config)
+  tx, _ = optim.make_optimizer(config.optimizer, config.train.num_steps)
+  state, shardings = step_lib.create_train_state(model, tx, mesh, jax.random.key(0),
+                                                 input_length=source, target_length=target)
+  step_fn = step_lib.jit_train_step(model, config, mesh, shardings)
+  data = jax.device_put(_batch(cfg, batch, source, target))
+  rng = jax.random.key(1)
+  start = time.perf_counter()
+  state, metrics = step_fn(state, data, rng)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - start
+  holder = [state]
+
+  def one():
+    holder[0], m = step_fn(holder[0], data, rng)
+    jax.block_until_ready(m)
+  seconds = _median_seconds(one, steps)
+  return batch * (source + target) / seconds, seconds, compile_s, count_params(state.params)
+
+
+def peer(batch: int, source: int, target: int, steps: int):
+  """(tokens/s, seconds per step, parameters) of HF's PyTorch T5 training, or None."""
+  try:
+    import torch
+    import transformers
+  except ImportError:
+    return None
+  torch.manual_seed(0)
+  torch.set_num_threads(os.cpu_count())
+  cfg = transformers.T5Config(
+      vocab_size=T5_SMALL["vocab_size"], d_model=512, d_kv=64, d_ff=2048, num_layers=6,
+      num_decoder_layers=6, num_heads=8, feed_forward_proj="relu", tie_word_embeddings=False,
+      dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+  model = transformers.T5ForConditionalGeneration(cfg).train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01)
+  rng = np.random.default_rng(0)
+  ids = torch.from_numpy(rng.integers(2, cfg.vocab_size, (batch, source)).astype(np.int64))
+  labels = torch.from_numpy(rng.integers(2, cfg.vocab_size, (batch, target)).astype(np.int64))
+
+  def one():
+    loss = model(input_ids=ids, labels=labels).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+  one()  # warm-up
+  seconds = _median_seconds(one, steps)
+  return batch * (source + target) / seconds, seconds, sum(p.numel() for p in model.parameters())
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--source", type=int, default=256)
+  p.add_argument("--target", type=int, default=64)
+  p.add_argument("--steps", type=int, default=3, help="timed steps per row (median)")
+  p.add_argument("--presets", default="small,base", help="presets after the T5-small rows")
+  args = p.parse_args()
+  b, s, t = args.batch, args.source, args.target
+  print(f"# {platform.node()}, {os.cpu_count()} CPUs, {jax.devices()[0].device_kind}, "
+        f"jax {jax.__version__}, {datetime.date.today()}; batch {b} x ({s} + {t}), float32")
+  small = ModelConfig(**T5_SMALL)
+  rows = [("ours, T5-small shape", small)] + [
+      (f"ours, preset {name}", ModelConfig.from_preset(name))
+      for name in args.presets.split(",") if name]
+  peak = matmul_peak(small, b, s, t, max(args.steps, 3))
+  header = "| model | parameters | tokens/s | s/step | GFLOP/step | GFLOP/s | of peak | compile s |"
+  lines = [header, "|" + "---|" * 8]
+  results = {}
+  for name, cfg in rows:
+    tokens, seconds, compile_s, n = ours(cfg, b, s, t, args.steps)
+    flops = analytic_flops(cfg, b, s, t)
+    results[name] = (tokens, flops / seconds)
+    lines.append(f"| {name} | {n / 1e6:.1f}M | {tokens:,.0f} | {seconds:.2f} | "
+                 f"{flops / 1e9:.0f} | {flops / seconds / 1e9:.0f} | "
+                 f"{flops / seconds / peak:.0%} | {compile_s:.1f} |")
+  theirs = peer(b, s, t, args.steps)
+  flops = analytic_flops(small, b, s, t)
+  if theirs is None:
+    lines.append("| HF PyTorch T5, T5-small shape | skipped: torch or transformers not "
+                 "installed | | | | | | |")
+  else:
+    lines.append(f"| HF PyTorch T5, T5-small shape | {theirs[2] / 1e6:.1f}M | "
+                 f"{theirs[0]:,.0f} | {theirs[1]:.2f} | {flops / 1e9:.0f} | "
+                 f"{flops / theirs[1] / 1e9:.0f} | {flops / theirs[1] / peak:.0%} | |")
+  print("\n".join(lines))
+  print(f"matmul peak (XLA dot, float32, the T5-small step's GEMM shapes): {peak / 1e9:.0f} "
+        "GFLOP/s")
+  parts = step_parts(small, b, s, t, args.steps)
+  ratio = lambda name: parts[f"{name}forward+backward"] / parts[f"{name}forward"] - 1
+  print("T5-small shape, ours: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
+        + f"; backward / forward {ratio(''):.2f} (2.0 in FLOPs), encoder's "
+        f"{ratio('encoder '):.2f}")
+  fraction = results["ours, T5-small shape"][1] / peak
+  print(f"{'PASS' if fraction >= TARGET_PEAK else 'FAIL'}: T5-small shape at {fraction:.0%} "
+        f"of the matmul peak (target >= {TARGET_PEAK:.0%})")
+  if theirs is not None:
+    ratio = results["ours, T5-small shape"][0] / theirs[0]
+    print(f"{'PASS' if ratio >= TARGET_PEER else 'FAIL'}: {ratio:.2f}x HF PyTorch T5's "
+          f"tokens/s (target >= {TARGET_PEER}x)")
+
+
+if __name__ == "__main__":
+  main()
