@@ -220,9 +220,22 @@ def make_inputs(length, args):
   return q, k, v, segment_ids, cotangent
 
 
+def add_flops(rows, args):
+  """Achieved FLOP/s on the pairs each pattern allows: 4 * H * K FLOPs per (query, key) pair
+  forward (scores and weighted values), 3x that with the backward."""
+  for r in rows:
+    if "time_s" in r and "density" in r:
+      pairs = r["density"] * r["length"] ** 2 * args.batch
+      r["flops"] = 12 * pairs * args.heads * args.head_dim / r["time_s"]
+
+
 def add_ratios(rows):
   """Dense/sparse time and memory ratios against the dense row of the same length."""
   dense = {r["length"]: r for r in rows if r["kind"] == "dense" and "time_s" in r}
+  for r in rows:
+    d = dense.get(r["length"])
+    if r["kind"] != "dense" and d is not None and "flops" in r and "flops" in d:
+      r["flops_ratio"] = r["flops"] / d["flops"]
   for r in rows:
     d = dense.get(r["length"])
     if r["kind"] != "dense" and d is not None and "time_s" in r:
@@ -246,11 +259,14 @@ def table_cells(r):
           fmt_bytes(r["rss_bytes"]) if measured else "-",
           f"{r['time_ratio']:.1f}x" if "time_ratio" in r else "",
           f"{r['mem_ratio']:.1f}x" if "mem_ratio" in r else "",
+          f"{r['flops'] / 1e9:.1f}" if "flops" in r else "-",
+          f"{r['flops_ratio']:.0%}" if "flops_ratio" in r else "",
           r.get("note", "")]
 
 
 TABLE_HEADER = ["length", "kind", "density", "time ms", "compile s", "peak mem", "peak RSS +",
-                "dense/sparse time", "dense/sparse mem", "note"]
+                "dense/sparse time", "dense/sparse mem", "GFLOP/s", "of dense's", "note"]
+FLOPS_TARGET = 0.5  # the blocked kernel's FLOP/s on the pairs it allows, against dense's
 
 
 def render(header, rows, markdown):
@@ -308,6 +324,12 @@ def checks(rows, ratios, pairs, args):
                  f"(target >= {args.speedup_target:g}x)")
   lines.append(f"{'PASS' if all(ok) else 'FAIL'}  every sparse kind is >= "
                f"{args.speedup_target:g}x faster than dense at {n}")
+  for kind in sparse:
+    r = by_kind.get(kind, {}).get("flops_ratio")
+    value = f"{r:.0%}" if r is not None else "not measured"
+    lines.append(f"{'PASS' if r is not None and r >= FLOPS_TARGET else 'FAIL'}  {kind} at {n}: "
+                 f"{value} of dense's FLOP/s on the pairs it allows (target >= "
+                 f"{FLOPS_TARGET:.0%})")
   return lines
 
 
@@ -341,6 +363,7 @@ def main(argv=None):
       rows.append(run_row(kind, length, args, inputs))
       # Progress goes to stderr so stdout holds only the report.
       print(" ".join(c for c in table_cells(rows[-1]) if c), file=sys.stderr, flush=True)
+  add_flops(rows, args)
   add_ratios(rows)
   header, cells, ratios, pairs = scaling(rows, args)
   md = args.markdown
