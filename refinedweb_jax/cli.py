@@ -221,9 +221,10 @@ def _base_config(command, args):
   from refinedweb_jax import configs
   run_dir = (args.workdir if command in RUN_COMMANDS or command == "config" else
              args.teacher if command == "distill dump" and args.config is None else None)
+  if not run_dir:
+    return configs.load_config(args.config), None
   from refinedweb_jax.train import checkpoint
-  trained = run_dir and checkpoint.has_steps(os.path.join(run_dir, "checkpoints"))
-  if not run_dir or (not trained and command != "config"):
+  if command != "config" and not checkpoint.has_steps(os.path.join(run_dir, "checkpoints")):
     return configs.load_config(args.config), None  # loading the run fails later, by itself
   if args.config and command != "distill dump":
     raise UserError(f"'refinedweb {command}' uses the run's own config (saved in {run_dir}); "

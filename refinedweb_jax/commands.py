@@ -86,14 +86,16 @@ def _metrics(args) -> list | None:
   names = [m.strip() for m in args.metrics.split(",") if m.strip()]
   for name in names:
     if name not in tasks.METRICS:
-      raise UserError(f"unknown metric {name!r} in --metrics; allowed: {', '.join(tasks.METRICS)}")
+      raise UserError(f"unknown metric {name!r} in --metrics; allowed: "
+                      f"{', '.join(tasks.METRICS)}")
   return names
 
 
 def _language(args) -> str | None:
   from refinedweb_jax.data import tasks
   if args.language is not None and args.language not in tasks.LANGUAGES:
-    raise UserError(f"unknown --language {args.language!r}; allowed: {', '.join(tasks.LANGUAGES)}")
+    raise UserError(f"unknown --language {args.language!r}; allowed: "
+                    f"{', '.join(tasks.LANGUAGES)}")
   return args.language
 
 
