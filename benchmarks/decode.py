@@ -66,6 +66,16 @@ def ours(inputs, method, new_tokens, repeats):
   return inputs.shape[0] * new_tokens / _median_seconds(run, repeats), compile_s, params
 
 
+def hf_t5_config(tie_embeddings: bool = True, **extra):
+  """transformers.T5Config at the T5-small shape (the peers' model)."""
+  import transformers
+  return transformers.T5Config(
+      vocab_size=T5_SMALL["vocab_size"], d_model=512, d_kv=64, d_ff=2048, num_layers=6,
+      num_decoder_layers=6, num_heads=8, feed_forward_proj="relu",
+      tie_word_embeddings=tie_embeddings, decoder_start_token_id=0, pad_token_id=0,
+      eos_token_id=1, **extra)
+
+
 def peer(inputs, method, new_tokens, repeats):
   """tokens/s of HF transformers' T5ForConditionalGeneration.generate, or None if missing."""
   try:
@@ -75,11 +85,7 @@ def peer(inputs, method, new_tokens, repeats):
     return None
   torch.manual_seed(0)
   torch.set_num_threads(os.cpu_count())
-  cfg = transformers.T5Config(
-      vocab_size=T5_SMALL["vocab_size"], d_model=512, d_kv=64, d_ff=2048, num_layers=6,
-      num_decoder_layers=6, num_heads=8, feed_forward_proj="relu", tie_word_embeddings=True,
-      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-  model = transformers.T5ForConditionalGeneration(cfg).eval()
+  model = transformers.T5ForConditionalGeneration(hf_t5_config()).eval()
   ids = torch.from_numpy(inputs.astype(np.int64))
   kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, use_cache=True)
   s = SETTINGS[method]
@@ -126,12 +132,9 @@ def ctranslate2_peer(inputs, method, new_tokens, repeats, compute_type: str):
   import tempfile
   if compute_type not in _CT2_MODELS:
     torch.manual_seed(0)  # the HF peer's weights
-    cfg = transformers.T5Config(
-        vocab_size=T5_SMALL["vocab_size"], d_model=512, d_kv=64, d_ff=2048, num_layers=6,
-        num_decoder_layers=6, num_heads=8, feed_forward_proj="relu", tie_word_embeddings=True,
-        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     folder = tempfile.mkdtemp(prefix="ct2_")
-    transformers.T5ForConditionalGeneration(cfg).save_pretrained(os.path.join(folder, "hf"))
+    transformers.T5ForConditionalGeneration(hf_t5_config()).save_pretrained(
+        os.path.join(folder, "hf"))
     vocabulary = _IdVocabulary(T5_SMALL["vocab_size"])
 
     class Converter(ctranslate2.converters.TransformersConverter):

@@ -34,6 +34,8 @@ from refinedweb_jax.model.config import ModelConfig
 from refinedweb_jax.model.transformer import EncoderDecoder, count_params
 from refinedweb_jax.train import optim, setup, step as step_lib
 
+from decode import _median_seconds  # benchmarks/decode.py: a warm-up call, then the median
+
 T5_SMALL = dict(vocab_size=32128, d_model=512, num_heads=8, head_dim=64, d_ff=2048,
                 num_encoder_layers=6, num_decoder_layers=6, gated_mlp=False,
                 activation="relu", tie_embeddings=False)
@@ -53,15 +55,6 @@ def analytic_flops(cfg: ModelConfig, batch: int, source: int, target: int) -> fl
   return 3.0 * forward
 
 
-def _median_seconds(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
-
-
 def matmul_peak(cfg: ModelConfig, batch: int, source: int, target: int, repeats: int) -> float:
   """The best float32 FLOP/s of XLA's dot over the step's GEMM shapes (M, K) x (K, N)."""
   d, hk, f, v = cfg.d_model, cfg.num_heads * cfg.head_dim, cfg.d_ff, cfg.vocab_size
@@ -72,7 +65,6 @@ def matmul_peak(cfg: ModelConfig, batch: int, source: int, target: int, repeats:
     a = jnp.asarray(np.random.default_rng(0).standard_normal((m, k)), jnp.float32)
     b = jnp.asarray(np.random.default_rng(1).standard_normal((k, n)), jnp.float32)
     dot = jax.jit(jnp.dot)
-    jax.block_until_ready(dot(a, b))
     seconds = _median_seconds(lambda: jax.block_until_ready(dot(a, b)), repeats)
     best = max(best, 2.0 * m * k * n / seconds)
   return best
@@ -107,7 +99,6 @@ def step_parts(cfg: ModelConfig, batch: int, source: int, target: int, steps: in
   for name, fn in (("forward", loss), ("forward+backward", jax.grad(loss)),
                    ("encoder forward", encoder), ("encoder forward+backward", jax.grad(encoder))):
     f = jax.jit(fn)
-    jax.block_until_ready(f(params))
     out[name] = _median_seconds(lambda: jax.block_until_ready(f(params)), steps)
   return out
 
@@ -146,10 +137,8 @@ def peer(batch: int, source: int, target: int, steps: int):
     return None
   torch.manual_seed(0)
   torch.set_num_threads(os.cpu_count())
-  cfg = transformers.T5Config(
-      vocab_size=T5_SMALL["vocab_size"], d_model=512, d_kv=64, d_ff=2048, num_layers=6,
-      num_decoder_layers=6, num_heads=8, feed_forward_proj="relu", tie_word_embeddings=False,
-      dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+  from decode import hf_t5_config  # the decode benchmark's peer model, untied here
+  cfg = hf_t5_config(tie_embeddings=False, dropout_rate=0.0)
   model = transformers.T5ForConditionalGeneration(cfg).train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01)
   rng = np.random.default_rng(0)
@@ -162,7 +151,6 @@ def peer(batch: int, source: int, target: int, steps: int):
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
-  one()  # warm-up
   seconds = _median_seconds(one, steps)
   return batch * (source + target) / seconds, seconds, sum(p.numel() for p in model.parameters())
 
