@@ -7,7 +7,7 @@ import pytest
 
 from refinedweb_jax import api
 from refinedweb_jax import cli as main
-from refinedweb_jax import commands
+from refinedweb_jax.cli import commands
 from conftest import tiny_config
 
 

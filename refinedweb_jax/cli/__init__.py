@@ -6,8 +6,8 @@ import os
 import shlex
 import sys
 
-from refinedweb_jax import commands
-from refinedweb_jax.commands import FORMATS, UserError
+from refinedweb_jax.cli import commands
+from refinedweb_jax.cli.commands import FORMATS, UserError
 
 USAGE = """refinedweb COMMAND [flags] [--config path/to/config.py[:arg]] [--config.key=value ...]
 refinedweb --version;  refinedweb COMMAND --help
@@ -375,7 +375,3 @@ def _run(command, args, config):
     print(f"exported {args.workdir} to {convert.export_hf(args.workdir, args.out)}")
   elif command == "attention-mask":
     commands.attention_mask(args)
-
-
-if __name__ == "__main__":
-  sys.exit(main())

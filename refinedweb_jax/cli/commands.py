@@ -1,4 +1,4 @@
-"""The bodies of the `refinedweb` commands that read inputs or print results (cli.py dispatches)."""
+"""The bodies of the `refinedweb` commands that read inputs or print results (cli dispatches)."""
 
 import os
 import sys
