@@ -17,7 +17,6 @@ import numpy as np
 
 from refinedweb_jax import configs, sharding
 from refinedweb_jax.data import tasks
-from refinedweb_jax.evaluate.evaluator import Evaluator
 from refinedweb_jax.model import decode
 from refinedweb_jax.train import logger, loop, setup
 
@@ -189,12 +188,9 @@ class RefinedWeb:
   def evaluate_file(self, task: tasks.Task, *, split: str = "test") -> dict:
     """Metrics of this checkpoint on every example of `task` (e.g. a file's, own_data.read),
     with predictions in <workdir>/predictions/<task>_step<N>.jsonl."""
-    t, d = self.config.train, self.config.data
-    return self._evaluate(lambda log: Evaluator(
-        [task], self.tokenizer, self.model, self.mesh, log, split=split,
-        input_length=d.input_length, target_length=d.target_length,
-        batch_size=t.eval_batch_size, max_decode_length=t.max_decode_length,
-        eval_examples=-1, decode_examples=-1, file_task=True), split, name=task.name)
+    return self._evaluate(lambda log: self.run.evaluator(
+        log, split=split, eval_examples=-1, decode_examples=-1, file_task=task), split,
+        name=task.name)
 
   def _evaluate(self, make_evaluator, split: str, name: str | None = None) -> dict:
     main = jax.process_index() == 0

@@ -147,6 +147,14 @@ def model_config(config, vocab_size: int | None = None) -> ModelConfig:
   return ModelConfig.from_preset(config.model.preset, **overrides)
 
 
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """A saved config (a checkpoint's or config.json) over the defaults, so keys added since
+  it was saved have their default values."""
+  config = default_config()
+  config.update(ml_collections.ConfigDict(saved))
+  return config
+
+
 def load_config(spec: str | None) -> ml_collections.ConfigDict:
   """Loads `path/to/config.py[:arg]` (its get_config(arg)), or the default when spec is None.
 

@@ -230,14 +230,11 @@ def _base_config(command, args):
     raise UserError(f"'refinedweb {command}' uses the run's own config (saved in {run_dir}); "
                     f"--config {args.config} is not taken: change single settings with "
                     "--config.KEY=VALUE")
-  import ml_collections
   from refinedweb_jax.train import rundir, setup
   saved = rundir.read_config(run_dir) if command == "config" and os.path.isdir(run_dir) else None
   if saved is None:
     return setup.run_config(run_dir), run_dir
-  config = configs.default_config()
-  config.update(ml_collections.ConfigDict(saved))
-  return config, run_dir
+  return configs.from_saved(saved), run_dir
 
 
 def main(argv=None):

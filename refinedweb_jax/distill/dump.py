@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from refinedweb_jax import configs, sharding
-from refinedweb_jax.data import pipeline, tokenizer as tok
+from refinedweb_jax import sharding
+from refinedweb_jax.data import pipeline
 from refinedweb_jax.distill import store as logit_store
 from refinedweb_jax.model import decode
 from refinedweb_jax.model.transformer import forward
@@ -31,10 +31,10 @@ def check_same_vocabulary(config, tokenizer, where: str, model_vocab: int | None
   model_vocab: the width of the teacher's logits when it exceeds its tokenizer's pieces
   (a T5's extra ids); the student's model.vocab_size must then be the same.
   """
-  configs.resolve(config)
   vocab = tokenizer.vocab_size
   model_vocab = model_vocab or vocab
-  trained = config.data.tokenizer in tok.TRAINED  # data.vocab_size sizes a trained one
+  # data.vocab_size sizes a trained one: builtin, mixture or auto (not a *.model file)
+  trained = not str(config.data.tokenizer).endswith(".model")
   if trained and config.data.vocab_size not in (None, vocab):
     raise ValueError(f"tokenizer mismatch: the student config has data.vocab_size="
                      f"{config.data.vocab_size} but the teacher's tokenizer ({where}) has {vocab} "

@@ -4,7 +4,6 @@ import collections
 import functools
 import json
 import math
-import os
 import time
 
 import jax.numpy as jnp
@@ -57,13 +56,15 @@ class Evaluator:
                         max_length=max_decode_length, flag="config.train.max_decode_length")
     if any("pass@1" in task.metrics for task in tasks):
       sandbox.check_available()  # before training, not at the first evaluation
-    self.samples, examples, self.example_task = [], [], []
+    self.by_name = {t.name: t for t in tasks}
+    names = list(self.by_name)
+    self.samples, examples, owners = [], [], []
     tokenize = pipeline.Tokenize(tokenizer, input_length, target_length)
     for task in tasks:
       source = task.source(split)
       n = len(source) if eval_examples < 0 else min(eval_examples, len(source))
       examples += [tokenize.map(dict(source[i])) for i in range(n)]
-      self.example_task += [task.name] * n
+      owners += [names.index(task.name)] * n
       n = len(source) if decode_examples < 0 else min(decode_examples, len(source))
       if task.metrics:  # decoding is for the metrics: a task without any decodes nothing
         self.samples += [dict(source[i]) for i in range(n)]
@@ -71,7 +72,9 @@ class Evaluator:
     self.batches = list(pipeline.packed_batches(
         examples, batch_size=self.batch_size, input_length=input_length,
         target_length=target_length, alignment=alignment))
-    self.by_name = {t.name: t for t in tasks}
+    # Each example's task, by position in by_name; padding tokens (example -1) go to the
+    # last slot, "all", which is summed afresh from the tasks' totals.
+    self.owner = np.array(owners + [len(names)])
     self._eval_step = sharding.jit(functools.partial(eval_step, model=model), mesh)
     self._greedy = sharding.jit(functools.partial(
         decode.greedy_decode, model, max_length=max_decode_length, eos_id=tokenizer.eos_id), mesh)
@@ -84,12 +87,11 @@ class Evaluator:
     began = time.time()
     names = list(self.by_name)
     totals = np.zeros((len(names) + 1, 3))  # per task, then "all": nll, correct, weight
-    task_of = np.array([names.index(t) for t in self.example_task] + [len(names)])
     for features, example_BxT in self.batches:
       # Every process holds the whole eval batch and gets all results back.
       sums = sharding.to_host(self._eval_step(params, sharding.from_full_batch(features,
                                                                                self.mesh)))
-      owner = task_of[np.where(example_BxT >= 0, example_BxT, len(task_of) - 1)]
+      owner = self.owner[np.where(example_BxT >= 0, example_BxT, len(self.owner) - 1)]
       for j, values in enumerate(sums):
         totals[:, j] += np.bincount(owner.ravel(), np.asarray(values).ravel(),
                                     minlength=len(names) + 1)
@@ -116,8 +118,8 @@ class Evaluator:
       self.log.text(samples_text(rows))
       if predictions is None:
         self.log.samples(step, rows)
-      elif self.log.enabled:
-        write_predictions(predictions, step, rows)
+      else:
+        self.log.predictions(predictions, step, rows)
     return metrics
 
   def predict(self, params, texts):
@@ -161,15 +163,6 @@ def samples_text(rows) -> str:
       lines.append(f"  {r['task']:<16} {_clip(r['inputs'], 60):<60} -> "
                    f"{_clip(r['prediction'], 50)}  (target: {_clip(r['targets'], 40)})")
   return "\n".join(lines)
-
-
-def write_predictions(path: str, step: int, rows):
-  """Every decoded example with its reference, one JSON object a line."""
-  from etils import epath
-  epath.Path(os.path.dirname(path) or ".").mkdir(parents=True, exist_ok=True)
-  epath.Path(path).write_text("".join(
-      json.dumps({"step": int(step), **row}, ensure_ascii=False) + "\n" for row in rows),
-      encoding="utf-8")
 
 
 def score(task, examples, predictions) -> dict:

@@ -100,13 +100,18 @@ class MetricLogger:
     """Decoded samples: TensorBoard text and <workdir>/samples.jsonl."""
     if not self.enabled:
       return
-    append_text(os.path.join(self.workdir, "samples.jsonl"), "".join(
-        json.dumps({"step": int(step), **row}, ensure_ascii=False) + "\n" for row in rows))
+    append_text(os.path.join(self.workdir, "samples.jsonl"), _jsonl(step, rows))
     table = "\n".join(f"| {r['task']} | {r['inputs'][:200]} | {r['targets']} | {r['prediction']} |"
                       for r in rows)
     if self.writer:
       self.writer.add_text("eval/samples", "| task | input | target | prediction |\n|-|-|-|-|\n"
                          + table, step)
+
+  def predictions(self, path: str, step: int, rows: list[dict]):
+    """Every decoded example with its reference in `path` (written afresh), one a line."""
+    if self.enabled:
+      epath.Path(os.path.dirname(path) or ".").mkdir(parents=True, exist_ok=True)
+      epath.Path(path).write_text(_jsonl(step, rows), encoding="utf-8")
 
   def text(self, message: str):
     if self.enabled:
@@ -115,6 +120,11 @@ class MetricLogger:
   def close(self):
     if self.writer:
       self.writer.close()
+
+
+def _jsonl(step: int, rows: list[dict]) -> str:
+  return "".join(json.dumps({"step": int(step), **row}, ensure_ascii=False) + "\n"
+                 for row in rows)
 
 
 def rewrite_tensorboard(workdir: str, split: str):

@@ -62,15 +62,21 @@ class Setup:
     return iter(ds)
 
   def evaluator(self, log, *, split: str = "validation", eval_examples=None,
-                decode_examples=None) -> Evaluator:
-    """The Evaluator of config.mixture.eval_tasks (default: the trained tasks) on a split;
-    examples per task default to the config's."""
+                decode_examples=None, file_task=None) -> Evaluator:
+    """The Evaluator of config.mixture.eval_tasks (default: the trained tasks) on a split,
+    or of one `file_task` (a file's examples, `refinedweb eval --input`); examples per
+    task default to the config's."""
     t, d = self.config.train, self.config.data
-    names = configs.eval_task_names(self.config)
-    trained = {task.name: task for task in self.tasks}
-    available = trained if set(names) <= set(trained) else all_tasks(self.config)
+    if file_task is not None:
+      chosen = [file_task]
+    else:
+      names = configs.eval_task_names(self.config)
+      trained = {task.name: task for task in self.tasks}
+      available = trained if set(names) <= set(trained) else all_tasks(self.config)
+      chosen = [available[name] for name in names]
     return Evaluator(
-        [available[name] for name in names], self.tokenizer, self.model, self.mesh, log, split=split,
+        chosen, self.tokenizer, self.model, self.mesh, log, split=split,
+        file_task=file_task is not None,
         input_length=d.input_length, target_length=d.target_length,
         batch_size=t.eval_batch_size, max_decode_length=t.max_decode_length,
         eval_examples=t.eval_examples if eval_examples is None else eval_examples,
@@ -196,9 +202,7 @@ def run_config(workdir: str):
   if saved is None:
     raise FileNotFoundError(f"no finished checkpoint in {workdir}; train first with: "
                             f"refinedweb train --workdir {workdir}")
-  config = configs.default_config()
-  config.update(ml_collections.ConfigDict(saved))
-  return config
+  return configs.from_saved(saved)
 
 
 def _saved_metadata(path: str):
@@ -294,8 +298,7 @@ def restore(path: str, overrides=None) -> Trained:
 
   def read(at: int):
     saved, proto = ckpt.restore_metadata(at)
-    config = configs.default_config()
-    config.update(ml_collections.ConfigDict(saved))
+    config = configs.from_saved(saved)
     if overrides is not None:
       rundir.resume_changes(saved, overrides, workdir)  # raises for a key it cannot change
       config = overrides

@@ -324,14 +324,15 @@ def _records(config: OwnConfig, split: str) -> Iterator[dict | _Problem]:
     yield from _READERS[config.format](config, entry)
 
 
-def _report(config: OwnConfig, problems: list[_Problem]) -> str:
+def _report(config: OwnConfig, problems: list[_Problem], skippable: bool = True) -> str:
+  """All problems by file; `skippable`: whether skip_malformed would get past them."""
   by_file: dict[str, list[str]] = {}
   for p in problems:
     by_file.setdefault(p.path, []).append(p.text)
   fatal = any(p.fatal for p in problems)
   lines = [f"cannot build own task {config.task!r} (format {config.format!r}): "
            f"{len(problems)} problem(s) in {len(by_file)} file(s); "
-           + ("fix them" if fatal or config.skip_malformed
+           + ("fix them" if fatal or config.skip_malformed or not skippable
               else "fix them or pass skip_malformed=True to skip the bad lines") + ":"]
   for path, texts in by_file.items():
     lines += [f"  {t}" for t in texts[:MAX_SHOWN]]
@@ -443,8 +444,7 @@ def read_examples(*, task: str, format: str, files, input_field: str | None = No
   for item in _records(config, "train"):
     (problems if isinstance(item, _Problem) else examples).append(item)
   if problems:
-    raise ValueError(_report(config, problems).replace(
-        "fix them or pass skip_malformed=True to skip the bad lines", "fix them"))
+    raise ValueError(_report(config, problems, skippable=False))
   if not examples:
     raise ValueError(f"{', '.join(map(str, files))}: no examples")
   return examples
