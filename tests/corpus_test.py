@@ -80,8 +80,10 @@ def test_every_task_has_its_prefix_and_fields():
       prefix = PREFIXES[task]
     for _ in range(20):
       example = corpus.generate_example(task, rng)
-      assert set(example) == {"inputs", "targets", "task", "tests"}
+      assert set(example) == {"inputs", "targets", "task", "tests", "kind"}
       assert example["task"] == task
+      assert example["kind"] in (corpus.TRANSLATION_KINDS if task in tasks.TRANSLATION_TASKS
+                                 else (task,))
       assert example["inputs"].startswith(prefix), (task, example["inputs"])
       assert example["targets"]
       assert bool(example["tests"]) == (task == "code")

@@ -58,9 +58,16 @@ def _sample_quantity(rng: random.Random) -> int:
       return n
 
 
-def _translation(src: str, tgt: str, rng: random.Random) -> tuple[str, str]:
-  kind = rng.choices(("number", "date", "time", "quantity", "sentence"),
-                     weights=(30, 10, 10, 15, 35))[0]
+TRANSLATION_KINDS = ("number", "date", "time", "quantity", "sentence")
+
+
+def _translation(src: str, tgt: str, rng: random.Random) -> tuple[str, str, str]:
+  """(source text, target text, kind): one of TRANSLATION_KINDS."""
+  kind = rng.choices(TRANSLATION_KINDS, weights=(30, 10, 10, 15, 35))[0]
+  return (*_translation_of_kind(kind, src, tgt, rng), kind)
+
+
+def _translation_of_kind(kind: str, src: str, tgt: str, rng: random.Random) -> tuple[str, str]:
   if kind == "number":
     n = _sample_number(rng)
     digits = rng.random() < 0.5
@@ -180,10 +187,10 @@ def _build(task: str, rng: random.Random, max_context_words: int, long: bool) ->
   _check_task(task)
   if max_context_words < 20:
     raise ValueError(f"max_context_words must be >= 20, got {max_context_words}")
-  tests = ""
+  tests, kind = "", task
   if task in TRANSLATION_TASKS:
     src, tgt = task.split("_")[1:]
-    text, targets = _translation(src, tgt, rng)
+    text, targets, kind = _translation(src, tgt, rng)
     inputs = tasks.prefix(task) + text
   elif task == "summarize":
     document, targets = corpus_long.summarize(rng, long)
@@ -196,12 +203,16 @@ def _build(task: str, rng: random.Random, max_context_words: int, long: bool) ->
   else:
     turns, targets = _chat(rng)
     inputs = tasks.chat_prompt(turns)
-  return {"inputs": inputs, "targets": targets, "task": task, "tests": tests}
+  return {"inputs": inputs, "targets": targets, "task": task, "tests": tests, "kind": kind}
 
 
 def generate_example(task: str, rng: random.Random, *,
                      max_context_words: int = _CONTEXT_WORDS) -> dict:
-  """One example {"inputs", "targets", "task", "tests"} of the task, drawn with rng."""
+  """One example {"inputs", "targets", "task", "tests", "kind"} of the task, drawn with rng.
+
+  kind: a translation's TRANSLATION_KINDS entry, else the task's name (it is not stored in
+  the built-in dataset; regenerate a split to group its examples by kind).
+  """
   return _build(task, rng, max_context_words, long=False)
 
 
