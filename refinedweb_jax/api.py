@@ -17,10 +17,11 @@ import numpy as np
 
 from refinedweb_jax import configs, sharding
 from refinedweb_jax.data import tasks
-from refinedweb_jax.model import decode
+from refinedweb_jax.model import decode, quantize
 from refinedweb_jax.train import logger, loop, setup
 
 LONG_INPUT = ("truncate", "error")
+WEIGHTS = ("float32", "int8")
 
 
 def task_prefix(task: str, config) -> str:
@@ -44,25 +45,33 @@ def _one_or_many(fn):
 class RefinedWeb:
   """A trained model with its tokenizer, restored from a workdir's or checkpoint's weights."""
 
-  def __init__(self, trained: setup.Trained, *, on_long_input: str = "truncate"):
+  def __init__(self, trained: setup.Trained, *, on_long_input: str = "truncate",
+               weights: str = "float32"):
     if on_long_input not in LONG_INPUT:
       raise ValueError(f"on_long_input={on_long_input!r}; allowed: {', '.join(LONG_INPUT)}")
+    if weights not in WEIGHTS:
+      raise ValueError(f"weights={weights!r}; allowed: {', '.join(WEIGHTS)}")
     self.run, self.params, self.step, self.workdir = (trained.run, trained.params, trained.step,
                                                       trained.workdir)
+    if weights == "int8":  # quantize.py: int8 matmuls for decoding
+      self.params = jax.jit(quantize.quantize)(self.params)
     self.config, self.tokenizer = self.run.config, self.run.tokenizer
     self.model, self.mesh = self.run.model, self.run.mesh
     self.on_long_input = on_long_input
     self._decoders = {}
 
   @classmethod
-  def load(cls, path: str, *, on_long_input: str = "truncate", config=None) -> "RefinedWeb":
+  def load(cls, path: str, *, on_long_input: str = "truncate", config=None,
+           weights: str = "float32") -> "RefinedWeb":
     """Restores a workdir's newest checkpoint, or a given checkpoints/ or checkpoints/STEP.
 
     Only the parameters are read, onto the model-parallel mesh the run's config asks for.
     `config`: the run's config (setup.run_config) with eval, decoding or mesh settings
     changed; a key that fixes the model, tokenizer or data must keep the run's value.
+    `weights="int8"` quantizes them for decoding (model/quantize.py).
     """
-    return cls(setup.restore(path, overrides=config), on_long_input=on_long_input)
+    return cls(setup.restore(path, overrides=config), on_long_input=on_long_input,
+               weights=weights)
 
   # -- applications ---------------------------------------------------------------------------
 

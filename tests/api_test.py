@@ -8,6 +8,7 @@ import pytest
 from refinedweb_jax import api
 from refinedweb_jax import cli as main
 from refinedweb_jax.cli import commands
+from refinedweb_jax.model import quantize
 from conftest import tiny_config
 
 
@@ -126,6 +127,22 @@ def test_cli_generate_decoding_flags_and_input_file(trained, tmp_path, capsys):
   assert capsys.readouterr().out.splitlines() == first and len(first) == 3
   assert main.main(args + ["--beam", "3", "--length-penalty", "1.0"]) == 0
   assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_int8_weights_decode_through_the_api_and_the_cli(trained, model, capsys):
+  workdir, _ = trained
+  int8 = api.RefinedWeb.load(workdir, weights="int8")
+  assert quantize.is_quantized(int8.params) and not quantize.is_quantized(model.params)
+  prompts = ["translate English to German: 42", "chat: hello", "summarize: a b c"]
+  full, small = model.generate(prompts, max_new_tokens=6), int8.generate(prompts,
+                                                                          max_new_tokens=6)
+  assert len(small) == 3 and all(isinstance(s, str) for s in small)
+  assert sum(a == b for a, b in zip(full, small)) >= 2  # a 6-step tiny model: near ties
+  assert main.main(["generate", "--workdir", workdir, "--text", "hello", "--weights", "int8",
+                    "--max-new-tokens", "4"]) == 0
+  assert len(capsys.readouterr().out.splitlines()) == 1
+  with pytest.raises(ValueError, match="weights='int4'; allowed: float32, int8"):
+    api.RefinedWeb.load(workdir, weights="int4")
 
 
 def test_cli_chat_keeps_the_conversation(trained, monkeypatch, capsys):

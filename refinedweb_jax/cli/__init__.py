@@ -154,6 +154,9 @@ def _decoding_flags(p):
   p.add_argument("--top-k", type=int, default=0, help="sample from the k best (0 = all)")
   p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass in (0, 1]")
   p.add_argument("--seed", type=int, default=0, help="sampling seed")
+  p.add_argument("--weights", default="float32", choices=("float32", "int8"),
+                 help="int8: weights quantized per output channel, activations per row, "
+                      "int8 matmuls (faster on CPU; see README, Decoding speed)")
 
 
 def _mask_parser(p):

@@ -143,7 +143,7 @@ def generate(args, config):
       raise UserError(f"empty input text ({where.format(i + 1)}); give a non-empty string")
   if not texts:
     raise UserError("no input: pass --text, --input FILE or one input per line on stdin")
-  model = api.RefinedWeb.load(args.workdir, config=config)
+  model = api.RefinedWeb.load(args.workdir, config=config, weights=args.weights)
   if args.task is not None:
     texts = [api.task_prefix(args.task, model.config) + t for t in texts]
   for output in model.stream(texts, batch_size=args.batch_size, **settings):
@@ -155,7 +155,7 @@ def chat(args, config):
   from refinedweb_jax import api
   from refinedweb_jax.data import tasks
   settings = decoding_settings(args)
-  model = api.RefinedWeb.load(args.workdir, config=config)
+  model = api.RefinedWeb.load(args.workdir, config=config, weights=args.weights)
   interactive = sys.stdin.isatty()
   if interactive:
     print("chat with the model; /reset starts over, /exit (or Ctrl-D) quits", flush=True)

@@ -7,6 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from refinedweb_jax.model import quantize
+
 # "gelu" is the tanh approximation (T5 v1.1's and Hugging Face's "gelu_new"); "gelu_exact"
 # the erf form.
 ACTIVATIONS = {"gelu": nn.gelu, "gelu_exact": functools.partial(nn.gelu, approximate=False),
@@ -33,6 +35,10 @@ class Projection(nn.Module):
     kernel = self.param("kernel", nn.with_logical_partitioning(init, self.names),
                         x.shape[x.ndim - nc:] + tuple(self.features), jnp.float32)
     contract = (tuple(range(x.ndim - nc, x.ndim)), tuple(range(nc)))
+    if kernel.dtype == jnp.int8:  # quantize.quantize's weights, for decoding
+      scale = self.param("kernel_scale", nn.initializers.ones, tuple(self.features),
+                         jnp.float32)
+      return quantize.int8_dot(x, kernel, scale, contract, self.dtype)
     return jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
                                (contract, ((), ())))
 

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from refinedweb_jax.model import attention
+from refinedweb_jax.model import attention, quantize
 from refinedweb_jax.model.attention import dense, kinds, relative
 from refinedweb_jax.model.config import REMAT_POLICIES, ModelConfig
 from refinedweb_jax.model.layers import MLP, RMSNorm, dense as _dense
@@ -220,7 +220,23 @@ class EncoderDecoder(nn.Module):
     partitioner can only turn into batch-split activations by replicating them.
     """
     table_VxD = nn.with_logical_constraint(self.embedding.embedding, ("vocab", None))
+    if table_VxD.dtype == jnp.int8:  # quantize.quantize's weights: rows times their scales
+      scale_V = self.embedding.variables["params"]["embedding_scale"]
+      rows = jnp.take(table_VxD, tokens_BxT, axis=0).astype(jnp.float32)
+      return (rows * jnp.take(scale_V, tokens_BxT, axis=0)[..., None]).astype(
+          self.cfg.compute_dtype)
     return jnp.take(table_VxD.astype(self.cfg.compute_dtype), tokens_BxT, axis=0)
+
+  def _tied_logits(self, y_BxTxD):
+    """y times the embedding table; T5/Mesh-TF's 1/sqrt(D) keeps them near unit variance."""
+    table_VxD = self.embedding.embedding
+    if table_VxD.dtype == jnp.int8:
+      scale_V = self.embedding.variables["params"]["embedding_scale"]
+      logits = quantize.int8_dot(y_BxTxD, table_VxD, scale_V, ((y_BxTxD.ndim - 1,), (1,)),
+                                 jnp.float32)
+    else:
+      logits = self.embedding.attend(y_BxTxD)
+    return logits / jnp.sqrt(self.cfg.d_model)
 
   def encode(self, inputs_BxS, inputs_segment_ids=None, inputs_positions=None, *,
              deterministic: bool = True):
@@ -265,8 +281,7 @@ class EncoderDecoder(nn.Module):
                       decode, table)
     y_BxTxD = self.dropout(self.decoder_norm(y_BxTxD), deterministic=deterministic)
     if self.cfg.tie_embeddings:
-      # Scale as in T5/Mesh-TF so tied logits start near unit variance.
-      logits_BxTxV = self.embedding.attend(y_BxTxD) / jnp.sqrt(self.cfg.d_model)
+      logits_BxTxV = self._tied_logits(y_BxTxD)
     else:
       logits_BxTxV = self.logits_dense(y_BxTxD)
     logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "vocab"))
