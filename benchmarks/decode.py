@@ -12,7 +12,11 @@ min_new_tokens). Ours: the jitted lax.while_loop with a key/value cache (decode.
 skipped, saying so, when torch or transformers are not installed. The second peer:
 CTranslate2 (`pip install ctranslate2`), the CPU inference engine, with the HF peer's
 random weights converted to float32 and to int8, `Translator.translate_batch` on the
-same ids (as token strings), min/max decoding length = --new-tokens.
+same ids (as token strings), min/max decoding length = --new-tokens. "ours int8" is our
+decoder on the same weights quantized by model/quantize.py (int8 weights per output
+channel, int8 activations per row, int8 matmuls: what CTranslate2's int8 does); it is
+compared with CTranslate2 int8, our float32 decoder with the float32 peers.
+benchmarks/int8_accuracy.py measures what int8 costs a trained run.
 """
 
 import argparse
@@ -24,7 +28,7 @@ import time
 import jax
 import numpy as np
 
-from refinedweb_jax.model import decode
+from refinedweb_jax.model import decode, quantize
 from refinedweb_jax.model.config import ModelConfig
 from refinedweb_jax.model.transformer import EncoderDecoder, count_params
 
@@ -51,9 +55,12 @@ def t5_small(inputs):
   return model, model.init(jax.random.key(0), inputs[:1, :8], inputs[:1, :4])["params"]
 
 
-def ours(inputs, method, new_tokens, repeats):
-  """(tokens/s, compile seconds) of our cached decoder."""
+def ours(inputs, method, new_tokens, repeats, weights="float32"):
+  """(tokens/s, compile seconds, params) of our cached decoder; weights "int8" quantizes
+  them first (model/quantize.py)."""
   model, params = t5_small(inputs)
+  if weights == "int8":
+    params = jax.jit(quantize.quantize)(params)
   settings = decode.Decoding(max_new_tokens=new_tokens, **SETTINGS[method])
   fn = decode.make_decode_fn(model, settings, eos_id=-1)
   inputs = jax.numpy.asarray(inputs)
@@ -230,6 +237,8 @@ def main():
   p.add_argument("--target", type=float, default=2.0,
                  help="required ours / HF tokens/s for greedy at batch 8")
   p.add_argument("--markdown", action="store_true")
+  p.add_argument("--no-peers", action="store_true",
+                 help="ours only (e.g. on a GPU, where the CPU peers say nothing)")
   args = p.parse_args()
   methods = args.methods.split(",")
   for m in methods:
@@ -245,30 +254,37 @@ def main():
     for method in methods:
       ours_tps, compile_s, params = ours(inputs, method, args.new_tokens, args.repeats)
       params_note = f"{count_params(params) / 1e6:.1f}M parameters"
-      peer_tps = peer(inputs, method, args.new_tokens, args.repeats)
-      ct2 = {t: ctranslate2_peer(inputs, method, args.new_tokens, args.repeats, t)
+      int8_tps = ours(inputs, method, args.new_tokens, args.repeats, "int8")[0]
+      peer_tps = None if args.no_peers else peer(inputs, method, args.new_tokens, args.repeats)
+      ct2 = {t: None if args.no_peers else
+             ctranslate2_peer(inputs, method, args.new_tokens, args.repeats, t)
              for t in ("float32", "int8")}
-      rows.append((batch, method, ours_tps, compile_s, peer_tps, ct2))
+      rows.append((batch, method, ours_tps, compile_s, peer_tps, ct2, int8_tps))
       ratio = f"{ours_tps / peer_tps:.2f}x" if peer_tps else "peer skipped"
       print(f"batch {batch} {method}: ours {ours_tps:.0f} tok/s (compile {compile_s:.1f} s), "
+            f"ours int8 {int8_tps:.0f} tok/s, "
             f"HF {peer_tps or 0:.0f} tok/s -> {ratio}; CTranslate2 float32 "
             f"{ct2['float32'] or 0:.0f}, int8 {ct2['int8'] or 0:.0f} tok/s", flush=True)
   print(f"# model: {params_note}")
   cell = lambda x: f"{x:.0f}" if x else "skipped"
   if args.markdown:
-    print("\n| batch | decoding | ours tok/s | HF PyTorch tok/s | CTranslate2 float32 | "
-          "CTranslate2 int8 | ours / best peer | ours compile s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for batch, method, o, c, h, ct2 in rows:
-      peers = [x for x in (h, ct2["float32"], ct2["int8"]) if x]
-      best = f"{o / max(peers):.2f}x" if peers else "-"
-      print(f"| {batch} | {method} | {o:.0f} | {cell(h)} | {cell(ct2['float32'])} | "
-            f"{cell(ct2['int8'])} | {best} | {c:.1f} |")
-  behind = [(b, m) for b, m, o, _, h, ct2 in rows
-            if any(x and x > o for x in (h, ct2["float32"], ct2["int8"]))]
-  print(("PASS: ahead of every peer in every row" if not behind else
+    print("\n| batch | decoding | ours tok/s | ours int8 tok/s | HF PyTorch tok/s | "
+          "CTranslate2 float32 | CTranslate2 int8 | float32: ours / HF, CT2 | "
+          "int8: ours / CT2 | ours compile s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    ratio = lambda a, b: f"{a / b:.2f}x" if b else "-"
+    for batch, method, o, c, h, ct2, o8 in rows:
+      print(f"| {batch} | {method} | {o:.0f} | {o8:.0f} | {cell(h)} | {cell(ct2['float32'])} | "
+            f"{cell(ct2['int8'])} | {ratio(o, h)}, {ratio(o, ct2['float32'])} | "
+            f"{ratio(o8, ct2['int8'])} | {c:.1f} |")
+  # Like for like: our float32 decoder against the float32 peers, our int8 one against
+  # CTranslate2's int8.
+  behind = [(b, m) for b, m, o, _, h, ct2, o8 in rows
+            if any(x and x > o for x in (h, ct2["float32"])) or (ct2["int8"] or 0) > o8]
+  print(("PASS: ahead of every peer in every row (float32 vs float32, int8 vs int8)"
+         if not behind else
          "FAIL: behind a peer at " + ", ".join(f"batch {b} {m}" for b, m in behind)))
-  target = [(o, h) for b, m, o, _, h, _ in rows if b == 8 and m == "greedy"]
+  target = [(o, h) for b, m, o, _, h, _, _ in rows if b == 8 and m == "greedy"]
   if not target or target[0][1] is None:
     print("target: not checked (needs greedy at batch 8 and torch + transformers installed)")
   else:

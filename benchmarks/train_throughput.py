@@ -40,30 +40,40 @@ T5_SMALL = dict(vocab_size=32128, d_model=512, num_heads=8, head_dim=64, d_ff=20
                 num_encoder_layers=6, num_decoder_layers=6, gated_mlp=False,
                 activation="relu", tie_embeddings=False)
 TARGET_PEAK, TARGET_PEER = 0.65, 2.5
+# experiments/train_small_bigbird_16k.py's model: `small` with a BigBird encoder.
+BIGBIRD = dict(vocab_size=2000, encoder_attention="bigbird", attention=dict(
+    block_size=64, window_blocks=3, global_blocks=1, random_blocks=3))
 
 
-def analytic_flops(cfg: ModelConfig, batch: int, source: int, target: int) -> float:
-  """Matmul FLOPs of one training step (forward, backward = 2 x forward)."""
+def analytic_flops(cfg: ModelConfig, batch: int, source: int, target: int,
+                   encoder_pairs: float | None = None) -> float:
+  """Matmul FLOPs of one training step (forward, backward = 2 x forward).
+
+  encoder_pairs: the (query, key) pairs an encoder layer computes per row (a sparse
+  kind's density x S^2); S^2 when None.
+  """
   d, hk, f, v = cfg.d_model, cfg.num_heads * cfg.head_dim, cfg.d_ff, cfg.vocab_size
   m = 3 if cfg.gated_mlp else 2
   enc = cfg.num_encoder_layers * (4 * d * hk + m * d * f)
   dec = cfg.num_decoder_layers * (6 * d * hk + m * d * f) + d * v
   cross_kv = cfg.num_decoder_layers * 2 * d * hk
   forward = 2 * batch * (source * enc + target * dec + source * cross_kv)
-  forward += 4 * batch * cfg.num_encoder_layers * source * source * hk
+  pairs = source * source if encoder_pairs is None else encoder_pairs
+  forward += 4 * batch * cfg.num_encoder_layers * pairs * hk
   forward += 4 * batch * cfg.num_decoder_layers * (target * target + target * source) * hk
   return 3.0 * forward
 
 
 def matmul_peak(cfg: ModelConfig, batch: int, source: int, target: int, repeats: int) -> float:
-  """The best float32 FLOP/s of XLA's dot over the step's GEMM shapes (M, K) x (K, N)."""
+  """The best FLOP/s of XLA's dot over the step's GEMM shapes (M, K) x (K, N), in the
+  model's compute dtype."""
   d, hk, f, v = cfg.d_model, cfg.num_heads * cfg.head_dim, cfg.d_ff, cfg.vocab_size
   shapes = {(batch * source, d, hk), (batch * source, d, f), (batch * source, f, d),
             (batch * target, d, v), (batch * target, v, d)}
   best = 0.0
   for m, k, n in sorted(shapes):
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((m, k)), jnp.float32)
-    b = jnp.asarray(np.random.default_rng(1).standard_normal((k, n)), jnp.float32)
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((m, k)), cfg.compute_dtype)
+    b = jnp.asarray(np.random.default_rng(1).standard_normal((k, n)), cfg.compute_dtype)
     dot = jax.jit(jnp.dot)
     seconds = _median_seconds(lambda: jax.block_until_ready(dot(a, b)), repeats)
     best = max(best, 2.0 * m * k * n / seconds)
@@ -155,6 +165,21 @@ def peer(batch: int, source: int, target: int, steps: int):
   return batch * (source + target) / seconds, seconds, sum(p.numel() for p in model.parameters())
 
 
+def bigbird_row(source: int, target: int, steps: int, dtype: str) -> str:
+  """The long-input training step: FLOPs count only the pairs BigBird computes."""
+  from attention_scaling import density  # benchmarks/attention_scaling.py
+  cfg = ModelConfig.from_preset("small", **BIGBIRD, dtype=dtype)
+  pairs = density(("bigbird", cfg.layer_attention("encoder", 0)), source, False) * source ** 2
+  tokens, seconds, compile_s, n = ours(cfg, 1, source, target, steps)
+  flops = analytic_flops(cfg, 1, source, target, encoder_pairs=pairs)
+  peak = matmul_peak(cfg, 1, source, target, max(steps, 3))
+  return (f"small + BigBird encoder, 1 x ({source} + {target}), {n / 1e6:.1f}M parameters, "
+          f"{pairs / source ** 2:.1%} of the encoder's pairs: {tokens:,.0f} tokens/s, "
+          f"{seconds:.2f} s/step, {flops / 1e9:.0f} GFLOP/step, "
+          f"{flops / seconds / 1e9:.0f} GFLOP/s = {flops / seconds / peak:.0%} of its GEMM "
+          f"shapes' peak {peak / 1e9:.0f} GFLOP/s (compile {compile_s:.0f} s)")
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--batch", type=int, default=8)
@@ -162,13 +187,23 @@ def main():
   p.add_argument("--target", type=int, default=64)
   p.add_argument("--steps", type=int, default=3, help="timed steps per row (median)")
   p.add_argument("--presets", default="small,base", help="presets after the T5-small rows")
+  p.add_argument("--bigbird-length", type=int, default=16384,
+                 help="the BigBird-encoder row's input length, batch 1 (0: no such row)")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                 help="compute dtype of our rows and of the measured peak")
+  p.add_argument("--chip-peak-tflops", type=float, default=0.0,
+                 help="the chip's nominal peak in --dtype (e.g. 989 for an H100/H200 in "
+                      "bfloat16): adds MFU against it")
+  p.add_argument("--no-peer", action="store_true", help="skip HF's PyTorch T5 (e.g. on a GPU)")
+  p.add_argument("--no-parts", action="store_true", help="skip the forward/backward breakdown")
   args = p.parse_args()
   b, s, t = args.batch, args.source, args.target
   print(f"# {platform.node()}, {os.cpu_count()} CPUs, {jax.devices()[0].device_kind}, "
-        f"jax {jax.__version__}, {datetime.date.today()}; batch {b} x ({s} + {t}), float32")
-  small = ModelConfig(**T5_SMALL)
+        f"jax {jax.__version__}, {datetime.date.today()}; batch {b} x ({s} + {t}), "
+        f"{args.dtype}")
+  small = ModelConfig(**T5_SMALL, dtype=args.dtype)
   rows = [("ours, T5-small shape", small)] + [
-      (f"ours, preset {name}", ModelConfig.from_preset(name))
+      (f"ours, preset {name}", ModelConfig.from_preset(name, dtype=args.dtype))
       for name in args.presets.split(",") if name]
   peak = matmul_peak(small, b, s, t, max(args.steps, 3))
   header = "| model | parameters | tokens/s | s/step | GFLOP/step | GFLOP/s | of peak | compile s |"
@@ -181,23 +216,29 @@ def main():
     lines.append(f"| {name} | {n / 1e6:.1f}M | {tokens:,.0f} | {seconds:.2f} | "
                  f"{flops / 1e9:.0f} | {flops / seconds / 1e9:.0f} | "
                  f"{flops / seconds / peak:.0%} | {compile_s:.1f} |")
-  theirs = peer(b, s, t, args.steps)
+    if args.chip_peak_tflops:
+      print(f"{name}: MFU {flops / seconds / (args.chip_peak_tflops * 1e12):.1%} of "
+            f"{args.chip_peak_tflops:g} TFLOP/s ({args.dtype})", flush=True)
+  theirs = None if args.no_peer else peer(b, s, t, args.steps)
   flops = analytic_flops(small, b, s, t)
   if theirs is None:
-    lines.append("| HF PyTorch T5, T5-small shape | skipped: torch or transformers not "
-                 "installed | | | | | | |")
+    why = "--no-peer" if args.no_peer else "torch or transformers not installed"
+    lines.append(f"| HF PyTorch T5, T5-small shape | skipped: {why} | | | | | | |")
   else:
     lines.append(f"| HF PyTorch T5, T5-small shape | {theirs[2] / 1e6:.1f}M | "
                  f"{theirs[0]:,.0f} | {theirs[1]:.2f} | {flops / 1e9:.0f} | "
                  f"{flops / theirs[1] / 1e9:.0f} | {flops / theirs[1] / peak:.0%} | |")
   print("\n".join(lines))
-  print(f"matmul peak (XLA dot, float32, the T5-small step's GEMM shapes): {peak / 1e9:.0f} "
-        "GFLOP/s")
-  parts = step_parts(small, b, s, t, args.steps)
-  ratio = lambda name: parts[f"{name}forward+backward"] / parts[f"{name}forward"] - 1
-  print("T5-small shape, ours: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
-        + f"; backward / forward {ratio(''):.2f} (2.0 in FLOPs), encoder's "
-        f"{ratio('encoder '):.2f}")
+  print(f"matmul peak (XLA dot, {args.dtype}, the T5-small step's GEMM shapes): "
+        f"{peak / 1e9:.0f} GFLOP/s")
+  if args.bigbird_length:
+    print(bigbird_row(args.bigbird_length, t, args.steps, args.dtype))
+  if not args.no_parts:
+    parts = step_parts(small, b, s, t, args.steps)
+    ratio = lambda name: parts[f"{name}forward+backward"] / parts[f"{name}forward"] - 1
+    print("T5-small shape, ours: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
+          + f"; backward / forward {ratio(''):.2f} (2.0 in FLOPs), encoder's "
+          f"{ratio('encoder '):.2f}")
   fraction = results["ours, T5-small shape"][1] / peak
   print(f"{'PASS' if fraction >= TARGET_PEAK else 'FAIL'}: T5-small shape at {fraction:.0%} "
         f"of the matmul peak (target >= {TARGET_PEAK:.0%})")
