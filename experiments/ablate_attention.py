@@ -28,6 +28,7 @@ KINDS = ("dense", "local", "strided", "bigbird", "global_local")
 
 def get_config(arg: str = ""):
   config = configs.default_config()
+  config.model.preset = "small"
   config.mixture.tasks = "qa,summarize"
   config.model.attention.update(dict(block_size=64, window=128, stride=128, summary=8,
                                      window_blocks=3, global_blocks=1, random_blocks=1,

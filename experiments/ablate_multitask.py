@@ -41,6 +41,7 @@ def _setup(arg: str):
 def get_config(arg: str = ""):
   tasks, steps = _setup(arg)
   config = configs.default_config()
+  config.model.preset = "small"
   config.mixture.update(dict(tasks=",".join(tasks), rate="explicit",
                              weights=",".join(f"{t}=1" for t in tasks),
                              eval_tasks=",".join(tasks + (HELD_OUT,))))

@@ -4,7 +4,7 @@ Every run uses the default data and mixture and 300 steps of 16 packed rows (the
 job's 200 steps leave the teacher too weak to teach: see README), so the rows differ only
 in where the student's targets come from. Roles (the arg):
 
-  teacher     the `small` preset (the default job)
+  teacher     the `small` preset
   scratch     the student trained on the labels alone
   kd_aA_tT    the student on alpha * CE + (1 - alpha) * T^2 * KL(teacher top-32 + tail):
               kd_a0_t1, kd_a0_t2, kd_a05_t1, kd_a05_t2 (alpha 0 or 0.5, T 1 or 2)
@@ -45,8 +45,9 @@ def get_config(arg: str = "teacher"):
     raise ValueError(f"unknown argument {arg!r} for {__file__}; allowed: ROLE or ROLE,smoke "
                      f"with ROLE one of {', '.join(ROLES)}")
   config = configs.default_config()
+  config.model.preset = "small"
   config.distill.top_k = 32
-  config.train.num_steps = 300
+  config.train.update(dict(num_steps=300, log_every=10, eval_every=100, checkpoint_every=100))
   if variant == "smoke":
     config.model.preset = "tiny"
     config.data.update(dict(num_train=1000, num_validation=100, num_test=100, vocab_size=1000,

@@ -17,6 +17,7 @@ from refinedweb_jax import configs
 
 def get_config(arg: str = ""):
   config = configs.default_config()
+  config.model.preset = "small"
   config.model.encoder_attention = "bigbird"
   config.model.attention.update(dict(block_size=64, window_blocks=3, global_blocks=1,
                                      random_blocks=3))

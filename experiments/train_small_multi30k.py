@@ -30,6 +30,7 @@ def multi30k_task(target: str, language_name: str) -> dict:
 
 def get_config(arg: str = ""):
   config = configs.default_config()
+  config.model.preset = "small"
   config.own_tasks = [multi30k_task("de", "German"), multi30k_task("fr", "French")]
   config.mixture.tasks = "multi30k_en_de,multi30k_en_fr"
   config.data.update(dict(tokenizer="mixture", vocab_size=8000, input_length=64,

@@ -19,6 +19,7 @@ TASKS = ("translate_en_de", "translate_en_fr", "translate_en_zh", "translate_zh_
 
 def get_config(arg: str = ""):
   config = configs.default_config()
+  config.model.preset = "small"
   config.mixture.update(dict(tasks=",".join(TASKS), rate="temperature", temperature=2.0,
                              cap=5000))
   config.train.update(dict(num_steps=200, eval_every=100, checkpoint_every=100,

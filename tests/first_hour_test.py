@@ -112,7 +112,7 @@ def test_resume_compares_configs(own, tmp_path, capsys):
   forgot_preset = [f for f in own["flags"] if "preset" not in f] + ["--config.seed=3"]
   code, _, err = _run(["train", "--workdir", workdir] + forgot_preset, capsys)
   assert code == 2 and len(err.strip().splitlines()) == 1, err
-  assert "model.preset: run 'tiny', given 'small'" in err and "seed: run 0, given 3" in err
+  assert "model.preset: run 'tiny', given 'mini'" in err and "seed: run 0, given 3" in err
   assert "Traceback" not in err
   code, out, _ = _run(["train", "--workdir", workdir] + own["flags"]
                       + ["--config.train.num_steps=8", "--config.train.schedule_steps=6"], capsys)
