@@ -113,15 +113,20 @@ def train_step(state, batch, rng, *sum_args, sum_fn, microbatches=1):
   metrics.update({f"train/{name}": value / weight for name, value in sums_.items()
                   if name != "weight"})
   finite = jnp.isfinite(metrics["train/loss"]) & jnp.isfinite(metrics["train/grad_norm"])
-  updated = state.apply_gradients(grads=grads)
-  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+  def update(state):
+    updated = state.apply_gradients(grads=grads)
+    return updated.params, updated.opt_state
+  # A conditional, not a select of new and old: jnp.where over the parameters and both
+  # Adam moments was a pass over all of them that took 7% of a T5-small step on CPU.
+  params, opt_state = jax.lax.cond(finite, update, lambda s: (s.params, s.opt_state), state)
+  step = state.step + 1
   skips = state.skips
   skips = {"total": skips["total"] + (~finite).astype(jnp.int32),
            "in_a_row": jnp.where(finite, 0, skips["in_a_row"] + 1),
-           "first": jnp.where((skips["first"] < 0) & ~finite, updated.step, skips["first"])}
+           "first": jnp.where((skips["first"] < 0) & ~finite, step, skips["first"])}
   metrics["train/skipped_steps"] = skips["total"]
-  return updated.replace(params=keep(updated.params, state.params),
-                         opt_state=keep(updated.opt_state, state.opt_state), skips=skips), metrics
+  return state.replace(step=step, params=params, opt_state=opt_state, skips=skips), metrics
 
 
 def _state_init_fn(model, tx, input_length: int, target_length: int):
