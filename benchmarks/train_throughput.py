@@ -1,6 +1,6 @@
 """Training throughput against HF transformers' PyTorch T5 and the machine's matmul peak.
 
-  python benchmarks/train_throughput.py                # T5-small shape, then small and base
+  python benchmarks/train_throughput.py                # T5-small shape, then mini, small and base
   python benchmarks/train_throughput.py --steps 5 --presets small   # a markdown table
 
 Every row trains one step at a time on batch 8 x (256 input + 64 target) tokens, all real
@@ -15,8 +15,10 @@ Achieved FLOP/s use an analytic count of the matmuls (training = 3 x forward):
   forward = 2 * B * (S * P_enc + T * P_dec + S * P_cross_kv)
             + 4 * B * L_enc * S^2 * H*K + 4 * B * L_dec * (T^2 + T*S) * H*K
 with P_enc = L_enc * (4 D HK + m D F), P_dec = L_dec * (6 D HK + m D F) + D V (the head),
-P_cross_kv = L_dec * 2 D HK, m = 2 (ReLU) or 3 (gated). The peak is the best float32
-FLOP/s of XLA's dot on the model's own GEMM shapes, measured in the same run.
+P_cross_kv = L_dec * 2 D HK, m = 2 (ReLU) or 3 (gated). The peak is the best FLOP/s of
+XLA's dot (in --dtype) on the model's own GEMM shapes, measured in the same run. The
+BigBird row (--bigbird-length, batch 1) counts only the (query, key) pairs its encoder
+computes (benchmarks/attention_scaling.py's density) and has its own GEMM shapes' peak.
 """
 
 import argparse
@@ -186,7 +188,7 @@ def main():
   p.add_argument("--source", type=int, default=256)
   p.add_argument("--target", type=int, default=64)
   p.add_argument("--steps", type=int, default=3, help="timed steps per row (median)")
-  p.add_argument("--presets", default="small,base", help="presets after the T5-small rows")
+  p.add_argument("--presets", default="mini,small,base", help="presets after the T5-small rows")
   p.add_argument("--bigbird-length", type=int, default=16384,
                  help="the BigBird-encoder row's input length, batch 1 (0: no such row)")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
