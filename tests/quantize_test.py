@@ -45,6 +45,17 @@ def test_int8_dot_equals_the_integer_reference():
   assert np.all(np.asarray(zero) == 0)
 
 
+def test_one_row_gives_what_it_gives_among_others():
+  """Batch-1 decoding takes the padded one-row path; its result is the row's own."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.standard_normal((3, 1, 8)), jnp.float32)
+  values, scale = quantize.quantize_kernel(jnp.asarray(rng.standard_normal((8, 5))), 1)
+  together = quantize.int8_dot(x, values, scale, ((2,), (0,)), jnp.float32)
+  alone = quantize.int8_dot(x[1:2], values, scale, ((2,), (0,)), jnp.float32)
+  assert alone.shape == (1, 1, 5)
+  np.testing.assert_array_equal(alone[0], together[1])
+
+
 @pytest.mark.parametrize("tie", [True, False])
 def test_quantized_model_tracks_the_float_model(tie):
   model, params, inputs, targets = _model(tie_embeddings=tie)
