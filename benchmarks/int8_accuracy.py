@@ -17,30 +17,13 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from refinedweb_jax import api
-from refinedweb_jax.data import corpus
+from refinedweb_jax.data import corpus, pipeline
+from refinedweb_jax.evaluate import metrics
+from refinedweb_jax.model.transformer import forward
 from refinedweb_jax.train import setup
-
-
-def teacher_forced(model, examples, batch_size: int):
-  """(logits of each batch, mask of real target positions) for the float and int8 runs."""
-  tok, length = model.tokenizer, model.config.data.input_length
-  for start in range(0, len(examples), batch_size):
-    chunk = examples[start: start + batch_size]
-    src = [tok.encode(e["inputs"])[: length - 1] + [tok.eos_id] for e in chunk]
-    tgt = [tok.encode(e["targets"])[:63] + [tok.eos_id] for e in chunk]
-    s, t = max(map(len, src)), max(map(len, tgt))
-    enc = np.zeros((len(chunk), s), np.int32)
-    dec = np.zeros((len(chunk), t), np.int32)
-    mask = np.zeros((len(chunk), t), bool)
-    for i, (a, b) in enumerate(zip(src, tgt)):
-      enc[i, : len(a)] = a
-      dec[i, 1: len(b)] = b[:-1]
-      mask[i, : len(b)] = True
-    yield enc, dec, mask
 
 
 def main(argv=None) -> int:
@@ -55,11 +38,13 @@ def main(argv=None) -> int:
                                         long_fraction=d.long_fraction))
   full = api.RefinedWeb.load(args.workdir)
   int8 = api.RefinedWeb.load(args.workdir, weights="int8")
-  apply = jax.jit(lambda params, enc, dec: full.model.apply({"params": params}, enc, dec))
+  logits = jax.jit(lambda params, features: forward(full.model, params, features))
   worst, total, count, agree = 0.0, 0.0, 0, 0
-  for enc, dec, mask in teacher_forced(full, examples, args.batch_size):
-    a = np.asarray(apply(full.params, jnp.asarray(enc), jnp.asarray(dec)))
-    b = np.asarray(apply(int8.params, jnp.asarray(enc), jnp.asarray(dec)))
+  for features, _ in pipeline.eval_batches(examples, full.tokenizer, batch_size=args.batch_size,
+                                           input_length=d.input_length,
+                                           target_length=d.target_length):
+    a, b = (np.asarray(logits(params, features)) for params in (full.params, int8.params))
+    mask = features["decoder_loss_weights"] > 0
     diff = np.abs(a - b).max(-1)[mask]
     worst, total, count = max(worst, float(diff.max())), total + float(diff.sum()), \
         count + int(mask.sum())
@@ -72,14 +57,14 @@ def main(argv=None) -> int:
   out_int8 = int8.generate(prompts, batch_size=args.batch_size)
   seconds_int8 = time.perf_counter() - began
   same = np.mean([x == y for x, y in zip(out_full, out_int8)])
-  em = lambda outs: np.mean([o.strip() == e["targets"].strip() for o, e in zip(outs, examples)])
+  em = lambda outs: metrics.exact_match([e["targets"] for e in examples], outs)["exact_match"]
   print(f"# {os.path.abspath(args.workdir)} step {full.step}, {len(examples)} built-in "
         f"validation examples, {jax.devices()[0].device_kind}")
   print(f"teacher-forced logits, int8 vs float32 over {count} target positions: max |diff| "
         f"{worst:.3f}, mean of each position's max |diff| {total / count:.4f}, same top token "
         f"{agree / count:.2%}")
-  print(f"greedy outputs identical: {same:.1%}; exact match float32 {em(out_full):.1%}, int8 "
-        f"{em(out_int8):.1%}; decoding {seconds_full:.1f} s float32, {seconds_int8:.1f} s int8 "
+  print(f"greedy outputs identical: {same:.1%}; exact match float32 {em(out_full):.1f}%, int8 "
+        f"{em(out_int8):.1f}%; decoding {seconds_full:.1f} s float32, {seconds_int8:.1f} s int8 "
         "(compilation included)")
   return 0
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from refinedweb_jax import api
 from refinedweb_jax.data import corpus, tasks
-from refinedweb_jax.train import setup
+from refinedweb_jax.evaluate import metrics
+from refinedweb_jax.train import logger, setup
 
 TARGET = 0.6
 TARGET_KINDS = ("number", "date", "time")
@@ -49,10 +50,9 @@ def validation_groups(config, kinds, per_group: int) -> dict:
 
 def minutes_by_step(workdir: str) -> dict:
   """{step: minutes of train steps up to it} from metrics.jsonl's train rows."""
-  rows, seconds, previous, out = [], 0.0, 0, {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  for row in sorted((r for r in rows if r.get("split") == "train"), key=lambda r: r["step"]):
+  seconds, previous, out = 0.0, 0, {}
+  rows = logger.read_rows(os.path.join(workdir, "metrics.jsonl"), "train")
+  for row in sorted(rows, key=lambda r: r["step"]):
     if row["step"] > previous and row.get("train/steps_per_second"):
       seconds += (row["step"] - previous) / row["train/steps_per_second"]
       previous = row["step"]
@@ -69,7 +69,7 @@ def score(model: api.RefinedWeb, groups: dict, batch_size: int) -> tuple[dict, s
   for key in keys:
     pairs = groups[key]
     got = outputs[at: at + len(pairs)]
-    result[key] = float(np.mean([o.strip() == t.strip() for o, (_, t) in zip(got, pairs)]))
+    result[key] = metrics.exact_match([t for _, t in pairs], got)["exact_match"] / 100
     at += len(pairs)
   return result, outputs[-1]
 

@@ -184,8 +184,7 @@ def score(task, examples, predictions) -> dict:
     elif name == "pass@1":
       out.update(m.pass_at_1(targets, predictions, tests=[ex["tests"] for ex in examples]))
     elif name == "exact_match":
-      out["exact_match"] = 100.0 * float(np.mean(
-          [p.strip() == t.strip() for p, t in zip(predictions, targets)]))
+      out.update(m.exact_match(targets, predictions))
     else:
       raise ValueError(f"unknown metric {name!r} for task {task.name}")
   return out

@@ -112,6 +112,13 @@ def _f1(prediction: str, answer: str) -> float:
   return 2 * precision * recall / (precision + recall)
 
 
+def exact_match(targets: list[str], predictions: list[str]) -> dict[str, float]:
+  """The share of predictions equal to their target, surrounding whitespace aside."""
+  _check_lengths(targets, predictions)
+  same = [p.strip() == t.strip() for p, t in zip(predictions, targets)]
+  return {"exact_match": 100.0 * sum(same) / len(same)}
+
+
 def pass_at_1(targets: list[str], predictions: list[str], tests: list[str], timeout_s: float = 5.0,
               memory_mb: int = 512) -> dict[str, float]:
   """Percent of predictions (Python source) that pass their tests, each run in the sandbox.
