@@ -25,12 +25,9 @@ import sys
 
 import jax
 
-from refinedweb_jax import configs
 from refinedweb_jax.model.config import ModelConfig
-from refinedweb_jax.model.transformer import EncoderDecoder
-from refinedweb_jax.train import optim, setup, step as step_lib
 
-from train_throughput import T5_SMALL, _batch  # benchmarks/train_throughput.py
+from train_throughput import T5_SMALL, train_step_of  # benchmarks/train_throughput.py
 
 MATMUL = ("ynn_fusion", "dot", "ynn")
 SKIP = ("$", "Thunk", "Slinky", "PjitFunction")
@@ -122,15 +119,7 @@ def main(argv=None) -> int:
                       else type(default)(value))
   cfg = (ModelConfig.from_preset(args.preset, **overrides) if args.preset
          else ModelConfig(**{**T5_SMALL, **overrides}))
-  config = configs.default_config()
-  model, mesh = EncoderDecoder(cfg), setup.make_mesh(config)
-  tx, _ = optim.make_optimizer(config.optimizer, config.train.num_steps)
-  state, shardings = step_lib.create_train_state(model, tx, mesh, jax.random.key(0),
-                                                 input_length=args.source,
-                                                 target_length=args.target)
-  step_fn = step_lib.jit_train_step(model, config, mesh, shardings)
-  batch = jax.device_put(_batch(cfg, args.batch, args.source, args.target))
-  rng = jax.random.key(1)
+  step_fn, state, batch, rng = train_step_of(cfg, args.batch, args.source, args.target)
   for _ in range(2):
     state, metrics = step_fn(state, batch, rng)
     jax.block_until_ready(metrics)

@@ -37,21 +37,19 @@ def quantize_embedding(table_VxD):
   return values, scale[:, 0]
 
 
-def quantize(params, num_contract=None):
+def quantize(params):
   """The parameter tree with int8 projection kernels and embedding, plus their scales.
 
-  num_contract(path) -> how many leading axes of the kernel at `path` are contracted;
-  by default 2 for the attention output projection (heads x kv -> embed), else 1.
+  A kernel contracts its first axis, except the attention output projection's ("out":
+  heads x kv -> embed), which contracts two.
   """
-  num_contract = num_contract or (lambda path: 2 if path[-2:-1] == ("out",) else 1)
-
   def walk(tree, path):
     out = {}
     for name, value in tree.items():
       if isinstance(value, dict):
         out[name] = walk(value, path + (name,))
       elif name == "kernel" and value.ndim >= 2:
-        out[name], out[SCALE[name]] = quantize_kernel(value, num_contract(path + (name,)))
+        out[name], out[SCALE[name]] = quantize_kernel(value, 2 if path[-1:] == ("out",) else 1)
       elif name == "embedding" and value.ndim == 2:
         out[name], out[SCALE[name]] = quantize_embedding(value)
       else:
