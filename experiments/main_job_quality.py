@@ -30,22 +30,22 @@ TARGET_KINDS = ("number", "date", "time")
 EXAMPLE = ("translate English to German: 42", "zweiundvierzig")
 
 
-def validation_groups(config, kinds, per_group: int) -> dict:
-  """{(direction, kind): [(inputs, targets), ...]} from the run's validation split."""
+def validation_groups(config, kinds, per_group: int, limit: int = 10**7) -> dict:
+  """{(direction, kind): [(inputs, targets), ...]}: the first examples of each group in the
+  run's validation split, generated lazily until every group is full."""
   d = config.data
-  wanted = {(t, k) for t in tasks.TRANSLATION_TASKS for k in kinds}
-  groups = {key: [] for key in sorted(wanted)}
-  total = max(d.num_validation, 1000)
-  while True:
-    for ex in corpus.generate_split("validation", total, d.corpus_seed,
-                                    long_fraction=d.long_fraction):
-      key = (ex["task"], ex["kind"])
-      if key in groups and len(groups[key]) < per_group:
-        groups[key].append((ex["inputs"], ex["targets"]))
-    if all(len(v) == per_group for v in groups.values()):
-      return groups
-    groups = {key: [] for key in groups}
-    total *= 2
+  groups = {(t, k): [] for t in tasks.TRANSLATION_TASKS for k in sorted(kinds)}
+  missing = len(groups)
+  for ex in corpus.generate_split("validation", limit, d.corpus_seed,
+                                  long_fraction=d.long_fraction):
+    group = groups.get((ex["task"], ex["kind"]))
+    if group is not None and len(group) < per_group:
+      group.append((ex["inputs"], ex["targets"]))
+      missing -= len(group) == per_group
+      if not missing:
+        return groups
+  raise ValueError(f"the first {limit} validation examples hold fewer than {per_group} of "
+                   "some direction and kind")
 
 
 def minutes_by_step(workdir: str) -> dict:
