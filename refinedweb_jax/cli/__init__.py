@@ -98,6 +98,13 @@ def _parser(command: str) -> argparse.ArgumentParser:
                    help="skip bad lines (reported with file:line) instead of failing")
     p.add_argument("--max-line-bytes", type=int, default=None,
                    help="longer lines are reported as problems (default: 1 MiB)")
+    p.add_argument("--split", default=None, metavar="SPLIT=FRACTION,...",
+                   help="carve validation and/or test from the train files, e.g. "
+                        "validation=0.05,test=0.05: round(fraction x examples) each, at least "
+                        "1, train the rest (fewer examples than splits fail); no overlap; "
+                        "the same examples for the same files and --seed")
+    p.add_argument("--seed", type=int, default=None,
+                   help="with --split: which examples are carved (default 0)")
   if command == "eval":
     p.add_argument("--split", default="validation", choices=("validation", "test"))
     p.add_argument("--examples", type=int, default=None,
@@ -133,7 +140,8 @@ def _file_flags(p):
                  help="default: from the file suffix (.tsv, .jsonl, .json = squad, else text)")
   p.add_argument("--input-field", default=None, help="jsonl: the input's key")
   p.add_argument("--target-field", default=None, help="jsonl: the target's key")
-  p.add_argument("--columns", default="0,1", help="tsv: input,target column numbers")
+  p.add_argument("--columns", default="0,1", help="tsv: input,target column numbers (0-based; "
+                 "other columns are ignored)")
   p.add_argument("--metrics", "--task-metrics", default=None, dest="metrics",
                  help="comma-separated, of: bleu, chrf, rouge, squad, pass@1, exact_match "
                       "(default: squad for squad files, else bleu,chrf)")

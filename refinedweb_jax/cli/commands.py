@@ -56,7 +56,26 @@ def own_task_spec(args) -> dict:
     spec["prefix"] = args.prefix
   if args.max_line_bytes is not None:
     spec["max_line_bytes"] = args.max_line_bytes
+  spec.update(_carve(args))
   return spec
+
+
+def _carve(args) -> dict:
+  """--split and --seed -> the carve settings of own_data.build (none without --split)."""
+  if args.split is None:
+    if args.seed is not None:
+      raise UserError("--seed applies to --split only (it chooses the carved examples)")
+    return {}
+  from refinedweb_jax.data.datasets import own_splits
+  try:
+    carve = own_splits.fractions(args.split, "--split")
+  except ValueError as e:
+    raise UserError(str(e)) from None
+  for split in carve:
+    if getattr(args, split):
+      raise UserError(f"--split {split}={carve[split]:g} and --{split} FILE both give the "
+                      f"{split} split; drop one")
+  return dict(carve=carve, carve_seed=0 if args.seed is None else args.seed)
 
 
 def _check_fields(fmt: str, args, first_file: str):
@@ -110,16 +129,46 @@ def prepare_own(args, config):
   from refinedweb_jax.data import tasks
   from refinedweb_jax.data.datasets import own_data
   spec = own_task_spec(args)
+  given = str(config.data.tokenizer)
+  if given.endswith(".model") and not os.path.isfile(given):
+    raise UserError(f"config.data.tokenizer {given!r}: no such file")
   builder = own_data.build(config.data.data_dir, **spec)
   entry = dict(spec, metrics=_metrics(args) or list(tasks.default_metrics(spec["format"])),
                language=_language(args) or "en")
   tasks.register_task(config.data.data_dir, entry)
-  sizes = ", ".join(f"{split} {info.num_examples}" for split, info in builder.info.splits.items())
+  splits = builder.info.splits
+  sizes = ", ".join(f"{split} {splits[split].num_examples}" for split in own_data.SPLITS
+                    if split in splits)
   print(f"task {args.task} ({sizes} examples; metrics {', '.join(entry['metrics'])}): "
         f"{builder.data_dir}")
+  for warning in _coverage_warnings(config, builder, args.task):
+    print(warning)
   print(f"recorded in {os.path.join(config.data.data_dir, tasks.REGISTRY)}; train on it (and "
         f"others, comma-separated): refinedweb train --workdir runs/{args.task} "
         f"--config.mixture.tasks={args.task}")
+
+
+def _coverage_warnings(config, builder, task: str) -> list:
+  """How the tokenizer this config trains with covers the task's train split: a *.model
+  file, or the built-in corpus's once prepared (a mixture's is trained by train itself)."""
+  from refinedweb_jax import configs
+  from refinedweb_jax.data import tokenizer
+  from refinedweb_jax.data.datasets import builtin
+  d = config.data
+  if str(d.tokenizer).endswith(".model"):
+    path = d.tokenizer
+  elif d.tokenizer == "builtin":
+    corpus = builtin.RefinedWebBuiltin(data_dir=d.data_dir, config=builtin.make_config(
+        num_train=d.num_train, num_validation=d.num_validation, num_test=d.num_test,
+        seed=d.corpus_seed, long_fraction=d.long_fraction))
+    path = os.path.join(os.fspath(corpus.data_dir),
+                        f"spm_{configs.tokenizer_vocab_size(config)[0]}.model")
+  else:
+    return []
+  if not os.path.isfile(path):
+    return []
+  source = builtin.StrDataSource(builder.as_data_source("train"))
+  return tokenizer.coverage_warnings(tokenizer.Tokenizer(path), source, task, d.tokenizer)
 
 
 def generate(args, config):

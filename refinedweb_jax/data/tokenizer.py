@@ -14,7 +14,7 @@ import itertools
 import os
 import re
 import tempfile
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 import sentencepiece as spm
@@ -266,3 +266,90 @@ def prepare_for_sources(data_dir: str, name: str, sources, *, vocab_size: int = 
 
     train_tokenizer(texts(), path, vocab_size=vocab_size, fit=fit)
   return path
+
+
+# How well a tokenizer covers a task's text (checked by `refinedweb prepare --task`).
+COVERAGE_TEXTS = 300  # texts measured at most: a sample, so the check takes well under a second
+COVERAGE_THRESHOLD = 0.01
+
+
+class Coverage(NamedTuple):
+  """The fractions of a tokenizer's pieces for some texts that are unk or UTF-8 byte pieces."""
+  unknown: float  # pieces that are unk_id: characters the vocabulary cannot spell at all
+  byte_fallback: float  # byte pieces <0x..>: characters spelled one UTF-8 byte at a time
+  pieces: int  # pieces counted
+  example: str | None  # text around the first such character, or None when there is none
+
+
+def coverage(tokenizer: Tokenizer, texts, *, max_texts: int = COVERAGE_TEXTS) -> Coverage:
+  """How `tokenizer` spells `texts`: of a list (or anything with len and indexing), at most
+  max_texts evenly spaced; of another iterable, its first max_texts."""
+  sp = tokenizer._sp  # pylint: disable=protected-access
+  if hasattr(texts, "__len__") and hasattr(texts, "__getitem__"):
+    step = max(1, -(-len(texts) // max_texts))
+    texts = [texts[i] for i in range(0, len(texts), step)]
+  unknown = byte = pieces = 0
+  example = None
+  for text in itertools.islice(texts, max_texts):
+    text = text[:MAX_SENTENCE_CHARS]  # long documents: their start is sample enough
+    ids = sp.EncodeAsIds(text)
+    bad_unknown = sum(1 for i in ids if sp.IsUnknown(i))
+    bad_byte = sum(1 for i in ids if sp.IsByte(i))
+    unknown, byte, pieces = unknown + bad_unknown, byte + bad_byte, pieces + len(ids)
+    if example is None and (bad_unknown or bad_byte):
+      example = _uncovered_context(sp, text)
+  if not pieces:
+    return Coverage(0.0, 0.0, 0, None)
+  return Coverage(unknown / pieces, byte / pieces, pieces, example)
+
+
+def _uncovered_context(sp, text: str, width: int = 30) -> str:
+  """The text around its first character spelled as unk or byte pieces."""
+  at = 0
+  for at, char in enumerate(text):
+    if not char.isspace() and any(sp.IsUnknown(i) or sp.IsByte(i) for i in sp.EncodeAsIds(char)):
+      break
+  start = max(0, at - width // 2)
+  return ("..." if start else "") + text[start:start + width] + (
+      "..." if start + width < len(text) else "")
+
+
+def coverage_warning(task: str, field: str, measured: Coverage, tokenizer_name: str,
+                     threshold: float = COVERAGE_THRESHOLD) -> str | None:
+  """One line when more than `threshold` of the pieces are unk or byte pieces, else None.
+
+  tokenizer_name: config.data.tokenizer's value ("builtin", "mixture" or a *.model file).
+  """
+  parts = [f"{fraction:.1%} of the pieces are {what}"
+           for fraction, what in ((measured.unknown, "unknown (unk)"),
+                                  (measured.byte_fallback, "UTF-8 byte pieces"))
+           if fraction > threshold]
+  if not parts or not measured.pieces:
+    return None
+  if str(tokenizer_name).endswith(".model"):
+    advice = ("this tokenizer does not cover these characters; pick one that does, e.g. an "
+              "mT5 spiece.model")
+  elif tokenizer_name == "mixture":
+    advice = ("this data's tokenizer is too small for its characters: a larger "
+              "--config.data.vocab_size (Chinese needs thousands of pieces)")
+  else:
+    advice = ("train a tokenizer on this data: --config.data.tokenizer=mixture (and a larger "
+              "--config.data.vocab_size for Chinese)")
+  return (f"warning: task {task!r} {field} with tokenizer {tokenizer_name}: "
+          f"{' and '.join(parts)} (e.g. {measured.example!r}); {advice}")
+
+
+def coverage_warnings(tokenizer: Tokenizer, source, task: str, tokenizer_name: str, *,
+                      threshold: float = COVERAGE_THRESHOLD,
+                      max_texts: int = COVERAGE_TEXTS) -> list[str]:
+  """coverage_warning for the inputs and the targets of a random-access source of records
+  (e.g. a task's train split), from at most max_texts evenly spaced records."""
+  n = len(source)
+  records = [source[i] for i in range(0, n, max(1, -(-n // max_texts)))]
+  out = []
+  for field in ("inputs", "targets"):
+    measured = coverage(tokenizer, [r[field] for r in records], max_texts=max_texts)
+    warning = coverage_warning(task, field, measured, tokenizer_name, threshold)
+    if warning:
+      out.append(warning)
+  return out

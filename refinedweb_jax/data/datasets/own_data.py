@@ -2,34 +2,35 @@
 
 Records are {"inputs", "targets", "task", "id"} with id = "<file basename>:<line>"
 (SQuAD: "<file basename>:<question id>"); SQuAD records also carry "answers", every
-acceptable answer as a JSON list string (json.loads(record["answers"])).
+acceptable answer as a JSON list string (json.loads(record["answers"])). Validation and
+test may be carved from the train files (`carve`, see own_splits); reading the files is
+own_files'.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import itertools
 import json
 import logging
 import os
 import re
-import zlib
-from typing import Any, Iterator, NamedTuple
+from typing import Iterator
 
 from etils import epath
 import tensorflow_datasets as tfds
 
 from refinedweb_jax.data import tasks
+from refinedweb_jax.data.datasets import own_splits
 from refinedweb_jax.data.datasets.builtin import LocalBuilder, StrDataSource
+from refinedweb_jax.data.datasets.own_files import READERS, Problem
 
 FORMATS = ("tsv", "text", "jsonl", "squad")
 SPLITS = ("train", "validation", "test")
 FIELDS = ("inputs", "targets", "task", "id")
 MAX_SHOWN = 20  # Problems listed per file in the error; the rest are counted.
 MAX_LINE_BYTES = 1 << 20  # A longer line is reported (build's max_line_bytes), not read.
-_BOM = b"\xef\xbb\xbf"
 _TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _log = logging.getLogger(__name__)
 
@@ -48,12 +49,13 @@ class OwnConfig(tfds.core.BuilderConfig):
   prefix: str = ""
   skip_malformed: bool = False
   max_line_bytes: int = MAX_LINE_BYTES
+  # split -> fraction of the train examples moved there (own_splits), and its seed.
+  carve: dict = dataclasses.field(default_factory=dict)
+  carve_seed: int = 0
 
-
-class _Problem(NamedTuple):
-  text: str  # "path:line: what is wrong"
-  path: str
-  fatal: bool = False  # Not skippable: the file as a whole is unusable.
+  @property
+  def splits(self) -> tuple:
+    return tuple(s for s in SPLITS if s in self.files or s in self.carve)
 
 
 def _columns(columns) -> tuple[int, int]:
@@ -97,7 +99,8 @@ def _file_entries(split: str, paths, format: str) -> tuple:
 def make_config(*, task: str, format: str, train, validation=None, test=None,
                 input_field: str | None = None, target_field: str | None = None,
                 columns=(0, 1), prefix: str | None = None, skip_malformed: bool = False,
-                max_line_bytes: int = MAX_LINE_BYTES) -> OwnConfig:
+                max_line_bytes: int = MAX_LINE_BYTES, carve=None,
+                carve_seed: int = 0) -> OwnConfig:
   """Validates the arguments; the config name is the task plus a hash of everything read."""
   if not isinstance(task, str) or not _TASK_NAME.fullmatch(task):
     raise ValueError(f"task must be letters, digits, '_' or '-' (it names the TFDS config), "
@@ -119,6 +122,13 @@ def make_config(*, task: str, format: str, train, validation=None, test=None,
   files = {split: _file_entries(split, paths, format)
            for split, paths in (("train", train), ("validation", validation), ("test", test))
            if split == "train" or paths is not None}
+  carve = own_splits.fractions(carve) if carve else {}
+  if type(carve_seed) is not int:
+    raise ValueError(f"carve_seed must be an int, got {carve_seed!r}")
+  for split in carve:
+    if split in files:
+      raise ValueError(f"{split} is given twice: carved from train (carve) and as files "
+                       f"({split}=...); drop one")
 
   def stamp(path):
     st = os.stat(path)
@@ -131,213 +141,39 @@ def make_config(*, task: str, format: str, train, validation=None, test=None,
                         for e in entries] for s, entries in files.items()},
              input_field=input_field, target_field=target_field,
              columns=list(columns) if format == "tsv" else None, max_line_bytes=max_line_bytes)
+  if carve:  # Only then: tasks prepared without a carve keep their names.
+    key.update(carve=carve, carve_seed=carve_seed)
   digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
   return OwnConfig(
       name=f"{task}_{digest}", description=f"task {task!r} from {format} files {files}",
       task=task, format=format, files=files, input_field=input_field,
       target_field=target_field, columns=columns, prefix=prefix,
-      skip_malformed=bool(skip_malformed), max_line_bytes=max_line_bytes)
+      skip_malformed=bool(skip_malformed), max_line_bytes=max_line_bytes, carve=carve,
+      carve_seed=carve_seed)
 
 
-def _lines(path: str) -> Iterator[tuple[int, bytes]]:
-  """(1-based line number, bytes without the line end); .gz is decompressed, a BOM dropped."""
-  opener = gzip.open if path.endswith(".gz") else open
-  n = 0
-  try:
-    with opener(path, "rb") as f:
-      # Bytes, not text mode: text mode would split on U+2028, U+0085 etc. inside
-      # sentences and break the alignment of parallel files.
-      for n, raw in enumerate(f, 1):
-        if n == 1 and raw.startswith(_BOM):  # a UTF-8 byte-order mark is no text
-          raw = raw[len(_BOM):]
-        raw = raw[:-1] if raw.endswith(b"\n") else raw
-        yield n, raw[:-1] if raw.endswith(b"\r") else raw
-  except (OSError, EOFError, zlib.error) as e:
-    raise ValueError(f"{path}:{n + 1}: cannot read the file: {e}") from e
-
-
-def _decode(raw: bytes, path: str, line: int, max_bytes: int | None = None) -> str | _Problem:
-  """A line's text, or the problem with it: too long, a NUL byte, invalid UTF-8."""
-  if max_bytes is not None and len(raw) > max_bytes:
-    return _Problem(f"{path}:{line}: line of {len(raw)} bytes, more than max_line_bytes="
-                    f"{max_bytes} (--max-line-bytes)", path)
-  if b"\x00" in raw:
-    at = raw.index(b"\x00") + 1
-    return _Problem(f"{path}:{line}: NUL byte at byte {at} of the line (a binary file?)", path)
-  try:
-    return raw.decode("utf-8")
-  except UnicodeDecodeError as e:
-    return _Problem(f"{path}:{line}: invalid UTF-8 (byte 0x{raw[e.start]:02x} at byte "
-                    f"{e.start + 1} of the line)", path)
-
-
-def _example(config: OwnConfig, where: tuple, inputs: str, targets: str,
-             record_id: str, **extra) -> dict | _Problem:
-  (in_path, in_loc), (out_path, out_loc) = where
-  if not inputs.strip():
-    return _Problem(f"{in_path}:{in_loc}: empty input", in_path)
-  if not targets.strip():
-    return _Problem(f"{out_path}:{out_loc}: empty target", out_path)
-  return dict(inputs=config.prefix + inputs, targets=targets, task=config.task,
-              id=record_id, **extra)
-
-
-def _read_tsv(config: OwnConfig, path: str):
-  need = max(config.columns) + 1
-  name = os.path.basename(path)
-  for n, raw in _lines(path):
-    text = _decode(raw, path, n, config.max_line_bytes)
-    if isinstance(text, _Problem):
-      yield text
-    elif text.strip():  # Blank lines (e.g. at the end of the file) are skipped.
-      cells = text.split("\t")
-      if len(cells) != need:
-        yield _Problem(f"{path}:{n}: {len(cells)} columns, expected {need} "
-                       f"(columns={config.columns})", path)
-        continue
-      at = (path, n)
-      yield _example(config, (at, at), cells[config.columns[0]], cells[config.columns[1]],
-                     f"{name}:{n}")
-
-
-def _read_text(config: OwnConfig, pair: tuple):
-  src, tgt = pair
-  name = os.path.basename(src)
-  src_lines, tgt_lines = _lines(src), _lines(tgt)
-  n = 0
-  for n, (a, b) in enumerate(itertools.zip_longest(src_lines, tgt_lines), 1):
-    if a is None or b is None:
-      n_src = n - 1 + (a is not None) + sum(1 for _ in src_lines)
-      n_tgt = n - 1 + (b is not None) + sum(1 for _ in tgt_lines)
-      short = src if a is None else tgt
-      yield _Problem(f"{short}:{n}: {src} has {n_src} lines but {tgt} has {n_tgt}; "
-                     f"aligned files need equal line counts", short, fatal=True)
-      return
-    limit = config.max_line_bytes
-    source, target = _decode(a[1], src, n, limit), _decode(b[1], tgt, n, limit)
-    bad = [x for x in (source, target) if isinstance(x, _Problem)]
-    yield from bad
-    if not bad:
-      yield _example(config, ((src, n), (tgt, n)), source, target, f"{name}:{n}")
-
-
-def _read_jsonl(config: OwnConfig, path: str):
-  name = os.path.basename(path)
-  for n, raw in _lines(path):
-    text = _decode(raw, path, n, config.max_line_bytes)
-    if isinstance(text, _Problem):
-      yield text
-      continue
-    if not text.strip():  # Blank lines (e.g. at the end of the file) are skipped.
-      continue
-    try:
-      obj = json.loads(text)
-    except json.JSONDecodeError as e:
-      yield _Problem(f"{path}:{n}: invalid JSON: {e.msg} (column {e.colno})", path)
-      continue
-    if not isinstance(obj, dict):
-      yield _Problem(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}", path)
-      continue
-    values = []
-    for field in (config.input_field, config.target_field):
-      if field not in obj:
-        values.append(_Problem(f"{path}:{n}: no field {field!r} (has: "
-                               f"{', '.join(sorted(obj)) or 'nothing'})", path))
-      elif not isinstance(obj[field], str):
-        values.append(_Problem(f"{path}:{n}: field {field!r} is "
-                               f"{type(obj[field]).__name__}, expected a string", path))
-      else:
-        values.append(obj[field])
-    bad = [v for v in values if isinstance(v, _Problem)]
-    yield from bad
-    if not bad:
-      yield _example(config, ((path, n), (path, n)), values[0], values[1], f"{name}:{n}")
-
-
-def _read_squad(config: OwnConfig, path: str):
-  name = os.path.basename(path)
-  data = b"\n".join(raw for _, raw in _lines(path))
-  try:
-    text = data.decode("utf-8")
-    squad = json.loads(text)
-  except UnicodeDecodeError as e:
-    line = data[:e.start].count(b"\n") + 1
-    yield _Problem(f"{path}:{line}: invalid UTF-8 (byte 0x{data[e.start]:02x})", path, True)
-    return
-  except json.JSONDecodeError as e:
-    yield _Problem(f"{path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})", path, True)
-    return
-  if not isinstance(squad, dict) or not isinstance(squad.get("data"), list):
-    yield _Problem(f"{path}:1: not SQuAD v1.1 JSON (no top-level 'data' list)", path, True)
-    return
-  # Parsed JSON has no line numbers, so problems name the JSON path instead.
-  for i, article in enumerate(squad["data"]):
-    paragraphs = _list(article, "paragraphs", f"{path}:data[{i}]", path)
-    if isinstance(paragraphs, _Problem):
-      yield paragraphs
-      continue
-    for j, paragraph in enumerate(paragraphs):
-      context = _get(paragraph, "context", "")
-      qas = _list(paragraph, "qas", f"{path}:data[{i}].paragraphs[{j}]", path)
-      if isinstance(qas, _Problem):
-        yield qas
-        continue
-      for k, qa in enumerate(qas):
-        loc = f"data[{i}].paragraphs[{j}].qas[{k}]"
-        question = _get(qa, "question", "")
-        answer_list = _list(qa, "answers", f"{path}:{loc}", path)
-        if isinstance(answer_list, _Problem):
-          yield answer_list
-          continue
-        answers = [_get(a, "text", None) for a in answer_list]
-        if not answers or not all(isinstance(a, str) for a in answers):
-          yield _Problem(f"{path}:{loc}: no answers (answers[*].text strings)", path)
-        elif not (isinstance(question, str) and question.strip()
-                  and isinstance(context, str) and context.strip()):
-          yield _Problem(f"{path}:{loc}: empty input (question or paragraph context)", path)
-        else:
-          yield _example(config, ((path, loc), (path, f"{loc}.answers[0]")),
-                         tasks.qa_input(question, context), answers[0],
-                         f"{name}:{_get(qa, 'id', k)}",
-                         answers=json.dumps(answers, ensure_ascii=False))
-
-
-def _get(obj: Any, key: str, default: Any = ()) -> Any:
-  return obj.get(key, default) if isinstance(obj, dict) else default
-
-
-def _list(obj: Any, key: str, where: str, path: str) -> list | _Problem:
-  """obj[key] when it is a list (missing: empty), else the problem naming where it is."""
-  if not isinstance(obj, dict):
-    return _Problem(f"{where}: expected a JSON object, got {type(obj).__name__}", path)
-  value = obj.get(key, [])
-  if not isinstance(value, list):
-    return _Problem(f"{where}.{key}: expected a list, got {type(value).__name__}", path)
-  return value
-
-
-_READERS = {"tsv": _read_tsv, "text": _read_text, "jsonl": _read_jsonl, "squad": _read_squad}
-
-
-def _records(config: OwnConfig, split: str) -> Iterator[dict | _Problem]:
+def _records(config: OwnConfig, split: str) -> Iterator[dict | Problem]:
   for entry in config.files[split]:
-    yield from _READERS[config.format](config, entry)
+    yield from READERS[config.format](config, entry)
 
 
-def _report(config: OwnConfig, problems: list[_Problem], skippable: bool = True) -> str:
+def _report(config: OwnConfig, problems: list[Problem], skippable: bool = True) -> str:
   """All problems by file; `skippable`: whether skip_malformed would get past them."""
+  bad = [p for p in problems if not p.fatal]  # one per bad line (SQuAD: per question)
+  whole = [p for p in problems if p.fatal]  # about a whole file or split, always shown
   by_file: dict[str, list[str]] = {}
-  for p in problems:
+  for p in bad:
     by_file.setdefault(p.path, []).append(p.text)
-  fatal = any(p.fatal for p in problems)
+  unit = "record(s)" if config.format == "squad" else "line(s)"
   lines = [f"cannot build own task {config.task!r} (format {config.format!r}): "
-           f"{len(problems)} problem(s) in {len(by_file)} file(s); "
-           + ("fix them" if fatal or config.skip_malformed or not skippable
+           + (f"{len(bad)} bad {unit} in {len(by_file)} file(s); " if bad else "")
+           + ("fix them" if whole or config.skip_malformed or not skippable
               else "fix them or pass skip_malformed=True to skip the bad lines") + ":"]
   for path, texts in by_file.items():
     lines += [f"  {t}" for t in texts[:MAX_SHOWN]]
     if len(texts) > MAX_SHOWN:
       lines.append(f"  ... and {len(texts) - MAX_SHOWN} more in {path}")
+  lines += [f"  {p.text}" for p in whole]
   return "\n".join(lines)
 
 
@@ -364,31 +200,44 @@ class RefinedWebOwn(LocalBuilder):
       raise ValueError(f"{self.name} needs an OwnConfig from make_config(), got {config!r}")
     # A full checking pass before anything is written, so every problem of every
     # file is reported at once and a bad build fails before the slow part.
-    problems, skipped = [], {}
+    problems, skipped, train_ids = [], {}, []
     for split in config.files:
       good, fatal = 0, False
       for item in _records(config, split):
-        if isinstance(item, _Problem):
+        if isinstance(item, Problem):
           problems.append(item)
           skipped.setdefault(split, []).append(item.text)
           fatal = fatal or item.fatal
         else:
           good += 1
+          if split == "train" and config.carve:
+            train_ids.append(item["id"])
       if not good and not fatal:  # TFDS cannot write an empty split.
         files = [f for e in config.files[split] for f in (e if isinstance(e, tuple) else (e,))]
-        problems.append(_Problem(f"{files[0]}:1: split {split!r} has no usable records "
-                                 f"(files: {', '.join(files)})", files[0], fatal=True))
+        problems.append(Problem(f"{files[0]}:1: split {split!r} has no usable records "
+                                f"(files: {', '.join(files)})", files[0], fatal=True))
     if any(p.fatal for p in problems) or (problems and not config.skip_malformed):
       raise ValueError(_report(config, problems))
     for split, texts in skipped.items():
       _log.warning("own task %r: skipped %d malformed line(s) in split %r (skip_malformed=True)"
                    "; first: %s", config.task, len(texts), split, texts[0])
-    return {split: self._generate_examples(split=split) for split in config.files}
+    try:
+      self._carved = (own_splits.assign(train_ids, config.carve, config.carve_seed)
+                      if config.carve else {})
+    except ValueError as e:
+      raise ValueError(f"cannot build own task {config.task!r}: {e}; carve fewer splits "
+                       f"or give more train examples") from None
+    return {split: self._generate_examples(split=split) for split in config.splits}
 
   def _generate_examples(self, split: str):
-    for example in _records(self.builder_config, split):
-      if not isinstance(example, _Problem):
-        yield example["id"], example
+    config = self.builder_config
+    carved = split in config.carve or (split == "train" and config.carve)
+    good = -1
+    for example in _records(config, "train" if carved else split):
+      if not isinstance(example, Problem):
+        good += 1
+        if not carved or self._carved.get(good, "train") == split:
+          yield example["id"], example
 
 
 def _remove_leftovers(config_dir: epath.Path, incomplete_before: set, created: list) -> None:
@@ -403,16 +252,19 @@ def _remove_leftovers(config_dir: epath.Path, incomplete_before: set, created: l
 def build(data_dir: str, *, task: str, format: str, train, validation=None, test=None,
           input_field: str | None = None, target_field: str | None = None, columns=(0, 1),
           prefix: str | None = None, skip_malformed: bool = False,
-          max_line_bytes: int = MAX_LINE_BYTES) -> RefinedWebOwn:
+          max_line_bytes: int = MAX_LINE_BYTES, carve=None,
+          carve_seed: int = 0) -> RefinedWebOwn:
   """Builds the task under data_dir unless it is already there; returns the builder.
 
   Paths are lists (format 'text': of (source, target) pairs); prefix defaults to
-  "<task>: ". On failure nothing is left behind in data_dir.
+  "<task>: ". `carve` ({"validation": 0.05, "test": 0.05} or "validation=0.05,...")
+  moves those fractions of the train examples into those splits, chosen by `carve_seed`
+  (own_splits). On failure nothing is left behind in data_dir.
   """
   config = make_config(task=task, format=format, train=train, validation=validation, test=test,
                        input_field=input_field, target_field=target_field, columns=columns,
                        prefix=prefix, skip_malformed=skip_malformed,
-                       max_line_bytes=max_line_bytes)
+                       max_line_bytes=max_line_bytes, carve=carve, carve_seed=carve_seed)
   builder = RefinedWebOwn(data_dir=data_dir, config=config)
   if builder.is_prepared():
     return builder
@@ -442,7 +294,7 @@ def read_examples(*, task: str, format: str, files, input_field: str | None = No
                        max_line_bytes=max_line_bytes)
   examples, problems = [], []
   for item in _records(config, "train"):
-    (problems if isinstance(item, _Problem) else examples).append(item)
+    (problems if isinstance(item, Problem) else examples).append(item)
   if problems:
     raise ValueError(_report(config, problems, skippable=False))
   if not examples:
@@ -455,7 +307,7 @@ def data_source(data_dir: str, split: str, **settings) -> StrDataSource:
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   builder = build(data_dir, **settings)
-  if split not in builder.builder_config.files:
+  if split not in builder.builder_config.splits:
     raise ValueError(f"own task {builder.builder_config.task!r} has no {split!r} split; "
-                     f"it has {tuple(builder.builder_config.files)}")
+                     f"it has {builder.builder_config.splits}")
   return StrDataSource(builder.as_data_source(split))
