@@ -4,6 +4,7 @@ Scores are on a 0-100 scale (as sacrebleu reports BLEU). Token accuracy and perp
 in the jitted eval step, not here.
 """
 
+import ast
 import collections
 import concurrent.futures
 import functools
@@ -120,22 +121,46 @@ def exact_match(targets: list[str], predictions: list[str]) -> dict[str, float]:
 
 
 def pass_at_1(targets: list[str], predictions: list[str], tests: list[str], timeout_s: float = 5.0,
-              memory_mb: int = 512) -> dict[str, float]:
+              memory_mb: int = 512, setups: list[str] | None = None,
+              entry_points: list[str | None] | None = None) -> dict[str, float]:
   """Percent of predictions (Python source) that pass their tests, each run in the sandbox.
 
-  Each program is the prediction followed by its tests (assert lines, or a check(...) call), run
-  by sandbox.run_python in a separate process, never in this one. targets (the reference
-  solutions) are not run; they keep the signature the same as the other metrics.
+  Each prediction runs in a sandboxed process and its tests (assert lines, or a check(...)
+  call) in another, which calls the prediction's functions (sandbox.run_tests), never in this
+  process. setups: code each example's tests run first, its definitions used over the
+  prediction's (MBPP's test_setup_code; HumanEval's prompt, so that helpers like its poly() stay
+  the task's); entry_points: the function passed to tests that define check(candidate) without
+  calling it (HumanEval).
+  targets (the reference solutions) are not run: they name the functions a prediction may
+  define under a builtin's name (MBPP's `sum`).
   """
   _check_lengths(targets, predictions)
-  if len(tests) != len(predictions):
-    raise ValueError(
-        f"got {len(tests)} tests for {len(predictions)} predictions; expected one each")
-  programs = [f"{prediction}\n\n{test}\n" for prediction, test in zip(predictions, tests)]
+  for name, given in (("tests", tests), ("setups", setups), ("entry_points", entry_points)):
+    if given is not None and len(given) != len(predictions):
+      raise ValueError(
+          f"got {len(given)} {name} for {len(predictions)} predictions; expected one each")
+  setups = setups or [""] * len(predictions)
+  entry_points = entry_points or [None] * len(predictions)
+
+  def run(i):
+    return sandbox.run_tests(predictions[i], tests[i], setup=setups[i] or "",
+                             entry_point=entry_points[i], names=_defined_functions(targets[i]),
+                             timeout_s=timeout_s, memory_mb=memory_mb)
+
   # Two workers: a run is mostly interpreter start-up and waiting, and training needs the cores.
   with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-    results = list(pool.map(lambda code: sandbox.run_python(code, timeout_s, memory_mb), programs))
+    results = list(pool.map(run, range(len(predictions))))
   return {"pass@1": 100.0 * sum(passed for passed, _ in results) / len(results)}
+
+
+def _defined_functions(source: str) -> tuple[str, ...]:
+  """The functions and classes a reference solution defines at top level (none if unparsable)."""
+  try:
+    tree = ast.parse(source)
+  except (SyntaxError, TypeError, ValueError):
+    return ()
+  return tuple(node.name for node in tree.body
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
 
 
 def _check_lengths(targets, predictions) -> None:

@@ -1,0 +1,440 @@
+"""What runs inside the sandbox (see sandbox.py): the program's server C, the test driver T.
+
+Standard library only: the host runs this file's source with `python -I -B -c`, so the child
+needs no access to the package. C and T talk over two pipes the host gives them.
+"""
+
+import collections
+import functools
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+
+MESSAGE_BYTES = 4 * 2**20  # one call or answer between T and C
+FILE_SIZE_BYTES = 16 * 2**20
+SETUP_EXIT = 120  # the child could not set up its limits or guards
+CPU_EXIT = 121  # the child ran out of CPU time
+# Per architecture: seccomp's audit arch and the syscalls that create processes or threads.
+_FORKS = {"x86_64": (0xC000003E, (56, 57, 58, 435)), "aarch64": (0xC00000B7, (220, 435))}
+
+
+class _Lost(BaseException):
+  """C closed its end (it exited or crashed); BaseException, so tests cannot catch it."""
+
+
+class _Broken(BaseException):
+  """C answered what the protocol does not allow (a garbled message, a non-builtin result)."""
+
+
+def _child_main(argv: list[str]) -> None:
+  """Sets limits and guards, then serves the program (C) or runs the tests (T)."""
+  import traceback
+  exit_now = os._exit
+  try:
+    role, memory_mb, cpu_s, inbox, outbox = argv[1], *map(int, argv[2:6])
+    payload = sys.stdin.buffer.read().decode("utf-8", "surrogatepass")
+    os.close(0)
+    _set_limits(memory_mb, cpu_s)
+    # As pid 1 of a pid namespace the child would ignore a default-action SIGXCPU.
+    signal.signal(signal.SIGXCPU, lambda *_: exit_now(CPU_EXIT))
+    _forbid_new_processes()
+    if role == "tests":
+      verdict = os.dup(1)
+      os.dup2(2, 1)  # what the tests print is not the verdict
+    _install_guards(os.path.realpath(os.getcwd()))
+  except BaseException:  # pylint: disable=broad-except
+    traceback.print_exc()
+    exit_now(SETUP_EXIT)
+  link = _Link(inbox, outbox)
+  if role == "candidate":
+    _serve(payload, link)
+  else:
+    result = _drive(json.loads(payload), link)
+    sys.stdout.flush()
+    os.write(verdict, json.dumps(result).encode() + b"\n")
+  exit_now(0)
+
+
+def _serve(code: str, link) -> None:
+  """C: runs the program, lists its names, then answers calls until T closes its end."""
+  import builtins
+  import types
+  main = types.ModuleType("__main__")
+  main.__builtins__ = builtins
+  sys.modules["__main__"] = main
+  try:
+    exec(compile(code, "main.py", "exec"), main.__dict__)  # pylint: disable=exec-used
+    link.send({"names": [name for name, value in main.__dict__.items()
+                         if callable(value) and not name.startswith("__")]})
+  except BaseException as e:  # SystemExit too: a program that exits early has not run
+    link.send({"error": _describe(e)})
+    return
+  while True:
+    try:
+      request = link.receive()
+    except (_Lost, _Broken):
+      return
+    try:
+      function = main.__dict__.get(request["call"])
+      if function is None:
+        raise NameError(f"name {request['call']!r} is not defined")
+      value = function(*_decode(request["args"]), **_decode(request["kwargs"]))
+    except BaseException as e:  # pylint: disable=broad-except
+      # Named by its first builtin base: `class Bad(ValueError)` arrives as a ValueError.
+      kind = next(k for k in type(e).__mro__ if getattr(builtins, k.__name__, None) is k)
+      answer = {"raise": kind.__name__, "message": _describe(e, with_type=False)}
+    else:
+      try:
+        answer = {"value": _encode(value)}
+      except Exception as e:  # pylint: disable=broad-except
+        answer = {"refused": _describe(e)}  # a type of its own, a cycle, ...
+    try:
+      link.send(answer)
+    except ValueError as e:  # larger than MESSAGE_BYTES
+      link.send({"refused": _describe(e)})
+
+
+def _drive(job: dict, link) -> dict:
+  """T: binds the program's names to proxies, runs setup and tests; returns the verdict."""
+  import ast
+  import builtins
+  import importlib
+  try:
+    hello = link.receive()
+    if "names" not in hello:
+      return {"status": "failed", "error": f"the program failed: {hello.get('error')}"}
+    trees = [ast.parse(job["setup"]), ast.parse(job["tests"])]
+    nodes = [node for tree in trees for node in ast.walk(tree)]
+    used = {node.id for node in nodes if isinstance(node, ast.Name)}
+    # `math.isclose(...)`: a module the tests use as the program's (or forgot to import).
+    modules = {node.value.id for node in nodes
+               if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)}
+    entry, program = job["entry_point"], set(hello["names"])
+    allowed = set(job["names"]) | {entry}
+    scope = {"__name__": "__main__", "__builtins__": builtins}
+    exec(compile(trees[0], "<setup>", "exec"), scope)  # pylint: disable=exec-used
+    for name in sorted(used - set(scope) | {entry} - {None}):
+      if name == entry or name in program and (name in allowed or not hasattr(builtins, name)):
+        scope[name] = _proxy(name, link)
+      elif name in modules and name in sys.stdlib_module_names:
+        scope[name] = importlib.import_module(name)
+    exec(compile(trees[1], "<tests>", "exec"), scope)  # pylint: disable=exec-used
+    called = any(isinstance(s, ast.Expr) and isinstance(s.value, ast.Call)
+                 and getattr(s.value.func, "id", None) == "check" for s in trees[1].body)
+    if entry and callable(scope.get("check")) and not called:
+      scope["check"](scope[entry])
+    if link.failure is not None:  # caught by the tests (a bare except), it still counts
+      raise link.failure
+  except BaseException as e:  # pylint: disable=broad-except
+    if isinstance(e, _Lost) or isinstance(link.failure, _Lost):
+      return {"status": "lost"}  # the host tells a crash from a timeout by C's exit
+    return {"status": "failed", "error": _describe(e)}
+  return {"status": "passed"}
+
+
+def _proxy(name: str, link):
+  """A stand-in for the program's function `name`: the call runs in C."""
+  import builtins
+
+  def call(*args, **kwargs):
+    if link.failure is not None:  # once C has ended or broken the protocol
+      raise link.failure
+    answer = link.ask({"call": name, "args": _encode(args), "kwargs": _encode(kwargs)})
+    try:
+      if "value" in answer:
+        return _decode(answer["value"])
+      if "raise" not in answer:
+        raise _Broken(f"{name}() gave no builtin value: {answer.get('refused')}")
+    except _Broken as e:
+      raise link.fail(e) from None
+    kind, message = str(answer["raise"]), str(answer.get("message"))
+    error = getattr(builtins, kind, None)
+    if not (isinstance(error, type) and issubclass(error, Exception)) or issubclass(
+        error, (StopIteration, StopAsyncIteration)):  # these would end the tests' loops
+      raise RuntimeError(f"{name}() raised {kind}: {message}")
+    try:
+      exception = error(message)
+    except TypeError:  # the type needs other arguments (UnicodeDecodeError)
+      exception = RuntimeError(f"{name}() raised {kind}: {message}")
+    raise exception
+
+  call.__name__ = call.__qualname__ = name
+  return call
+
+
+class _Link:
+  """Length-prefixed JSON messages over two pipes, each at most MESSAGE_BYTES."""
+
+  def __init__(self, inbox: int, outbox: int):
+    self.inbox, self.outbox, self.failure = inbox, outbox, None
+
+  def fail(self, error: BaseException) -> BaseException:
+    """Records the first _Lost or _Broken, which fails the tests even if they catch it."""
+    self.failure = self.failure or error
+    return error
+
+  def ask(self, message: dict) -> dict:
+    self.send(message)
+    return self.receive()
+
+  def send(self, message: dict) -> None:
+    data = json.dumps(message).encode()
+    if len(data) > MESSAGE_BYTES:
+      raise ValueError(f"message of {len(data)} bytes; at most {MESSAGE_BYTES}")
+    data = len(data).to_bytes(4, "big") + data
+    try:
+      while data:
+        data = data[os.write(self.outbox, data):]
+    except BrokenPipeError:
+      raise self.fail(_Lost()) from None
+
+  def receive(self) -> dict:
+    size = int.from_bytes(self._read(4), "big")
+    if size > MESSAGE_BYTES:
+      raise self.fail(_Broken(f"message of {size} bytes; at most {MESSAGE_BYTES}"))
+    try:
+      message = json.loads(self._read(size))
+    except (ValueError, RecursionError) as e:
+      raise self.fail(_Broken(f"garbled message: {e}")) from None
+    if not isinstance(message, dict):
+      raise self.fail(_Broken(f"garbled message of type {type(message).__name__}"))
+    return message
+
+  def _read(self, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+      chunk = os.read(self.inbox, min(size - len(data), 2**20))
+      if not chunk:
+        raise self.fail(_Lost())
+      data += chunk
+    return data
+
+
+_SEQUENCES = {list: "list", tuple: "tuple", set: "set", frozenset: "frozenset"}
+
+
+def _encode(value):
+  """A JSON tree of a value made only of exact builtin types; TypeError for anything else."""
+  kind = type(value)
+  if value is None or kind is bool or kind is str:
+    return value
+  if kind is int:
+    return ["int", hex(value)]  # hex: no digit limit for big ints
+  if kind is float:
+    return ["float", value.hex()]  # exact, nan and inf included
+  if kind is complex:
+    return ["complex", [value.real.hex(), value.imag.hex()]]
+  if kind is bytes:
+    return ["bytes", value.hex()]
+  if kind is range:
+    return ["range", [_encode(value.start), _encode(value.stop), _encode(value.step)]]
+  if kind in _SEQUENCES:
+    return [_SEQUENCES[kind], [_encode(item) for item in value]]
+  if kind in (dict, collections.Counter, collections.OrderedDict, collections.defaultdict):
+    tag = kind.__name__ if kind in (collections.Counter, collections.OrderedDict) else "dict"
+    return [tag, [[_encode(k), _encode(v)] for k, v in dict.items(value)]]
+  if kind is re.Match:  # for tests of its truth (MBPP's), or of its groups and spans
+    spans = [list(value.span(i)) for i in range(value.re.groups + 1)]
+    groups = [value.group(i) for i in range(value.re.groups + 1)]
+    return ["match", [_encode(value.string), _encode(groups), _encode(spans)]]
+  raise TypeError(f"a value of type {kind.__module__}.{kind.__qualname__} is not a builtin "
+                  "value (None, bool, int, float, complex, str, bytes, range, or containers)")
+
+
+def _decode(tree):
+  """The value of an _encode tree; _Broken on anything else."""
+  if tree is None or type(tree) in (bool, str):
+    return tree
+  if type(tree) is not list or len(tree) != 2:
+    raise _Broken(f"garbled value: {str(tree)[:100]}")
+  try:
+    kind, body = tree
+    if kind == "int":
+      return int(body, 16)
+    if kind == "float":
+      return float.fromhex(body)
+    if kind == "complex":
+      return complex(float.fromhex(body[0]), float.fromhex(body[1]))
+    if kind == "bytes":
+      return bytes.fromhex(body)
+    if kind == "range":
+      return range(*map(_decode, body))
+    if kind in ("dict", "Counter", "OrderedDict"):
+      pairs = [(_decode(k), _decode(v)) for k, v in body]
+      return dict(pairs) if kind == "dict" else getattr(collections, kind)(dict(pairs))
+    if kind == "match":
+      return _Match(*map(_decode, body))
+    if kind in _SEQUENCES.values() and type(body) is list:
+      return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[kind](
+          _decode(item) for item in body)
+  except (TypeError, ValueError, RecursionError) as e:
+    raise _Broken(f"garbled value: {e}") from None
+  raise _Broken(f"garbled value: {str(tree)[:100]}")
+
+
+class _Match:
+  """What T sees of a re.Match the program returned: true, with the groups and spans."""
+
+  def __init__(self, string, groups: list, spans: list):
+    self.string, self._groups, self._spans = string, groups, [tuple(span) for span in spans]
+
+  def group(self, *indices):
+    found = tuple(self._groups[i] for i in indices or (0,))
+    return found[0] if len(found) == 1 else found
+
+  def groups(self, default=None):
+    return tuple(default if group is None else group for group in self._groups[1:])
+
+  def span(self, index=0):
+    return self._spans[index]
+
+  def start(self, index=0):
+    return self._spans[index][0]
+
+  def end(self, index=0):
+    return self._spans[index][1]
+
+  __getitem__ = group
+
+
+def _describe(error: BaseException, with_type: bool = True) -> str:
+  try:
+    text = str(error)[:1000]
+  except Exception:  # pylint: disable=broad-except
+    text = "?"
+  return f"{type(error).__name__}: {text}" if with_type else text
+
+
+def _set_limits(memory_mb: int, cpu_s: int) -> None:
+  limits = [(resource.RLIMIT_AS, memory_mb * 2**20), (resource.RLIMIT_FSIZE, FILE_SIZE_BYTES),
+            (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, 0)]
+  for kind, value in limits:
+    resource.setrlimit(kind, (value, value))
+  # Hard above soft, so that SIGXCPU (a clean "timeout" exit) comes before SIGKILL.
+  resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+
+
+def _forbid_new_processes() -> None:
+  """A seccomp filter: fork, vfork, clone and clone3 fail with EPERM (root or not)."""
+  import ctypes
+  import errno
+  import platform
+  import struct
+  if platform.machine() not in _FORKS:
+    return  # RLIMIT_NPROC alone, which does not bind root
+  arch, forks = _FORKS[platform.machine()]
+  load, equal, at_least, ret = 0x20, 0x15, 0x35, 0x06  # classic BPF opcodes
+  program = [(load, 0, 0, 4), (equal, 0, len(forks) + 3, arch), (load, 0, 0, 0),
+             (at_least, len(forks) + 1, 0, 0x40000000)]  # x32 system calls
+  program += [(equal, len(forks) - i, 0, nr) for i, nr in enumerate(forks)]
+  program += [(ret, 0, 0, 0x7FFF0000), (ret, 0, 0, 0x00050000 | errno.EPERM)]  # allow; fail
+  code = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *op) for op in program))
+
+  class Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+  libc = ctypes.CDLL(None, use_errno=True)
+  libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+  filter_ = Program(len(program), ctypes.addressof(code))
+  if (libc.prctl(38, 1, 0, 0, 0) != 0  # PR_SET_NO_NEW_PRIVS
+      or libc.prctl(22, 2, ctypes.addressof(filter_), 0, 0) != 0):  # PR_SET_SECCOMP, filter
+    raise OSError(ctypes.get_errno(), "seccomp filter not installed")
+
+
+def _refuse(what: str):
+  def refuse(*args, **kwargs):
+    raise PermissionError(f"sandbox: {what} is disabled")
+  return refuse
+
+
+def _install_guards(root: str) -> None:
+  """Best-effort: no sockets, processes or signals; no deleting or writing outside root."""
+  import builtins
+  import io
+  import posix
+  import socket
+
+  class NoSocket(socket.socket):
+    def __init__(self, *args, **kwargs):
+      raise PermissionError("sandbox: network access is disabled")
+
+  socket.socket = socket.SocketType = NoSocket
+  for name in ("create_connection", "create_server", "socketpair", "fromfd", "getaddrinfo"):
+    setattr(socket, name, _refuse(f"socket.{name}"))
+
+  class NoPopen(subprocess.Popen):
+    def __init__(self, *args, **kwargs):
+      raise PermissionError("sandbox: starting processes is disabled")
+
+  subprocess.Popen = NoPopen
+  for name in ("system", "popen", "fork", "forkpty", "posix_spawn", "posix_spawnp", "kill",
+               "killpg", "execv", "execve", "execl", "execle", "execlp", "execlpe", "execvp",
+               "execvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv", "spawnve",
+               "spawnvp", "spawnvpe", "_exit"):
+    for module in (os, posix):
+      if hasattr(module, name):
+        setattr(module, name, _refuse(f"os.{name}"))
+
+  def inside(path, dir_fd=None) -> bool:
+    if isinstance(path, int):
+      return True  # an open descriptor: opening it was checked
+    path = os.fsdecode(path)
+    if dir_fd is not None and not os.path.isabs(path):
+      path = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path)
+    path = os.path.abspath(path)
+    # Resolve the parent only: removing a link must not be judged by where it points.
+    path = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    return path == root or path.startswith(root + os.sep) or path == os.devnull
+
+  def check(what, *paths, dir_fds=()):
+    for i, path in enumerate(paths):
+      if not inside(path, dir_fds[i] if i < len(dir_fds) else None):
+        raise PermissionError(f"sandbox: {what} outside {root} is blocked: {path!r}")
+
+  def guard(module, name, checker):
+    original = getattr(module, name, None)
+    if original is None:
+      return
+
+    @functools.wraps(original)
+    def guarded(*args, **kwargs):
+      checker(*args, **kwargs)
+      return original(*args, **kwargs)
+
+    setattr(module, name, guarded)
+
+  def one_path(name):
+    return lambda path, *a, dir_fd=None, **k: check(name, path, dir_fds=(dir_fd,))
+
+  def two_paths(name):
+    return lambda src, dst, *a, src_dir_fd=None, dst_dir_fd=None, **k: check(
+        name, src, dst, dir_fds=(src_dir_fd, dst_dir_fd))
+
+  def open_mode(file, mode="r", *a, **k):
+    if any(c in mode for c in "wax+"):
+      check("writing", file)
+
+  writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+  def open_flags(path, flags, *a, dir_fd=None, **k):
+    if flags & writes:
+      check("writing", path, dir_fds=(dir_fd,))
+
+  for module in (os, posix):
+    for name in ("remove", "unlink", "rmdir", "removedirs", "truncate"):
+      guard(module, name, one_path(f"os.{name}"))
+    for name in ("rename", "replace", "renames"):
+      guard(module, name, two_paths(f"os.{name}"))
+    guard(module, "open", open_flags)
+  guard(shutil, "rmtree", lambda path, *a, **k: check("shutil.rmtree", path))
+  guard(io, "open", open_mode)
+  builtins.open = io.open
+
+
+if __name__ == "__main__":
+  _child_main(sys.argv)
