@@ -4,23 +4,19 @@
   refinedweb eval --workdir runs/multi30k --split test --examples -1
       sacreBLEU / chrF on test_2016_flickr (1,000 sentences per direction).
 
-Reads ../shared/data/multi30k (aligned, gzipped caption files; set REFINEDWEB_SHARED_DATA
-to point elsewhere) by path: the files are never copied into the project. The tokenizer is
-trained on the two tasks' training texts. `:smoke` runs 20 steps of the tiny model.
+Reads multi30k/ (aligned, gzipped caption files) from the public data folder by path
+(README, Data: `refinedweb fetch multi30k` downloads it; REFINEDWEB_SHARED_DATA names the
+folder). The tokenizer is trained on the two tasks' training texts. `:smoke` runs 20 steps
+of the tiny model.
 """
 
-import os
-
 from refinedweb_jax import configs
-
-SHARED_DATA = os.environ.get(
-    "REFINEDWEB_SHARED_DATA",
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
+from refinedweb_jax.data import fetch
 
 
 def multi30k_task(target: str, language_name: str) -> dict:
   """An own-data task: aligned English -> `target` caption files, train/val/test_2016_flickr."""
-  root = os.path.join(os.path.abspath(SHARED_DATA), "multi30k")
+  root = fetch.require("multi30k")
   pair = lambda split: [(f"{root}/{split}.en.gz", f"{root}/{split}.{target}.gz")]
   return dict(task=f"multi30k_en_{target}", format="text", train=pair("train"),
               validation=pair("val"), test=pair("test_2016_flickr"),

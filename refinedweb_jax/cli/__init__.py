@@ -32,12 +32,14 @@ commands:
   export-hf write a t5_bias run as a Hugging Face T5: `export-hf --workdir W --out DIR`
   attention-mask
             draw an attention pattern as an image: --kind K --length N --out mask.png [sizes]
+  fetch     download the public datasets the experiments read (Multi30k, Tatoeba cmn-eng,
+            DialogSum, XQuAD, MBPP, HumanEval), checksummed: `fetch [NAME ...] [--out DIR]`
 """
 COMMANDS = ("prepare", "train", "eval", "config", "generate", "chat", "distill", "sweep",
-            "import-hf", "export-hf", "attention-mask")
+            "import-hf", "export-hf", "attention-mask", "fetch")
 RUN_COMMANDS = ("eval", "generate", "chat")  # use a trained run's own config
 DISTILL_COMMANDS = ("dump", "train")
-STANDALONE = ("attention-mask",)  # commands that take no --config
+STANDALONE = ("attention-mask", "fetch")  # commands that take no --config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +67,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
   p = _Parser(prog=f"refinedweb {command}", allow_abbrev=False, epilog=epilog)
   if command == "attention-mask":
     return _mask_parser(p)
+  if command == "fetch":
+    return _fetch_parser(p)
   p.add_argument("--config", default=None, help="path/to/config.py[:arg] (default: built-in)"
                  + ("; not taken: these commands use the run's own config, changed only by "
                     "--config.KEY=VALUE" if command in RUN_COMMANDS else ""))
@@ -181,6 +185,17 @@ def _mask_parser(p):
                    metavar=None if size.choices else "N" if isinstance(size.default, int)
                    else "TEXT",
                    help=f"{size.help} (default: %(default)s)")
+  return p
+
+
+def _fetch_parser(p):
+  from refinedweb_jax.data import fetch
+  p.add_argument("names", nargs="*", metavar="NAME",
+                 help=f"datasets to fetch (default: all): {', '.join(fetch.NAMES)}")
+  p.add_argument("--out", default=None, help=f"the data folder (default: ${fetch.ENV}, else "
+                 f"{fetch.default_out()})")
+  p.add_argument("--source", default=None, help="a mirror instead of GitHub: a URL or folder "
+                 "laid out like upstream (OWNER/REPO/COMMIT/PATH) or like the data folder")
   return p
 
 
@@ -383,3 +398,8 @@ def _run(command, args, config):
     print(f"exported {args.workdir} to {convert.export_hf(args.workdir, args.out)}")
   elif command == "attention-mask":
     commands.attention_mask(args)
+  elif command == "fetch":
+    from refinedweb_jax.data import fetch
+    written = fetch.fetch(args.names, args.out, args.source)
+    print(f"{sum(map(len, written.values()))} files written; the experiments read "
+          f"{args.out or fetch.default_out()} when {fetch.ENV} names it")
