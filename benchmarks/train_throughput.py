@@ -176,7 +176,7 @@ def bigbird_row(source: int, target: int, steps: int, dtype: str) -> str:
   """The long-input training step: FLOPs count only the pairs BigBird computes."""
   from attention_scaling import density  # benchmarks/attention_scaling.py
   cfg = ModelConfig.from_preset("small", **BIGBIRD, dtype=dtype)
-  pairs = density(("bigbird", cfg.layer_attention("encoder", 0)), source, False) * source ** 2
+  pairs = density(("bigbird", cfg.attention), source, False) * source ** 2
   tokens, seconds, compile_s, n = ours(cfg, 1, source, target, steps)
   flops = analytic_flops(cfg, 1, source, target, encoder_pairs=pairs)
   peak = matmul_peak(cfg, 1, source, target, max(steps, 3))

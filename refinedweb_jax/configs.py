@@ -7,6 +7,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
+from refinedweb_jax import backend
 from refinedweb_jax.data import tasks, tokenizer
 from refinedweb_jax.model.config import AttentionConfig, ModelConfig
 
@@ -25,6 +26,9 @@ def default_config() -> ml_collections.ConfigDict:
           for f in dataclasses.fields(AttentionConfig)})
     else:
       c.model[field.name] = config_dict.placeholder(_field_type(field))
+  # The compute dtype: "auto" is bfloat16 on GPU and TPU, float32 on CPU (backend.py);
+  # parameters, optimizer state, logits and the loss stay float32 whatever it is.
+  c.model.dtype = "auto"
   c.data = ml_collections.ConfigDict(dict(
       data_dir=os.environ.get("REFINEDWEB_DATA", os.path.expanduser("~/.cache/refinedweb_jax")),
       num_train=20_000, num_validation=1_000, num_test=1_000, corpus_seed=0,
@@ -137,6 +141,8 @@ def model_config(config, vocab_size: int | None = None) -> ModelConfig:
   """
   overrides = {k: v for k, v in config.model.items()
                if k not in ("preset", "attention") and v is not None}
+  if overrides.get("dtype") == "auto":
+    overrides["dtype"] = backend.auto_dtype()
   overrides["attention"] = {k: v for k, v in config.model.get("attention", {}).items()
                             if v is not None}
   if vocab_size is not None:
@@ -149,9 +155,12 @@ def model_config(config, vocab_size: int | None = None) -> ModelConfig:
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:
   """A saved config (a checkpoint's or config.json) over the defaults, so keys added since
-  it was saved have their default values."""
+  it was saved have their default values, except where a default would misdescribe the
+  saved run: a run saved before layers were scanned has unrolled layers."""
   config = default_config()
   config.update(ml_collections.ConfigDict(saved))
+  if "model" in saved and "scan_layers" not in saved["model"]:
+    config.model.scan_layers = False
   return config
 
 
@@ -263,8 +272,9 @@ def known_tasks(config) -> tuple[str, ...]:
 
 def resolve(config):
   """Fills in what the config leaves to its tasks, so the saved config says it outright:
-  the entries of prepared own tasks the mixture names (config.own_tasks), and the
-  tokenizer "auto" (builtin when a mixture or eval task is built-in, else mixture)."""
+  the entries of prepared own tasks the mixture names (config.own_tasks), the
+  tokenizer "auto" (builtin when a mixture or eval task is built-in, else mixture) and
+  the compute dtype "auto" (backend.auto_dtype: bfloat16 on GPU and TPU, else float32)."""
   own = {t["task"] for t in config.get("own_tasks", []) or []}
   prepared = tasks.registered_tasks(config.data.data_dir)
   named = [n.strip() for key in ("tasks", "eval_tasks")
@@ -276,6 +286,8 @@ def resolve(config):
     if config.data.tokenizer == "auto":
       builtin = not named or any(n in tasks.BUILTIN for n in named)
       config.data.tokenizer = "builtin" if builtin else "mixture"
+    if config.model.get("dtype") == "auto":
+      config.model.dtype = backend.auto_dtype()
   return config
 
 

@@ -19,9 +19,11 @@ MESH_AXES = ("data", "fsdp", "tensor")
 # state) and heads/mlp/vocab over tensor (Megatron-style). A mesh axis is used
 # at most once per array, so activations (batch, length, embed) keep embed whole
 # while batch takes fsdp. Parameter names: vocab, embed, heads, kv, mlp,
-# relpos_buckets; more activation names: batch, length.
+# relpos_buckets, and layers (the leading axis of a scanned stack's parameters, whole
+# on every device: each scan step reads one layer); more activation names: batch, length.
 LOGICAL_RULES = (
     ("batch", ("data", "fsdp")),
+    ("layers", None),
     ("length", None),
     ("embed", "fsdp"),
     ("heads", "tensor"),

@@ -22,6 +22,7 @@ import numpy as np
 from refinedweb_jax import configs, sharding
 from refinedweb_jax.convert import hf_t5
 from refinedweb_jax.data import tokenizer as tok
+from refinedweb_jax.model import scan
 from refinedweb_jax.model.transformer import EncoderDecoder, flat_params
 from refinedweb_jax.train import checkpoint, optim, setup, step as step_lib
 
@@ -81,11 +82,15 @@ def import_hf(model_dir: str, workdir: str, config=None):
   abstract, shardings = step_lib.abstract_train_state(
       model, tx, mesh, input_length=d.input_length, target_length=d.target_length)
   spec = flat_params(abstract.params)
-  names = hf_t5.checked_name_map(model_cfg, spec)
-  # One tensor at a time: read (memory-mapped), convert, place; then the next.
-  placed = {path: _place(hf_t5.to_param(weights, names[path], path, leaf.shape, hf),
-                         leaf.sharding) for path, leaf in spec.items()}
-  params = jax.tree.unflatten(jax.tree.structure(abstract.params), list(placed.values()))
+  # The T5 names are per layer: map the unrolled layout, then stack a scanned model's layers.
+  unrolled = scan.to_unrolled(spec, model_cfg) if model_cfg.scan_layers else spec
+  names = hf_t5.checked_name_map(model_cfg, unrolled)
+  values = {path: hf_t5.to_param(weights, names[path], path, leaf.shape, hf)
+            for path, leaf in unrolled.items()}
+  if model_cfg.scan_layers:
+    values = scan.to_scanned(values, model_cfg)
+  placed = [_place(values[path], leaf.sharding) for path, leaf in spec.items()]
+  params = jax.tree.unflatten(jax.tree.structure(abstract.params), placed)
   state = sharding.jit(lambda p: step_lib.TrainState.create(apply_fn=model.apply, params=p, tx=tx),
                        mesh, out_shardings=shardings)(params)
   with _staged(workdir, "--workdir") as staging:

@@ -26,6 +26,8 @@ import os
 import jax
 import numpy as np
 
+from refinedweb_jax.model import scan
+
 ARCHITECTURES = ("T5ForConditionalGeneration", "MT5ForConditionalGeneration")
 MODEL_TYPES = ("t5", "mt5")
 EXTRA_IDS = 100  # T5's sentinels <extra_id_0> .. <extra_id_99>, after the pieces
@@ -249,8 +251,11 @@ def from_params(params: dict, cfg) -> dict:
   """Hugging Face weights (name -> float32 NumPy) from our parameters {path: array}.
 
   A model that scales its attention scores by 1/sqrt(head_dim) has that factor
-  folded into its query projections, which is what a T5 computes.
+  folded into its query projections, which is what a T5 computes. Scanned layers
+  (model/scan.py) are unstacked first: T5's names are per layer.
   """
+  if scan.is_scanned(params):
+    params = scan.to_unrolled(params, cfg)
   names = name_map(cfg)
   out = {}
   for path, value in params.items():

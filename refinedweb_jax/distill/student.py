@@ -183,4 +183,4 @@ def train_student(config, workdir: str, *, logits_dir: str | None = None,
       step_fn = jit_kd_step(run, config, shardings)
   return loop.run_loop(run, state, shardings, step_fn, train_iter, workdir=workdir,
                        schedule=schedule, describe=describe,
-                       fresh=loop.init_from(config, shardings), command=command)
+                       fresh=loop.init_from(config, shardings, run.model_cfg), command=command)

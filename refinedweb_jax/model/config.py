@@ -67,6 +67,9 @@ class ModelConfig:
   dense_implementation: str = "xla"
   attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
   remat: str = "none"
+  # nn.scan over each stack's layers (model/scan.py): compile time flat in depth. False
+  # unrolls them, the layout of runs saved before layers were scanned.
+  scan_layers: bool = True
 
   def __post_init__(self):
     for name in ("vocab_size", "d_model", "num_heads", "head_dim", "d_ff",
@@ -104,10 +107,6 @@ class ModelConfig:
     if every and (layer + 1) % every == 0:
       return "dense"
     return getattr(self, f"{stack}_attention")
-
-  def layer_attention(self, stack: str, layer: int) -> AttentionConfig:
-    """A layer's sizes: BigBird's random blocks are seeded per layer."""
-    return dataclasses.replace(self.attention, seed=self.attention.seed + layer)
 
   def packing_alignment(self, stack: str) -> int:
     """Packed examples of this stack start on multiples of this (1: anywhere)."""

@@ -198,8 +198,11 @@ def _gather_beams(tree, parents_BxW, batch: int, beams: int):
 
   def gather(path, leaf):
     # Cross-attention K/V are the same for every beam of a row: no need to move them.
-    if any(getattr(p, "key", None) in ("cached_key", "cached_value") for p in path):
-      return jnp.take(leaf, flat, axis=0)
+    keys = [getattr(p, "key", None) for p in path]
+    if any(k in ("cached_key", "cached_value") for k in keys):
+      # A scanned stack's cache has a leading layers axis before the rows.
+      stacked = any("_group_" in str(k) for k in keys)
+      return jnp.take(leaf, flat, axis=1 if stacked else 0)
     return leaf
   return jax.tree_util.tree_map_with_path(gather, tree)
 

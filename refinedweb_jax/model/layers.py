@@ -25,6 +25,7 @@ class Projection(nn.Module):
   num_contract: int
   names: tuple
   dtype: jnp.dtype = jnp.float32
+  out_dtype: jnp.dtype | None = None  # the product's dtype (default: dtype)
 
   @nn.compact
   def __call__(self, x):
@@ -38,16 +39,16 @@ class Projection(nn.Module):
     if kernel.dtype == jnp.int8:  # quantize.quantize's weights, for decoding
       scale = self.param("kernel_scale", nn.initializers.ones, tuple(self.features),
                          jnp.float32)
-      return quantize.int8_dot(x, kernel, scale, contract, self.dtype)
+      return quantize.int8_dot(x, kernel, scale, contract, self.out_dtype or self.dtype)
     return jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
-                               (contract, ((), ())))
+                               (contract, ((), ())), preferred_element_type=self.out_dtype)
 
 
-def dense(cfg, features, axes, names, name):
+def dense(cfg, features, axes, names, name, out_dtype=None):
   """A Projection in the model's compute dtype; `axes` are the contracted input axes."""
   features = features if isinstance(features, tuple) else (features,)
   num_contract = len(axes) if isinstance(axes, tuple) else 1
-  return Projection(features, num_contract, names, cfg.compute_dtype, name=name)
+  return Projection(features, num_contract, names, cfg.compute_dtype, out_dtype, name=name)
 
 
 class RMSNorm(nn.Module):

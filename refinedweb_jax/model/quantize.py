@@ -41,7 +41,8 @@ def quantize(params):
   """The parameter tree with int8 projection kernels and embedding, plus their scales.
 
   A kernel contracts its first axis, except the attention output projection's ("out":
-  heads x kv -> embed), which contracts two.
+  heads x kv -> embed), which contracts two. In a scanned stack (model/scan.py) every
+  kernel has a leading layers axis: each layer is quantized on its own.
   """
   def walk(tree, path):
     out = {}
@@ -49,7 +50,11 @@ def quantize(params):
       if isinstance(value, dict):
         out[name] = walk(value, path + (name,))
       elif name == "kernel" and value.ndim >= 2:
-        out[name], out[SCALE[name]] = quantize_kernel(value, 2 if path[-1:] == ("out",) else 1)
+        contract = 2 if path[-1:] == ("out",) else 1
+        if "_group_" in path[0]:
+          out[name], out[SCALE[name]] = jax.vmap(lambda k: quantize_kernel(k, contract))(value)
+        else:
+          out[name], out[SCALE[name]] = quantize_kernel(value, contract)
       elif name == "embedding" and value.ndim == 2:
         out[name], out[SCALE[name]] = quantize_embedding(value)
       else:

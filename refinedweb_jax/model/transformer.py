@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from refinedweb_jax.model import attention, quantize
+from refinedweb_jax.model import attention, quantize, scan
 from refinedweb_jax.model.attention import dense, kinds, relative
 from refinedweb_jax.model.config import REMAT_POLICIES, ModelConfig
 from refinedweb_jax.model.layers import MLP, RMSNorm, dense as _dense
@@ -25,13 +25,14 @@ class MultiHeadAttention(nn.Module):
   causal: bool = False
   rotary: bool = True
   kind: str = "dense"
-  sizes: Any = None  # the layer's AttentionConfig (sparse kinds)
 
   @nn.compact
   def __call__(self, x_BxTxD, kv_BxSxD, *, segment_ids_BxT=None, positions_BxT=None,
-               cross_mask_Bx1xTxS=None, decode: bool = False, cross: bool = False,
-               relative_table=None):
-    """relative_table: the stack's T5 bias table, N buckets x H heads (self-attention)."""
+               kv_segment_ids_BxS=None, decode: bool = False, cross: bool = False,
+               relative_table=None, layer=0):
+    """kv_segment_ids_BxS: the encoder's segments (cross-attention); relative_table: the
+    stack's T5 bias table, N buckets x H heads (self-attention); layer: this layer's index
+    in its stack (an int, or traced in a scan over layers)."""
     cfg = self.cfg
     hk = (cfg.num_heads, cfg.head_dim)
     q = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "query")(x_BxTxD)
@@ -45,7 +46,8 @@ class MultiHeadAttention(nn.Module):
           cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD)))
       value = self.variable("cache", "cross_value", lambda: _heads_major(_dense(
           cfg, hk, -1, ("embed", "heads", "kv"), "value")(kv_BxSxD)))
-      out = dense.cached_attention(q, key.value, value.value, cross_mask_Bx1xTxS)
+      mask = dense.make_attention_mask(segment_ids_BxT, kv_segment_ids_BxS, causal=False)
+      out = dense.cached_attention(q, key.value, value.value, mask)
       return _dense(cfg, cfg.d_model, (-2, -1), ("heads", "kv", "embed"), "out")(out)
     else:
       k = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD)
@@ -59,23 +61,24 @@ class MultiHeadAttention(nn.Module):
       k = dense.rotary_embedding(k, positions_BxT, cfg.rope_max_wavelength)
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
     if cross:
-      out = dense.dense_attention(q, k, v, cross_mask_Bx1xTxS,
+      out = attention.cross_attention(q, k, v, segment_ids_BxT, kv_segment_ids_BxS,
                                       implementation=cfg.dense_implementation)
     elif decode and self.has_variable("cache", "cached_key"):
-      k, v, mask = self._update_cache(k, v, positions_BxT)
+      k, v, mask = self._update_cache(k, v, positions_BxT, layer)
       if bias is not None:  # this step's query against every cache position
         bias = bias.between(positions_BxT[:1, :], jnp.arange(k.shape[2])[None])
       out = dense.cached_attention(q, k, v, mask, bias)
     elif decode:  # creating the cache: the output is not used
-      self._update_cache(k, v, positions_BxT)
-      out = dense.dense_attention(q, k, v, None, implementation=cfg.dense_implementation)
+      self._update_cache(k, v, positions_BxT, layer)
+      out = jnp.zeros_like(q)
     else:
       out = attention.self_attention(q, k, v, segment_ids_BxT, kind=self.kind,
-                                     causal=self.causal, cfg=self.sizes,
-                                     implementation=cfg.dense_implementation, bias=bias)
+                                     causal=self.causal, cfg=cfg.attention,
+                                     implementation=cfg.dense_implementation, bias=bias,
+                                     layer=layer)
     return _dense(cfg, cfg.d_model, (-2, -1), ("heads", "kv", "embed"), "out")(out)
 
-  def _update_cache(self, k_Bx1xHxK, v_Bx1xHxK, positions_Bx1):
+  def _update_cache(self, k_Bx1xHxK, v_Bx1xHxK, positions_Bx1, layer):
     """Writes this step's key/value at its position; the mask admits positions <= it.
 
     The cache is head-major, BxHxLxK, the layout the per-step attention reads.
@@ -96,7 +99,8 @@ class MultiHeadAttention(nn.Module):
     cached_value.value = jax.lax.dynamic_update_slice_in_dim(
         cached_value.value, _heads_major(v_Bx1xHxK), index, 2)
     # The row of this layer's causal pattern for this position, over the cache length.
-    mask = kinds.allowed(self.kind, self.sizes, index, jnp.arange(length), length, causal=True)
+    mask = kinds.allowed(self.kind, self.cfg.attention, index, jnp.arange(length), length,
+                         causal=True, layer=layer)
     return (cached_key.value, cached_value.value,
             jnp.broadcast_to(mask[None, None, None, :], (batch, 1, 1, length)))
 
@@ -105,34 +109,40 @@ def _heads_major(x_BxTxHxK):
   return jnp.transpose(x_BxTxHxK, (0, 2, 1, 3))
 
 
-def _remat(block, cfg: ModelConfig, static_argnums: tuple):
-  """A layer's block under nn.remat with the model.remat policy (unchanged for "none")."""
+def _remat(block, cfg: ModelConfig, static_argnums: tuple, scanned: bool):
+  """A layer's block under nn.remat with the model.remat policy (unchanged for "none").
+
+  Inside a scan the loop already keeps XLA from merging the recomputation with the
+  forward pass, so the barriers of prevent_cse are not needed there.
+  """
   if cfg.remat == "none":
     return block
-  return nn.remat(block, policy=REMAT_POLICIES[cfg.remat], static_argnums=static_argnums)
+  return nn.remat(block, policy=REMAT_POLICIES[cfg.remat], static_argnums=static_argnums,
+                  prevent_cse=not scanned)
 
 
 class EncoderLayer(nn.Module):
+  """Pre-norm self-attention and MLP; `scanned`: a layer of a scan (its index is traced)."""
   cfg: ModelConfig
-  index: int = 0
+  kind: str = "dense"
+  scanned: bool = False
 
-  def __call__(self, x_BxSxD, segments_BxS, positions_BxS, deterministic: bool,
-               relative_table=None):
-    # Static argument numbers count self as 0.
-    return _remat(EncoderLayer.block, self.cfg, (4,))(self, x_BxSxD, segments_BxS,
-                                                      positions_BxS, deterministic,
-                                                      relative_table)
+  def __call__(self, x_BxSxD, layer, segments_BxS, positions_BxS, relative_table,
+               deterministic: bool):
+    # Static argument numbers count self as 0; an unrolled layer's index stays a Python int.
+    static = (6,) if self.scanned else (2, 6)
+    return _remat(EncoderLayer.block, self.cfg, static, self.scanned)(
+        self, x_BxSxD, layer, segments_BxS, positions_BxS, relative_table, deterministic)
 
   @nn.compact
-  def block(self, x_BxSxD, segments_BxS, positions_BxS, deterministic: bool,
-            relative_table=None):
+  def block(self, x_BxSxD, layer, segments_BxS, positions_BxS, relative_table,
+            deterministic: bool):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout_rate)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_attention_norm")(x_BxSxD)
-    h = MultiHeadAttention(cfg, kind=cfg.attention_kind("encoder", self.index),
-                           sizes=cfg.layer_attention("encoder", self.index), name="attention")(
-                               h, h, segment_ids_BxT=segments_BxS, positions_BxT=positions_BxS,
-                               relative_table=relative_table)
+    h = MultiHeadAttention(cfg, kind=self.kind, name="attention")(
+        h, h, segment_ids_BxT=segments_BxS, positions_BxT=positions_BxS,
+        relative_table=relative_table, layer=layer)
     x_BxSxD = x_BxSxD + drop(h, deterministic=deterministic)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_mlp_norm")(x_BxSxD)
     x_BxSxD = x_BxSxD + drop(MLP(cfg, name="mlp")(h, deterministic), deterministic=deterministic)
@@ -140,35 +150,41 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
+  """Pre-norm causal self-attention, cross-attention and MLP (see EncoderLayer)."""
   cfg: ModelConfig
-  index: int = 0
+  kind: str = "dense"
+  scanned: bool = False
 
-  def __call__(self, y_BxTxD, enc_BxSxD, segments_BxT, cross_mask, positions_BxT,
-               deterministic: bool, decode: bool, relative_table=None):
+  def __call__(self, y_BxTxD, layer, enc_BxSxD, segments_BxT, enc_segments_BxS, positions_BxT,
+               relative_table, deterministic: bool, decode: bool):
     # Cached decoding has no backward pass to save memory for: no remat there.
-    block = DecoderLayer.block if decode else _remat(DecoderLayer.block, self.cfg, (6, 7))
-    return block(self, y_BxTxD, enc_BxSxD, segments_BxT, cross_mask, positions_BxT,
-                 deterministic, decode, relative_table)
+    static = (8, 9) if self.scanned else (2, 8, 9)
+    block = DecoderLayer.block if decode else _remat(DecoderLayer.block, self.cfg, static,
+                                                     self.scanned)
+    return block(self, y_BxTxD, layer, enc_BxSxD, segments_BxT, enc_segments_BxS,
+                 positions_BxT, relative_table, deterministic, decode)
 
   @nn.compact
-  def block(self, y_BxTxD, enc_BxSxD, segments_BxT, cross_mask, positions_BxT,
-            deterministic: bool, decode: bool, relative_table=None):
+  def block(self, y_BxTxD, layer, enc_BxSxD, segments_BxT, enc_segments_BxS, positions_BxT,
+            relative_table, deterministic: bool, decode: bool):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout_rate)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_self_attention_norm")(y_BxTxD)
-    h = MultiHeadAttention(cfg, causal=True, kind=cfg.attention_kind("decoder", self.index),
-                           sizes=cfg.layer_attention("decoder", self.index),
-                           name="self_attention")(
-                               h, h, segment_ids_BxT=segments_BxT, positions_BxT=positions_BxT,
-                               decode=decode, relative_table=relative_table)
+    h = MultiHeadAttention(cfg, causal=True, kind=self.kind, name="self_attention")(
+        h, h, segment_ids_BxT=segments_BxT, positions_BxT=positions_BxT, decode=decode,
+        relative_table=relative_table, layer=layer)
     y_BxTxD = y_BxTxD + drop(h, deterministic=deterministic)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_cross_attention_norm")(y_BxTxD)
     h = MultiHeadAttention(cfg, rotary=False, name="cross_attention")(
-        h, enc_BxSxD, cross_mask_Bx1xTxS=cross_mask, decode=decode, cross=True)
+        h, enc_BxSxD, segment_ids_BxT=segments_BxT, kv_segment_ids_BxS=enc_segments_BxS,
+        decode=decode, cross=True)
     y_BxTxD = y_BxTxD + drop(h, deterministic=deterministic)
     h = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="pre_mlp_norm")(y_BxTxD)
     y_BxTxD = y_BxTxD + drop(MLP(cfg, name="mlp")(h, deterministic), deterministic=deterministic)
     return nn.with_logical_constraint(y_BxTxD, ("batch", "length", "embed"))
+
+
+LAYERS = {"encoder": EncoderLayer, "decoder": DecoderLayer}
 
 
 def _default_segments_and_positions(tokens_BxT, segment_ids, positions):
@@ -184,6 +200,12 @@ class EncoderDecoder(nn.Module):
   """Encoder-decoder Transformer; `encode` and `decode` also work on their own."""
   cfg: ModelConfig
 
+  def init(self, rngs, *args, **kwargs):
+    """Module.init, compiled as one program: run op by op, a scanned stack's per-layer
+    initializers (vmapped over its layers) would each compile on their own."""
+    arrays = [jnp.asarray(a) if a is not None else None for a in args]
+    return jax.jit(lambda r, a: nn.Module.init(self, r, *a, **kwargs))(rngs, arrays)
+
   def setup(self):
     cfg = self.cfg
     self.embedding = nn.Embed(
@@ -191,15 +213,16 @@ class EncoderDecoder(nn.Module):
         embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
                                                     ("vocab", "embed")),
         name="token_embedding")
-    self.encoder_layers = [EncoderLayer(cfg, i, name=f"encoder_{i}")
-                           for i in range(cfg.num_encoder_layers)]
-    self.decoder_layers = [DecoderLayer(cfg, i, name=f"decoder_{i}")
-                           for i in range(cfg.num_decoder_layers)]
+    # Each layer takes (input, index, *args): 4 more args in the encoder, 7 in the decoder.
+    self.encoder_layers = scan.build(cfg, "encoder", EncoderLayer, 4)
+    self.decoder_layers = scan.build(cfg, "decoder", DecoderLayer, 7)
     self.encoder_norm = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="encoder_norm")
     self.decoder_norm = RMSNorm(cfg.norm_epsilon, cfg.compute_dtype, name="decoder_norm")
     self.dropout = nn.Dropout(cfg.dropout_rate)
     if not cfg.tie_embeddings:
-      self.logits_dense = _dense(cfg, cfg.vocab_size, -1, ("embed", "vocab"), "logits_dense")
+      # Logits come out of the matmul in float32 (accumulated so), never rounded to bf16.
+      self.logits_dense = _dense(cfg, cfg.vocab_size, -1, ("embed", "vocab"), "logits_dense",
+                                 out_dtype=jnp.float32)
     if cfg.position == "t5_bias":
       init = nn.with_logical_partitioning(
           nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"), ("relpos_buckets", "heads"))
@@ -217,7 +240,9 @@ class EncoderDecoder(nn.Module):
     """Embedding lookup from the table gathered whole over fsdp (vocab stays split).
 
     A lookup in the fsdp-split table would come out split by d_model, which the
-    partitioner can only turn into batch-split activations by replicating them.
+    partitioner can only turn into batch-split activations by replicating them. Rows
+    are gathered from the float32 table and cast afterwards, so the gradient's
+    scatter-add into the table runs in float32 whatever the compute dtype.
     """
     table_VxD = nn.with_logical_constraint(self.embedding.embedding, ("vocab", None))
     if table_VxD.dtype == jnp.int8:  # quantize.quantize's weights: rows times their scales
@@ -225,7 +250,7 @@ class EncoderDecoder(nn.Module):
       rows = jnp.take(table_VxD, tokens_BxT, axis=0).astype(jnp.float32)
       return (rows * jnp.take(scale_V, tokens_BxT, axis=0)[..., None]).astype(
           self.cfg.compute_dtype)
-    return jnp.take(table_VxD.astype(self.cfg.compute_dtype), tokens_BxT, axis=0)
+    return jnp.take(table_VxD, tokens_BxT, axis=0).astype(self.cfg.compute_dtype)
 
   def _tied_logits(self, y_BxTxD):
     """y times the embedding table; T5/Mesh-TF's 1/sqrt(D) keeps them near unit variance."""
@@ -234,8 +259,11 @@ class EncoderDecoder(nn.Module):
       scale_V = self.embedding.variables["params"]["embedding_scale"]
       logits = quantize.int8_dot(y_BxTxD, table_VxD, scale_V, ((y_BxTxD.ndim - 1,), (1,)),
                                  jnp.float32)
-    else:
-      logits = self.embedding.attend(y_BxTxD)
+    else:  # compute-dtype operands, float32 products: the logits are never rounded to bf16
+      dtype = self.cfg.compute_dtype
+      logits = jax.lax.dot_general(y_BxTxD.astype(dtype), table_VxD.astype(dtype),
+                                   (((y_BxTxD.ndim - 1,), (1,)), ((), ())),
+                                   preferred_element_type=jnp.float32)
     return logits / jnp.sqrt(self.cfg.d_model)
 
   def encode(self, inputs_BxS, inputs_segment_ids=None, inputs_positions=None, *,
@@ -245,9 +273,8 @@ class EncoderDecoder(nn.Module):
                                                           inputs_positions)
     x_BxSxD = self.dropout(self._embed(inputs_BxS), deterministic=deterministic)
     x_BxSxD = nn.with_logical_constraint(x_BxSxD, ("batch", "length", "embed"))
-    table = self._relative_table("encoder")
-    for layer in self.encoder_layers:
-      x_BxSxD = layer(x_BxSxD, segments, positions, deterministic, table)
+    x_BxSxD = scan.run(self.cfg, "encoder", self.encoder_layers, x_BxSxD, segments, positions,
+                       self._relative_table("encoder"), deterministic)
     return self.dropout(self.encoder_norm(x_BxSxD), deterministic=deterministic)
 
   def decode(self, enc_BxSxD, inputs_BxS, decoder_input_tokens_BxT, inputs_segment_ids=None,
@@ -272,13 +299,11 @@ class EncoderDecoder(nn.Module):
         decoder_segment_ids = jnp.ones_like(decoder_input_tokens_BxT, jnp.int32)
       dec_segments, positions = _default_segments_and_positions(
           decoder_input_tokens_BxT, decoder_segment_ids, decoder_positions)
-    cross_mask = dense.make_attention_mask(dec_segments, enc_segments, causal=False)
     y_BxTxD = self.dropout(self._embed(decoder_input_tokens_BxT), deterministic=deterministic)
     y_BxTxD = nn.with_logical_constraint(y_BxTxD, ("batch", "length", "embed"))
-    table = self._relative_table("decoder")
-    for layer in self.decoder_layers:
-      y_BxTxD = layer(y_BxTxD, enc_BxSxD, dec_segments, cross_mask, positions, deterministic,
-                      decode, table)
+    y_BxTxD = scan.run(self.cfg, "decoder", self.decoder_layers, y_BxTxD, enc_BxSxD,
+                       dec_segments, enc_segments, positions, self._relative_table("decoder"),
+                       deterministic, decode)
     y_BxTxD = self.dropout(self.decoder_norm(y_BxTxD), deterministic=deterministic)
     if self.cfg.tie_embeddings:
       logits_BxTxV = self._tied_logits(y_BxTxD)

@@ -42,7 +42,7 @@ def train_and_evaluate(config, workdir: str, *, command: str | None = None):
   describe = (f"model {m.d_model}d x {m.num_encoder_layers}+{m.num_decoder_layers} layers, "
               f"{count_params(state.params):,} params, mesh {dict(run.mesh.shape)}")
   return run_loop(run, state, shardings, step_fn, run.train_iterator(), workdir=workdir,
-                  schedule=schedule, describe=describe, fresh=init_from(config, shardings),
+                  schedule=schedule, describe=describe, fresh=init_from(config, shardings, m),
                   command=command)
 
 
@@ -87,12 +87,12 @@ def _absolute(path: str) -> str:
   return path if "://" in path else os.path.abspath(path)
 
 
-def init_from(config, shardings):
+def init_from(config, shardings, model_cfg):
   """For run_loop: state -> state with train.init_from's parameters (None without it)."""
   if not config.train.get("init_from"):
     return None
   return lambda state: state.replace(params=setup.init_params(
-      config, checkpoint.abstract_like(state.params, shardings.params)))
+      config, checkpoint.abstract_like(state.params, shardings.params), model_cfg))
 
 
 class Throughput:

@@ -21,6 +21,7 @@ from refinedweb_jax.data import pipeline, tasks as tasks_lib
 from refinedweb_jax.data import tokenizer as tok
 from refinedweb_jax.evaluate.evaluator import Evaluator
 from refinedweb_jax.model.config import ModelConfig
+from refinedweb_jax.model import scan
 from refinedweb_jax.model.transformer import EncoderDecoder, flat_params
 from refinedweb_jax.train import checkpoint, rundir, step as step_lib
 
@@ -239,25 +240,33 @@ def _take_model_section(config, saved: dict) -> dict:
   return changed
 
 
-def init_params(config, abstract_params):
+def init_params(config, abstract_params, model_cfg):
   """train.init_from's parameters, placed as `abstract_params` (with shardings) says.
 
-  Raises naming the parameter when the two models' parameters differ in names or shapes.
+  The source's layers are converted between the scanned and unrolled layouts when the
+  two models lay them out differently (model/scan.py). Raises naming the parameter when
+  the two models' parameters differ in names or shapes.
   """
   source = restore(config.train.init_from)
-  flat = lambda tree: {"/".join(path): leaf for path, leaf in flat_params(tree).items()}
-  theirs, ours = flat(source.params), flat(abstract_params)
+  theirs = flat_params(source.params)
+  if scan.is_scanned(theirs):
+    theirs = scan.to_unrolled(theirs, source.run.model_cfg)
+  if model_cfg.scan_layers:
+    theirs = scan.to_scanned(theirs, model_cfg)
+  ours = flat_params(abstract_params)
+  name = "/".join
   if set(theirs) != set(ours):
     raise ValueError(f"config.train.init_from {config.train.init_from!r} has other parameters "
-                     f"than this model: only there {sorted(set(theirs) - set(ours))[:5]}, only "
-                     f"here {sorted(set(ours) - set(theirs))[:5]}")
-  for name, leaf in ours.items():
-    if tuple(theirs[name].shape) != tuple(leaf.shape):
-      raise ValueError(f"parameter {name} has shape {tuple(theirs[name].shape)} in "
+                     f"than this model: only there {sorted(map(name, set(theirs) - set(ours)))[:5]}"
+                     f", only here {sorted(map(name, set(ours) - set(theirs)))[:5]}")
+  for path, leaf in ours.items():
+    if tuple(theirs[path].shape) != tuple(leaf.shape):
+      raise ValueError(f"parameter {name(path)} has shape {tuple(theirs[path].shape)} in "
                        f"config.train.init_from {config.train.init_from!r} but "
                        f"{tuple(leaf.shape)} in this model")
-  return jax.tree.map(lambda x, a: jax.device_put(x.astype(a.dtype), a.sharding),
-                      source.params, abstract_params)
+  placed = [jax.device_put(theirs[path].astype(leaf.dtype), leaf.sharding)
+            for path, leaf in ours.items()]
+  return jax.tree.unflatten(jax.tree.structure(abstract_params), placed)
 
 
 def locate(path: str):

@@ -24,12 +24,13 @@ def _say_no_splash(kind: str, length: int):
 
 
 def self_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, kind: str, causal: bool,
-                   cfg=None, implementation: str = "xla", bias=None):
+                   cfg=None, implementation: str = "xla", bias=None, layer=0):
   """Self-attention of one kind: `dense` builds the N x N mask, sparse kinds never do.
 
   cfg: the layer's AttentionConfig (sparse kinds). Packed rows give every example
   the pattern it has alone. bias: T5's relative position bias (relative.RelativeBias)
   or None; within an example, offsets of row indices are offsets of own positions.
+  layer: the layer's index (an int, or traced in a scan over layers).
   """
   length = q_BxNxHxK.shape[1]
   if kind == "dense":
@@ -51,4 +52,12 @@ def self_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, kind: st
                                  implementation=implementation,
                                  bias=None if bias is None else bias.between(row, row)[None])
   return kinds.attend(kind, cfg, q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN,
-                      causal=causal, bias=bias)
+                      causal=causal, bias=bias, layer=layer)
+
+
+def cross_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, q_segments_BxT, kv_segments_BxS, *,
+                    implementation: str = "xla"):
+  """Dense cross-attention: each query sees the keys of its own example, none of the padding."""
+  mask = dense.make_attention_mask(q_segments_BxT, kv_segments_BxS, causal=False)
+  return dense.dense_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask,
+                               implementation=implementation)

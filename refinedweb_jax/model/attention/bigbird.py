@@ -22,22 +22,30 @@ RANDOM_BLOCKS = Size("random_blocks", 3, "bigbird: random key blocks per query b
 _NONE = np.uint32(0xFFFFFFFF)  # sorts after every candidate's 31-bit key
 
 
-def _hash(seed: int, query_block, key_block, xp):
+def _seed_word(seed, xp):
+  """The seed's uint32 term of the hash; a traced seed (a scanned layer's) wraps the same way."""
+  if isinstance(seed, (int, np.integer)):
+    return xp.uint32((int(seed) * 0xC2B2AE3D + 0x27D4EB2F) & 0xFFFFFFFF)
+  return jnp.asarray(seed).astype(jnp.uint32) * jnp.uint32(0xC2B2AE3D) + jnp.uint32(0x27D4EB2F)
+
+
+def _hash(seed, query_block, key_block, xp):
   """A 31-bit key per (query block, key block): the same in NumPy and JAX (uint32 wrap-around)."""
   x = (xp.asarray(query_block).astype(xp.uint32) * xp.uint32(0x9E3779B1)) ^ (
-      xp.asarray(key_block).astype(xp.uint32) * xp.uint32(0x85EBCA77)) ^ xp.uint32(
-          (seed * 0xC2B2AE3D + 0x27D4EB2F) & 0xFFFFFFFF)
+      xp.asarray(key_block).astype(xp.uint32) * xp.uint32(0x85EBCA77)) ^ _seed_word(seed, xp)
   x = (x ^ (x >> 16)) * xp.uint32(0x85EBCA6B)
   x = (x ^ (x >> 13)) * xp.uint32(0xC2B2AE35)
   return (x ^ (x >> 16)) >> 1
 
 
-def random_blocks(cfg, own_qb, num_blocks, candidates: int, causal: bool, xp=jnp):
+def random_blocks(cfg, own_qb, num_blocks, candidates: int, causal: bool, xp=jnp,
+                  layer=0):
   """Each query block's random key blocks, (own block numbers, valid) [..., random_blocks].
 
   The candidates are the example's blocks outside the window and the global blocks
   (and after the query block, if causal); the `random_blocks` with the smallest hash
   keys are taken, so a causal block's picks do not depend on the example's length.
+  Layer i draws with seed + i (an int, or traced inside a scan over layers).
   """
   kb = xp.arange(candidates)
   qb = own_qb[..., None]
@@ -45,27 +53,38 @@ def random_blocks(cfg, own_qb, num_blocks, candidates: int, causal: bool, xp=jnp
       kb < num_blocks[..., None])
   if causal:
     ok &= kb <= qb
-  keys = xp.where(ok, _hash(cfg.seed, qb, kb, xp), _NONE)
+  keys = xp.where(ok, _hash(cfg.seed + layer, qb, kb, xp), _NONE)
   order = xp.argsort(keys, axis=-1, stable=True)[..., : cfg.random_blocks]
   picked = xp.take_along_axis(keys, order, axis=-1)
   return order, picked != _NONE
 
 
 @functools.lru_cache(maxsize=64)
-def _random_table(cfg, num_blocks: int, causal: bool) -> np.ndarray:
+def _random_table(cfg, num_blocks: int, causal: bool, layer: int = 0) -> np.ndarray:
   """bool [query block, key block] of an example of `num_blocks` blocks (NumPy, for `allowed`)."""
   picks, ok = random_blocks(cfg, np.arange(num_blocks), np.full(num_blocks, num_blocks),
-                            num_blocks, causal, xp=np)
+                            num_blocks, causal, xp=np, layer=layer)
   table = np.zeros((num_blocks, num_blocks), bool)
   rows = np.repeat(np.arange(num_blocks)[:, None], picks.shape[1], 1)
   table[rows[ok], picks[ok]] = True
   return table
 
 
-def allowed(cfg, i, j, n, causal):
+def _traced_random_table(cfg, num_blocks: int, causal: bool, layer) -> jnp.ndarray:
+  """_random_table for a traced layer index (a decoding step inside a scan over layers)."""
+  picks, ok = random_blocks(cfg, jnp.arange(num_blocks), jnp.full(num_blocks, num_blocks),
+                            num_blocks, causal, layer=layer)
+  hit = (picks[..., None] == jnp.arange(num_blocks)) & ok[..., None]
+  return jnp.any(hit, axis=1)
+
+
+def allowed(cfg, i, j, n, causal, layer=0):
   b, half = cfg.block_size, cfg.window_blocks // 2
   qb, kb = i // b, j // b
-  rand = jnp.asarray(_random_table(cfg, -(-int(n) // b), causal))
+  blocks = -(-int(n) // b)
+  rand = (jnp.asarray(_random_table(cfg, blocks, causal, int(layer)))
+          if isinstance(layer, (int, np.integer)) else
+          _traced_random_table(cfg, blocks, causal, layer))
   m = ((jnp.abs(qb - kb) <= half) | (kb < cfg.global_blocks) | (qb < cfg.global_blocks)
        | rand[jnp.clip(qb, 0, rand.shape[0] - 1), jnp.clip(kb, 0, rand.shape[1] - 1)])
   return m & ((j <= i) if causal else True)
@@ -79,7 +98,7 @@ def attend(cfg, q, k, v, lay, causal):
   # the global blocks the window does not hold, and the random picks (disjoint).
   window = own[..., None] + np.arange(-half, half + 1)
   glob = np.arange(g)[None, None, :] + jnp.zeros_like(own)[..., None]
-  rand, rand_ok = random_blocks(cfg, own, count, nb, causal)
+  rand, rand_ok = random_blocks(cfg, own, count, nb, causal, layer=lay.layer)
   table = jnp.concatenate([window, glob, rand], axis=-1)
   valid = jnp.concatenate([(window >= 0) & (window < count[..., None]),
                            (glob < count[..., None]) & (jnp.abs(glob - own[..., None]) > half),

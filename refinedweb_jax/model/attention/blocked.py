@@ -24,7 +24,7 @@ in a key list.
 """
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +47,8 @@ class Layout:
   length (0 for padding). first_block/num_blocks/own_block: per query block, the
   first block of its example, the example's number of blocks and the block's
   index within it (meaningful when examples start on block boundaries). bias: T5's
-  relative position bias (relative.RelativeBias), or None.
+  relative position bias (relative.RelativeBias), or None. layer: the layer's index (an
+  int, or traced in a scan over layers), which seeds BigBird's random blocks.
   """
   segment_BxN: jax.Array
   position_BxN: jax.Array
@@ -56,6 +57,7 @@ class Layout:
   first_block_BxR: jax.Array
   num_blocks_BxR: jax.Array
   bias: Callable | None = None
+  layer: Any = 0
 
   @property
   def own_block_BxR(self):
@@ -66,7 +68,7 @@ class Layout:
     return self.segment_BxN.shape[1] // self.block
 
 
-def layout(segment_BxN, block: int, bias=None) -> Layout:
+def layout(segment_BxN, block: int, bias=None, layer=0) -> Layout:
   """The Layout of rows whose segments are contiguous runs of ids 1, 2, ... (0 = padding)."""
   n = segment_BxN.shape[1]
   index = jnp.arange(n, dtype=jnp.int32)
@@ -81,7 +83,7 @@ def layout(segment_BxN, block: int, bias=None) -> Layout:
   position, length = jnp.where(real, position, 0), jnp.where(real, length, 0)
   start_BxN = index - position
   return Layout(segment_BxN, position, length, block, start_BxN[:, ::block] // block,
-                -(-length[:, ::block] // block), bias)
+                -(-length[:, ::block] // block), bias, layer)
 
 
 def relative_table(reach: int, num_blocks: int, causal: bool):

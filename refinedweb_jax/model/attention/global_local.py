@@ -19,8 +19,8 @@ def _positions(cfg) -> np.ndarray:
   return np.asarray(parse_positions(cfg.global_positions), np.int32)
 
 
-def allowed(cfg, i, j, n, causal):
-  del n
+def allowed(cfg, i, j, n, causal, layer=0):
+  del n, layer  # the same pattern in every layer
   g = jnp.asarray(_positions(cfg))
   m = local.in_window(cfg, i, j) | jnp.isin(i, g) | jnp.isin(j, g)
   return m & ((j <= i) if causal else True)

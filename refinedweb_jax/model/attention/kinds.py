@@ -72,32 +72,36 @@ def aligned(kind: str) -> bool:
   return kind != "dense" and KINDS[kind].aligned
 
 
-def allowed(kind: str, cfg, i, j, n: int, causal: bool):
-  """The pattern: may query position i see key position j of an example of n tokens."""
+def allowed(kind: str, cfg, i, j, n: int, causal: bool, layer=0):
+  """The pattern: may query position i see key position j of an example of n tokens.
+
+  layer: the layer's index (an int, or traced in a scan over layers); BigBird's random
+  blocks differ per layer.
+  """
   if kind == "dense":
     return (j <= i) if causal else jnp.ones(jnp.broadcast_shapes(jnp.shape(i), jnp.shape(j)),
                                             bool)
-  return KINDS[kind].allowed(cfg, i, j, n, causal)
+  return KINDS[kind].allowed(cfg, i, j, n, causal, layer)
 
 
-def pattern(kind: str, cfg, length: int, causal: bool = False) -> np.ndarray:
+def pattern(kind: str, cfg, length: int, causal: bool = False, layer: int = 0) -> np.ndarray:
   """The pattern of one example of `length` tokens as a dense bool array (tests, plots)."""
   pos = jnp.arange(length)
-  return np.asarray(allowed(kind, cfg, pos[:, None], pos[None, :], length, causal))
+  return np.asarray(allowed(kind, cfg, pos[:, None], pos[None, :], length, causal, layer))
 
 
 def attend(kind: str, cfg, q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, causal: bool,
-           bias=None):
+           bias=None, layer=0):
   """softmax(QK^T/sqrt(K) + bias + M) V over the kind's pattern M, in O(N * keys-per-query).
 
   Packed rows: segment ids 1, 2, ... mark contiguous examples (0 = padding); each gets
   its own pattern. For aligned kinds every example starts on a block boundary. bias:
-  T5's relative position bias (relative.RelativeBias), or None.
+  T5's relative position bias (relative.RelativeBias), or None; layer: the layer's index.
   """
   length, b = q_BxNxHxK.shape[1], cfg.block_size
   pad = -length % b
   padded = lambda x: jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
   # Padded tail tokens get segment 0: they are never attended, and their rows are cut off.
   q, k, v, seg = (padded(x) for x in (q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN))
-  out = KINDS[kind].attend(cfg, q, k, v, blocked.layout(seg, b, bias), causal)
+  out = KINDS[kind].attend(cfg, q, k, v, blocked.layout(seg, b, bias, layer), causal)
   return out[:, :length]

@@ -41,7 +41,7 @@ class Kind:
   """A sparse attention kind: its sizes, pattern and kernel, in one place (see kinds.py)."""
   name: str
   sizes: tuple  # of Size: the AttentionConfig fields this kind reads
-  allowed: Callable  # (cfg, i, j, n, causal) -> bool: query i may see key j (own positions)
+  allowed: Callable  # (cfg, i, j, n, causal, layer) -> bool: query i may see key j (own positions)
   attend: Callable  # (cfg, q, k, v, layout, causal) -> out, computing exactly `allowed`
   check: Callable = lambda cfg, where: None  # relations between sizes
   check_length: Callable = lambda cfg, length, where: None  # sizes that a length cannot hold
