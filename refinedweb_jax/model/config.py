@@ -5,7 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from refinedweb_jax.model.attention import dense, kinds, relative
+from refinedweb_jax.model.attention import dispatch, kinds, relative
 from refinedweb_jax.model.attention.kinds import AttentionConfig
 from refinedweb_jax.model.layers import ACTIVATIONS
 
@@ -64,7 +64,8 @@ class ModelConfig:
   decoder_attention: str = "dense"
   encoder_dense_every: int = 0
   decoder_dense_every: int = 0
-  dense_implementation: str = "xla"
+  # The dense layers' kernel: "auto" picks per backend (attention/dispatch.py).
+  dense_implementation: str = "auto"
   attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
   remat: str = "none"
   # nn.scan over each stack's layers (model/scan.py): compile time flat in depth. False
@@ -78,7 +79,7 @@ class ModelConfig:
         raise ValueError(f"model.{name} must be > 0, got {getattr(self, name)}")
     for name, allowed in (("dtype", DTYPES), ("remat", REMAT_POLICIES),
                           ("activation", ACTIVATIONS),
-                          ("dense_implementation", dense.DENSE_IMPLEMENTATIONS)):
+                          ("dense_implementation", dispatch.IMPLEMENTATIONS)):
       if getattr(self, name) not in allowed:
         raise ValueError(f"unknown model.{name} {getattr(self, name)!r}; allowed: "
                          f"{', '.join(allowed)}")

@@ -110,6 +110,40 @@ def attend(cfg, q, k, v, lay, causal):
   return blocked.global_rows(out, q, k, v, lay, np.arange(g * cfg.block_size), causal)
 
 
+def splash_mask(cfg, length, causal, layer=0, n=None):
+  """Splash mask, length x length: `allowed` for an example of n (default length) tokens at row 0.
+
+  layer: a Python int (the random blocks are drawn with seed + layer). Not causal, the
+  random blocks come from the example's n tokens: exact for a shorter example only if
+  it has as many blocks.
+  """
+  from refinedweb_jax.model.attention import splash
+  if not isinstance(layer, (int, np.integer)):
+    raise TypeError(f"bigbird's splash mask needs the layer index as an int, got {layer!r}")
+  n = length if n is None else n
+  b, half, g = cfg.block_size, cfg.window_blocks // 2, cfg.global_blocks
+  blocks = -(-int(n) // b)
+  rand = _random_table(cfg, blocks, causal, int(layer))
+
+  qb, kb = np.ogrid[:-(-length // b), :-(-length // b)]
+  # allowed without the causal part, on block numbers (those past the example's last
+  # block are its last block's)
+  table = ((np.abs(qb - kb) <= half) | (kb < g) | (qb < g)
+           | rand[np.minimum(qb, blocks - 1), np.minimum(kb, blocks - 1)])
+
+  def rule(i, j):  # allowed, in NumPy
+    m = table[i // b, j // b]
+    return m & (j <= i) if causal else m
+
+  def chunk(rows, cols):  # the blocks it covers, where it cuts them, the offset
+    q0, q1, k0, k1 = rows[0] // b, rows[-1] // b + 1, cols[0] // b, cols[-1] // b + 1
+    return (rows.size, cols.size, rows[0] % b, cols[0] % b, causal and rows[0] - cols[0],
+            q1 - q0, table[q0:q1, k0:k1].tobytes())
+
+  return splash.PatternMask((length, length), rule, ("bigbird", cfg, causal, int(layer), blocks),
+                            chunk)
+
+
 def check(cfg, where):
   if cfg.window_blocks % 2 == 0:
     raise ValueError(f"{label(where, 'window_blocks')} must be odd, got {cfg.window_blocks}")

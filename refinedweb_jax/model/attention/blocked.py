@@ -33,8 +33,12 @@ import numpy as np
 from refinedweb_jax.model.attention.spec import Size
 
 BLOCK_SIZE = Size("block_size", 64, "tokens per block of the blocked kernel", minimum=1)
-QUERY_CHUNK = Size("query_chunk", 8, "query blocks computed together (memory vs speed)",
-                   minimum=1, pattern=False)
+QUERY_CHUNK = Size("query_chunk", 0, "query blocks computed together (memory vs speed; "
+                   "0: 8 on CPU, 64 on GPU/TPU)", minimum=0, pattern=False)
+# Query blocks per step of the blocked part's loop: small steps fit the CPU's caches, large
+# ones keep an accelerator busy (a 32k row is 64 steps of 8 blocks of 64).
+AUTO_CHUNK = {"cpu": 8}
+ACCELERATOR_CHUNK = 64
 SEED = Size("seed", 0, "seed of the random blocks (layer i uses seed + i)", minimum=0)
 _NEG = -1e30  # finite "minus infinity": fully masked rows stay NaN-free
 
@@ -58,6 +62,7 @@ class Layout:
   num_blocks_BxR: jax.Array
   bias: Callable | None = None
   layer: Any = 0
+  pallas: bool = False  # blocked parts in the Pallas flash kernel (flash.py) instead of XLA
 
   @property
   def own_block_BxR(self):
@@ -68,7 +73,7 @@ class Layout:
     return self.segment_BxN.shape[1] // self.block
 
 
-def layout(segment_BxN, block: int, bias=None, layer=0) -> Layout:
+def layout(segment_BxN, block: int, bias=None, layer=0, pallas: bool = False) -> Layout:
   """The Layout of rows whose segments are contiguous runs of ids 1, 2, ... (0 = padding)."""
   n = segment_BxN.shape[1]
   index = jnp.arange(n, dtype=jnp.int32)
@@ -83,7 +88,7 @@ def layout(segment_BxN, block: int, bias=None, layer=0) -> Layout:
   position, length = jnp.where(real, position, 0), jnp.where(real, length, 0)
   start_BxN = index - position
   return Layout(segment_BxN, position, length, block, start_BxN[:, ::block] // block,
-                -(-length[:, ::block] // block), bias, layer)
+                -(-length[:, ::block] // block), bias, layer, pallas)
 
 
 def relative_table(reach: int, num_blocks: int, causal: bool):
@@ -95,10 +100,19 @@ def relative_table(reach: int, num_blocks: int, causal: bool):
 
 
 def _softmax_part(scores, mask, v_values, einsum_out):
-  """A part's output, normalised over its own keys, and its log-sum-exp."""
+  """A part's output, normalised over its own keys, and its log-sum-exp (_NEG for none).
+
+  The mask is folded into the scores and exp runs once: masked scores become _NEG, whose
+  exp relative to a row's real maximum is 0; a row with no key keeps a maximum of 0, so
+  its probabilities are exp(_NEG) = 0 too.
+  """
   scores = jnp.where(mask, scores, _NEG)
-  lse = jax.nn.logsumexp(scores, axis=-1)
-  probs = jnp.exp(scores - lse[..., None]) * mask
+  top = jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
+  top = jnp.where(top > _NEG / 2, top, 0.0)
+  probs = jnp.exp(scores - top)
+  total = jnp.sum(probs, axis=-1)
+  lse = jnp.where(total > 0, top[..., 0] + jnp.log(jnp.maximum(total, 1e-37)), _NEG)
+  probs = probs / jnp.maximum(total, 1e-37)[..., None]
   return jnp.einsum(einsum_out, probs.astype(v_values.dtype), v_values), lse
 
 
@@ -135,8 +149,18 @@ def blocked_part(q, k, v, lay: Layout, table, valid, rule, causal: bool, chunk: 
   row indices, or each example's own positions with `own_positions` (rules on where
   in its example a token is, not only on i - j).
   """
+  from refinedweb_jax import backend
+  if lay.pallas:  # interpret mode where no Pallas backend runs (the CPU tests)
+    from refinedweb_jax.model.attention import flash
+    coords = lay.position_BxN if own_positions else None
+    return flash.block_attention(q, k, v, lay.segment_BxN, lay.segment_BxN, table, valid,
+                                 block_q=lay.block, block_k=lay.block, causal=causal,
+                                 rule=rule, q_coords_BxT=coords, kv_coords_BxS=coords,
+                                 bias=lay.bias, interpret=backend.platform() == "cpu")
   b, (batch, n, heads, dim) = lay.block, q.shape
   nb = n // b
+  if not chunk:
+    chunk = AUTO_CHUNK.get(backend.platform(), ACCELERATOR_CHUNK)
   chunk = min(chunk, nb)
   pad_blocks = -nb % chunk
   nc = (nb + pad_blocks) // chunk

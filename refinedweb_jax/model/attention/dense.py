@@ -7,7 +7,7 @@ Segment ids follow the packing convention: 0 is padding, 1.. are examples.
 import jax
 import jax.numpy as jnp
 
-DENSE_IMPLEMENTATIONS = ("xla", "cudnn", "einsum")
+DENSE_IMPLEMENTATIONS = ("xla", "cudnn", "einsum")  # dense_attention's; dispatch.py names all
 
 
 def make_attention_mask(q_segment_ids_BxT, kv_segment_ids_BxS, *, causal: bool):

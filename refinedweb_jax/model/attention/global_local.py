@@ -37,6 +37,24 @@ def attend(cfg, q, k, v, lay, causal):
   return blocked.global_rows(out, q, k, v, lay, g, causal)
 
 
+def splash_mask(cfg, length, causal, layer=0, n=None):
+  """Splash mask, length x length: `allowed` on row indices, one example starting at row 0."""
+  from refinedweb_jax.model.attention import splash
+  del layer, n  # the same pattern in every layer, for every example length
+  g, is_global = _positions(cfg), np.zeros(length, bool)
+  is_global[g[g < length]] = True
+
+  def rule(i, j):  # allowed, in NumPy
+    m = (np.abs(i - j) < cfg.window) | is_global[i] | is_global[j]
+    return m & (j <= i) if causal else m
+
+  def chunk(rows, cols):  # the window depends on the offset, the rest on the global positions
+    inside = lambda r: tuple(np.flatnonzero(is_global[r[0]:r[-1] + 1]))
+    return rows.size, cols.size, rows[0] - cols[0], inside(rows), inside(cols)
+
+  return splash.PatternMask((length, length), rule, ("global_local", cfg, causal), chunk)
+
+
 def check_length(cfg, length, where):
   bad = [p for p in parse_positions(cfg.global_positions) if p >= length]
   if bad:

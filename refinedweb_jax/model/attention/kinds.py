@@ -91,17 +91,18 @@ def pattern(kind: str, cfg, length: int, causal: bool = False, layer: int = 0) -
 
 
 def attend(kind: str, cfg, q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, causal: bool,
-           bias=None, layer=0):
+           bias=None, layer=0, pallas: bool = False):
   """softmax(QK^T/sqrt(K) + bias + M) V over the kind's pattern M, in O(N * keys-per-query).
 
   Packed rows: segment ids 1, 2, ... mark contiguous examples (0 = padding); each gets
   its own pattern. For aligned kinds every example starts on a block boundary. bias:
-  T5's relative position bias (relative.RelativeBias), or None; layer: the layer's index.
+  T5's relative position bias (relative.RelativeBias), or None; layer: the layer's index;
+  pallas: the blocked parts run in the Pallas flash kernel (flash.py, GPU).
   """
   length, b = q_BxNxHxK.shape[1], cfg.block_size
   pad = -length % b
   padded = lambda x: jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
   # Padded tail tokens get segment 0: they are never attended, and their rows are cut off.
   q, k, v, seg = (padded(x) for x in (q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN))
-  out = KINDS[kind].attend(cfg, q, k, v, blocked.layout(seg, b, bias, layer), causal)
+  out = KINDS[kind].attend(cfg, q, k, v, blocked.layout(seg, b, bias, layer, pallas), causal)
   return out[:, :length]

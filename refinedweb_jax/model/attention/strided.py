@@ -64,6 +64,24 @@ def attend(cfg, q, k, v, lay, causal):
   return blocked.merge([period, rest])
 
 
+def splash_mask(cfg, length, causal, layer=0, n=None):
+  """Splash mask, length x length: `allowed` on row indices, one example starting at row 0."""
+  from refinedweb_jax.model.attention import splash
+  del layer, n  # the same pattern in every layer, for every example length
+
+  def rule(i, j):  # allowed, in NumPy
+    if cfg.variant == "fixed":
+      m = _same_period(cfg, i, j) | _summary(cfg, j)
+    else:
+      m = (np.abs(i - j) < cfg.stride) | (((i - j) % cfg.stride) == 0)
+    return m & (j <= i) if causal else m
+
+  # Both variants are the same after shifting i and j by the stride: a block is fixed by
+  # its offset and where its rows start in their period.
+  chunk = lambda rows, cols: (rows.size, cols.size, rows[0] - cols[0], rows[0] % cfg.stride)
+  return splash.PatternMask((length, length), rule, ("strided", cfg, causal), chunk)
+
+
 def check(cfg, where):
   if cfg.stride % cfg.block_size:
     raise ValueError(f"{label(where, 'stride')}={cfg.stride} must be a multiple of "
