@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from refinedweb_jax import sharding
 from refinedweb_jax.data import pipeline
 from refinedweb_jax.distill import dump
-from refinedweb_jax.distill import store as logit_store
+from refinedweb_jax.data import logit_store
 from refinedweb_jax.evaluate import evaluator
 from refinedweb_jax.train import setup
 

@@ -34,7 +34,7 @@ import numpy as np
 from refinedweb_jax import configs
 from refinedweb_jax.model.config import ModelConfig
 from refinedweb_jax.model.transformer import EncoderDecoder, count_params
-from refinedweb_jax.train import optim, setup, step as step_lib
+from refinedweb_jax.train import losses as train_losses, optim, setup, step as step_lib
 
 from decode import _median_seconds  # benchmarks/decode.py: a warm-up call, then the median
 
@@ -103,7 +103,7 @@ def step_parts(cfg: ModelConfig, batch: int, source: int, target: int, steps: in
   data = jax.device_put(_batch(cfg, batch, source, target))
   params = model.init(jax.random.key(0), data["encoder_input_tokens"][:1, :8],
                       data["decoder_input_tokens"][:1, :4])["params"]
-  loss = lambda p: step_lib.cross_entropy_sums(p, data, jax.random.key(0), model=model,
+  loss = lambda p: train_losses.cross_entropy_sums(p, data, jax.random.key(0), model=model,
                                                z_loss=1e-4)[0]
   encoder = lambda p: jnp.sum(model.apply({"params": p}, data["encoder_input_tokens"],
                                           method="encode") ** 2)

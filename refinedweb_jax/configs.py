@@ -321,7 +321,7 @@ def eval_task_names(config) -> tuple[str, ...]:
 
 def choices() -> dict:
   """The allowed values of every key that names one of a few things, from the stage defining them."""
-  from refinedweb_jax.distill import store
+  from refinedweb_jax.data import logit_store as store
   from refinedweb_jax.train import optim
   return {"optimizer.name": optim.OPTIMIZERS, "optimizer.schedule": optim.SCHEDULES,
           "train.on_nonfinite": ("halt", "skip"),

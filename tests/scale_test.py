@@ -22,7 +22,7 @@ from refinedweb_jax.train import checkpoint
 from refinedweb_jax import configs
 from refinedweb_jax.train import optim
 from refinedweb_jax import sharding
-from refinedweb_jax.train import step as step_lib
+from refinedweb_jax.train import losses as train_losses, step as step_lib
 from refinedweb_jax.model.transformer import EncoderDecoder
 from train_test import random_batch
 
@@ -293,7 +293,7 @@ def test_remat_microbatches_and_bf16_give_the_same_step():
   # All variants in one jitted function: one compilation.
   steps = jax.jit(lambda states, batch: {
       k: step_lib.train_step(states[k], batch, jax.random.key(3), microbatches=n,
-                             sum_fn=functools.partial(step_lib.cross_entropy_sums, model=m))
+                             sum_fn=functools.partial(train_losses.cross_entropy_sums, model=m))
       for k, (m, n) in variants.items()})
   states = {k: state for k in variants}
   losses = {k: [] for k in variants}
@@ -323,7 +323,7 @@ def test_remat_wraps_every_layer_with_its_policy():
           model, tx, sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1]), input_length=16,
           target_length=8)
       params = abstract.params
-    grads = jax.value_and_grad(functools.partial(step_lib.cross_entropy_sums, model=model),
+    grads = jax.value_and_grad(functools.partial(train_losses.cross_entropy_sums, model=model),
                                has_aux=True)
     text = str(jax.make_jaxpr(grads)(params, batch, jax.random.key(0)))
     assert text.count("remat2[") == count, remat  # one per encoder / decoder layer

@@ -234,8 +234,8 @@ def parse(argv):
   for key, value in overrides:
     configs.apply_override(config, key, value)
   if run_dir:  # a trained run's config: only what a resumed run could change may differ
-    from refinedweb_jax.train import rundir
-    rundir.resume_changes(saved, config, run_dir,  # a dump's own settings are its own
+    from refinedweb_jax.train import resume
+    resume.resume_changes(saved, config, run_dir,  # a dump's own settings are its own
                           also=("distill.",) if command == "distill dump" else ())
   configs.resolve(config)
   configs.validate(config)
@@ -256,8 +256,8 @@ def _base_config(command, args):
     raise UserError(f"'refinedweb {command}' uses the run's own config (saved in {run_dir}); "
                     f"--config {args.config} is not taken: change single settings with "
                     "--config.KEY=VALUE")
-  from refinedweb_jax.train import rundir, setup
-  saved = rundir.read_config(run_dir) if command == "config" and os.path.isdir(run_dir) else None
+  from refinedweb_jax.train import resume, setup
+  saved = resume.read_config(run_dir) if command == "config" and os.path.isdir(run_dir) else None
   if saved is None:
     return setup.run_config(run_dir), run_dir
   return configs.from_saved(saved), run_dir

@@ -14,57 +14,13 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from refinedweb_jax import sharding
 from refinedweb_jax.data import pipeline
-from refinedweb_jax.distill import store as logit_store
+from refinedweb_jax.data import logit_store
 from refinedweb_jax.model import decode
-from refinedweb_jax.model.transformer import forward
-from refinedweb_jax.train import setup
-
-
-def check_same_vocabulary(config, tokenizer, where: str, model_vocab: int | None = None):
-  """The student config must describe the teacher's vocabulary (one tokenizer for both).
-
-  model_vocab: the width of the teacher's logits when it exceeds its tokenizer's pieces
-  (a T5's extra ids); the student's model.vocab_size must then be the same.
-  """
-  vocab = tokenizer.vocab_size
-  model_vocab = model_vocab or vocab
-  # data.vocab_size sizes a trained one: builtin, mixture or auto (not a *.model file)
-  trained = not str(config.data.tokenizer).endswith(".model")
-  if trained and config.data.vocab_size not in (None, vocab):
-    raise ValueError(f"tokenizer mismatch: the student config has data.vocab_size="
-                     f"{config.data.vocab_size} but the teacher's tokenizer ({where}) has {vocab} "
-                     f"pieces; distillation needs one vocabulary: set "
-                     f"--config.data.vocab_size={vocab}")
-  student = vocab if config.model.vocab_size is None else config.model.vocab_size
-  if student != model_vocab:
-    raise ValueError(f"vocabulary mismatch: the student's model.vocab_size is {student} but the "
-                     f"teacher's logits ({where}) cover {model_vocab} ids; set "
-                     f"--config.model.vocab_size={model_vocab}")
-  if not 0 < config.distill.top_k <= model_vocab:
-    raise ValueError(f"config.distill.top_k={config.distill.top_k} must be in [1, {model_vocab}], "
-                     f"the teacher's vocabulary size ({where})")
-
-
-def check_same_tokenizer(tokenizer, proto: bytes, where: str):
-  """The tokenizer the student config prepares must be the teacher's, piece for piece."""
-  if tokenizer.serialized_model_proto() != proto:
-    raise ValueError(f"tokenizer mismatch: the student config's tokenizer "
-                     f"({tokenizer.model_path or 'built from the config'}) differs from the "
-                     f"teacher's ({where}) although both have {tokenizer.vocab_size} pieces; "
-                     f"use the teacher's data settings (config.data) for the student")
-
-
-def teacher_topk(model, params, batch, k: int):
-  """Teacher-forced (log-probabilities, ids) of the top k, and the log-sum-exp, per position."""
-  logits_BxTxV = forward(model, params, batch)
-  lse_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
-  values_BxTxJ, ids_BxTxJ = jax.lax.top_k(logits_BxTxV, k)
-  return values_BxTxJ - lse_BxT[..., None], ids_BxTxJ.astype(jnp.int32), lse_BxT
+from refinedweb_jax.train import losses as train_losses, setup
 
 
 def topk_fn(teacher, k: int, value_dtype: str):
@@ -73,7 +29,7 @@ def topk_fn(teacher, k: int, value_dtype: str):
   mesh = teacher.run.mesh
 
   def fn(params, batch):
-    logprobs, ids, lse = teacher_topk(teacher.run.model, params, batch, k)
+    logprobs, ids, lse = train_losses.teacher_topk(teacher.run.model, params, batch, k)
     return logprobs.astype(dtype), ids, lse
   jitted = sharding.jit(fn, mesh)
   return lambda params, batch: jitted(params, sharding.to_global(batch, mesh))
@@ -159,11 +115,11 @@ def dump(config, teacher_workdir: str, out_dir: str, *, sequence_kd: bool = Fals
   teacher = setup.restore(teacher_workdir)
   tokenizer = teacher.run.tokenizer
   where = f"from --teacher {teacher_workdir}"
-  check_same_vocabulary(config, tokenizer, where, teacher.run.model_cfg.vocab_size)
+  logit_store.check_same_vocabulary(config, tokenizer, where, teacher.run.model_cfg.vocab_size)
   os.makedirs(out_dir, exist_ok=True)
   run = setup.build(config)
   proto = tokenizer.serialized_model_proto()
-  check_same_tokenizer(run.tokenizer, proto, where)
+  logit_store.check_same_tokenizer(run.tokenizer, proto, where)
   index = plan(config, run, teacher, sequence_kd=sequence_kd)
   if os.path.isfile(os.path.join(out_dir, logit_store.INDEX)):
     _check_same_plan(out_dir, logit_store.read_index(out_dir), index)

@@ -12,84 +12,17 @@ trains on the teacher's decoded outputs instead (cross-entropy, Kim & Rush 2016)
 online runs the teacher inside the step on the same batch instead of reading a dump.
 """
 
-import dataclasses
 import functools
 import os
 
-import grain
 import jax
-import jax.numpy as jnp
 
 from refinedweb_jax import sharding
-from refinedweb_jax.data import pipeline
+from refinedweb_jax.data import pipeline, teacher as teacher_data
 from refinedweb_jax.data import tokenizer as tok
-from refinedweb_jax.distill import dump, store as logit_store
-from refinedweb_jax.model import losses
-from refinedweb_jax.model.transformer import count_params, forward
-from refinedweb_jax.train import loop, optim, setup, step as step_lib
-
-TEACHER_FEATURES = ("teacher_logprobs", "teacher_ids")
-
-
-class KeyedSource:
-  """A task's train source whose examples carry their global example number as 'key'."""
-
-  def __init__(self, source, offset: int):
-    self.source, self.offset = source, offset
-
-  def __len__(self):
-    return len(self.source)
-
-  def __getitem__(self, i):
-    return {**self.source[i], "key": self.offset + int(i)}
-
-
-@dataclasses.dataclass
-class AttachTeacher(grain.transforms.Map):
-  """Tokenizes an example and joins its teacher record: top-k arrays, or decoded targets."""
-  store: logit_store.LogitStore
-  tokenizer: object
-  input_length: int
-  target_length: int
-  sequence_kd: bool = False
-
-  def map(self, example):
-    out = pipeline.Tokenize(self.tokenizer, self.input_length, self.target_length).map(example)
-    record = self.store[example["key"]]
-    if self.sequence_kd:
-      return {"inputs": out["inputs"], "targets": record["sequence"][: self.target_length]}
-    if len(record["lse"]) != len(out["targets"]):
-      raise ValueError(f"example {example['key']} ({example['task']}) has "
-                       f"{len(out['targets'])} target tokens but its teacher record "
-                       f"{len(record['lse'])}: the logits were dumped with other data settings")
-    return {**out, "teacher_logprobs": record["logprobs"], "teacher_ids": record["ids"]}
-
-
-def kd_sums(params, batch, rng, teacher_params=None, *, model, alpha: float, temperature: float,
-            label_smoothing: float = 0.0, z_loss: float = 0.0, teacher_model=None,
-            top_k: int = 0):
-  """Token sums of alpha * CE + (1 - alpha) * T^2 * KL, for step.train_step.
-
-  The teacher's top-k come from the batch, or from teacher_model(teacher_params) run
-  here on the same batch (online); either way they are constants for the gradient.
-  """
-  logits = forward(model, params, batch, deterministic=False, rngs={"dropout": rng})
-  if teacher_model is not None:
-    teacher_lp, teacher_ids, _ = dump.teacher_topk(teacher_model, teacher_params, batch, top_k)
-  else:
-    teacher_lp, teacher_ids = batch["teacher_logprobs"], batch["teacher_ids"]
-  teacher_lp, teacher_ids = jax.lax.stop_gradient((teacher_lp, teacher_ids))
-  targets = batch["decoder_target_tokens"]
-  weights = batch["decoder_loss_weights"].astype(jnp.float32)
-  total = lambda x: jnp.sum(x * weights)
-  ce_BxT, z_BxT = losses.cross_entropy(logits, targets, label_smoothing=label_smoothing,
-                                       z_loss=z_loss)
-  kl_BxT = losses.topk_distillation(logits, teacher_lp, teacher_ids, temperature=temperature)
-  ce, kl, z = total(ce_BxT), total(kl_BxT), total(z_BxT)
-  loss = alpha * ce + (1.0 - alpha) * temperature ** 2 * kl + z  # z-loss whatever alpha is
-  return loss, {"ce": ce, "kd_kl": kl, "z_loss": z,
-                "accuracy": total(losses.correct(logits, targets)), "weight": jnp.sum(weights)}
-
+from refinedweb_jax.data import logit_store
+from refinedweb_jax.model.transformer import count_params
+from refinedweb_jax.train import losses as train_losses, loop, optim, setup, step as step_lib
 
 def jit_kd_step(run, config, state_shardings, teacher=None):
   """The train step on kd_sums, jitted once (state donated); f(state, batch, rng).
@@ -99,12 +32,12 @@ def jit_kd_step(run, config, state_shardings, teacher=None):
   """
   kd = config.distill
   sum_fn = functools.partial(
-      kd_sums, model=run.model, alpha=kd.alpha, temperature=kd.temperature,
+      train_losses.kd_sums, model=run.model, alpha=kd.alpha, temperature=kd.temperature,
       label_smoothing=config.loss.label_smoothing, z_loss=config.loss.z_loss,
       teacher_model=None if teacher is None else teacher.run.model, top_k=kd.top_k)
   if teacher is None:
     return step_lib.jit_train_step(run.model, config, run.mesh, state_shardings, sum_fn=sum_fn,
-                                   features=pipeline.FEATURES + TEACHER_FEATURES)
+                                   features=pipeline.FEATURES + teacher_data.TEACHER_FEATURES)
   # The teacher's parameters are an argument of the step, replicated on the student's mesh.
   params = jax.device_put(teacher.params, sharding.replicated(run.mesh))
   return step_lib.jit_train_step(run.model, config, run.mesh, state_shardings, sum_fn=sum_fn,
@@ -120,7 +53,7 @@ def _load_teacher(config, logits_dir: str, teacher_workdir: str | None):
                        "inside the step)")
     teacher = setup.restore(teacher_workdir)
     where = f"from --teacher {teacher_workdir}"
-    dump.check_same_vocabulary(config, teacher.run.tokenizer, where,
+    logit_store.check_same_vocabulary(config, teacher.run.tokenizer, where,
                                teacher.run.model_cfg.vocab_size)
     return None, teacher, teacher.run.tokenizer.serialized_model_proto(), where
   if not logits_dir:
@@ -131,7 +64,7 @@ def _load_teacher(config, logits_dir: str, teacher_workdir: str | None):
                             f"refinedweb distill dump --teacher WORKDIR --out {logits_dir}")
   store = logit_store.LogitStore(logits_dir)
   where = f"from --logits {logits_dir}"
-  dump.check_same_vocabulary(config, tok.Tokenizer(model_proto=store.tokenizer_proto()), where,
+  logit_store.check_same_vocabulary(config, tok.Tokenizer(model_proto=store.tokenizer_proto()), where,
                              store.index.get("model_vocab_size"))
   index, d = store.index, config.data
   if kd.sequence_kd and not index["sequence_kd"]:
@@ -151,7 +84,7 @@ def train_student(config, workdir: str, *, logits_dir: str | None = None,
   loop.check_resume(config, workdir)
   store, teacher, proto, where = _load_teacher(config, logits_dir, teacher_workdir)
   run = setup.build(config, model_from=loop.resume_source(config, workdir))  # init_from too
-  dump.check_same_tokenizer(run.tokenizer, proto, where)
+  logit_store.check_same_tokenizer(run.tokenizer, proto, where)
   kd, d = config.distill, config.data
   if store is not None:
     missing = sorted({t.name for t in run.tasks} - set(store.offsets))
@@ -173,13 +106,13 @@ def train_student(config, workdir: str, *, logits_dir: str | None = None,
     train_iter, step_fn = run.train_iterator(), jit_kd_step(run, config, shardings, teacher)
   else:
     sources, _ = run.mixture()
-    keyed = [KeyedSource(s, store.example_id(t.name, 0)) for t, s in zip(run.tasks, sources)]
-    attach = AttachTeacher(store, run.tokenizer, d.input_length, d.target_length, kd.sequence_kd)
+    keyed = [teacher_data.KeyedSource(s, store.example_id(t.name, 0)) for t, s in zip(run.tasks, sources)]
+    attach = teacher_data.AttachTeacher(store, run.tokenizer, d.input_length, d.target_length, kd.sequence_kd)
     if kd.sequence_kd:
       train_iter = run.train_iterator(keyed, tokenize=attach)
       step_fn = step_lib.jit_train_step(run.model, config, run.mesh, shardings)
     else:
-      train_iter = run.train_iterator(keyed, tokenize=attach, target_features=TEACHER_FEATURES)
+      train_iter = run.train_iterator(keyed, tokenize=attach, target_features=teacher_data.TEACHER_FEATURES)
       step_fn = jit_kd_step(run, config, shardings)
   return loop.run_loop(run, state, shardings, step_fn, train_iter, workdir=workdir,
                        schedule=schedule, describe=describe,

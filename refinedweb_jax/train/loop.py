@@ -14,7 +14,7 @@ from jax.experimental import multihost_utils
 from refinedweb_jax import sharding
 from refinedweb_jax.data import tasks as tasks_lib
 from refinedweb_jax.model.transformer import count_params
-from refinedweb_jax.train import checkpoint, logger, optim, rundir, setup, stop
+from refinedweb_jax.train import checkpoint, logger, optim, resume, setup, stop
 from refinedweb_jax.train import step as step_lib
 
 
@@ -138,8 +138,8 @@ def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedu
   log = logger.MetricLogger(workdir, enabled=jax.process_index() == 0,
                             replay_from=0 if start is None else start + 1)
   if log.enabled:
-    rundir.write_config(workdir, checkpoint.config_to_json(run.config))
-    rundir.record_start(workdir, step=int(start or 0), command=command)
+    resume.write_config(workdir, checkpoint.config_to_json(run.config))
+    resume.record_start(workdir, step=int(start or 0), command=command)
   try:
     log.text(describe)
     if start is not None:

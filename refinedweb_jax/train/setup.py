@@ -23,7 +23,7 @@ from refinedweb_jax.evaluate.evaluator import Evaluator
 from refinedweb_jax.model.config import ModelConfig
 from refinedweb_jax.model import scan
 from refinedweb_jax.model.transformer import EncoderDecoder, flat_params
-from refinedweb_jax.train import checkpoint, rundir, step as step_lib
+from refinedweb_jax.train import checkpoint, resume, step as step_lib
 
 
 @dataclasses.dataclass
@@ -190,10 +190,10 @@ def check_resume(config, workdir: str) -> list:
   """Before a run resumes: the (key, old, new) changes its config makes to the saved one.
 
   Raises, naming each key and both values, when a key that fixes the model, tokenizer,
-  data or seed differs (rundir.resume_changes).
+  data or seed differs (resume.resume_changes).
   """
   saved = saved_config(workdir)
-  return [] if saved is None else rundir.resume_changes(saved, config, workdir)
+  return [] if saved is None else resume.resume_changes(saved, config, workdir)
 
 
 def run_config(workdir: str):
@@ -309,7 +309,7 @@ def restore(path: str, overrides=None) -> Trained:
     saved, proto = ckpt.restore_metadata(at)
     config = configs.from_saved(saved)
     if overrides is not None:
-      rundir.resume_changes(saved, overrides, workdir)  # raises for a key it cannot change
+      resume.resume_changes(saved, overrides, workdir)  # raises for a key it cannot change
       config = overrides
     tokenizer = tok.Tokenizer(model_proto=proto)
     model_cfg = configs.model_config(config, vocab_size=tokenizer.vocab_size)

@@ -15,9 +15,7 @@ from flax.training import train_state
 
 from refinedweb_jax import sharding
 from refinedweb_jax.data import pipeline
-from refinedweb_jax.model import losses
-from refinedweb_jax.model.transformer import forward
-from refinedweb_jax.train import checkpoint
+from refinedweb_jax.train import checkpoint, losses
 
 
 def split_microbatches(x_BxN, microbatches: int):
@@ -63,18 +61,6 @@ def _like_params(tree):
       lambda x: x.replace_boxed(nn.with_logical_constraint(x.value, x.names))
       if isinstance(x, nn.Partitioned) else x, tree,
       is_leaf=lambda x: isinstance(x, nn.Partitioned))
-
-
-def cross_entropy_sums(params, batch, rng, *, model, label_smoothing=0.0, z_loss=0.0):
-  """(loss sum, {z_loss, accuracy, weight} sums) over the batch's target tokens."""
-  logits = forward(model, params, batch, deterministic=False, rngs={"dropout": rng})
-  weights = batch["decoder_loss_weights"].astype(jnp.float32)
-  loss_BxT, z_BxT = losses.cross_entropy(logits, batch["decoder_target_tokens"],
-                                         label_smoothing=label_smoothing, z_loss=z_loss)
-  correct_BxT = losses.correct(logits, batch["decoder_target_tokens"])
-  total = lambda x: jnp.sum(x * weights)
-  return total(loss_BxT + z_BxT), {"z_loss": total(z_BxT), "accuracy": total(correct_BxT),
-                                   "weight": jnp.sum(weights)}
 
 
 class TrainState(train_state.TrainState):
@@ -176,7 +162,7 @@ def jit_train_step(model, config, mesh, state_shardings, *, sum_fn=None, feature
   sum_args (e.g. a teacher's parameters) go to every sum_fn call, replicated.
   """
   if sum_fn is None:
-    sum_fn = functools.partial(cross_entropy_sums, model=model,
+    sum_fn = functools.partial(losses.cross_entropy_sums, model=model,
                                label_smoothing=config.loss.label_smoothing,
                                z_loss=config.loss.z_loss)
   step = functools.partial(train_step, sum_fn=sum_fn, microbatches=config.train.microbatches)

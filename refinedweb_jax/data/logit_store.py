@@ -174,3 +174,37 @@ class LogitStore:
   def tokenizer_proto(self) -> bytes:
     with open(os.path.join(self.directory, TOKENIZER), "rb") as f:
       return f.read()
+
+
+def check_same_vocabulary(config, tokenizer, where: str, model_vocab: int | None = None):
+  """The student config must describe the teacher's vocabulary (one tokenizer for both).
+
+  model_vocab: the width of the teacher's logits when it exceeds its tokenizer's pieces
+  (a T5's extra ids); the student's model.vocab_size must then be the same.
+  """
+  vocab = tokenizer.vocab_size
+  model_vocab = model_vocab or vocab
+  # data.vocab_size sizes a trained one: builtin, mixture or auto (not a *.model file)
+  trained = not str(config.data.tokenizer).endswith(".model")
+  if trained and config.data.vocab_size not in (None, vocab):
+    raise ValueError(f"tokenizer mismatch: the student config has data.vocab_size="
+                     f"{config.data.vocab_size} but the teacher's tokenizer ({where}) has {vocab} "
+                     f"pieces; distillation needs one vocabulary: set "
+                     f"--config.data.vocab_size={vocab}")
+  student = vocab if config.model.vocab_size is None else config.model.vocab_size
+  if student != model_vocab:
+    raise ValueError(f"vocabulary mismatch: the student's model.vocab_size is {student} but the "
+                     f"teacher's logits ({where}) cover {model_vocab} ids; set "
+                     f"--config.model.vocab_size={model_vocab}")
+  if not 0 < config.distill.top_k <= model_vocab:
+    raise ValueError(f"config.distill.top_k={config.distill.top_k} must be in [1, {model_vocab}], "
+                     f"the teacher's vocabulary size ({where})")
+
+
+def check_same_tokenizer(tokenizer, proto: bytes, where: str):
+  """The tokenizer the student config prepares must be the teacher's, piece for piece."""
+  if tokenizer.serialized_model_proto() != proto:
+    raise ValueError(f"tokenizer mismatch: the student config's tokenizer "
+                     f"({tokenizer.model_path or 'built from the config'}) differs from the "
+                     f"teacher's ({where}) although both have {tokenizer.vocab_size} pieces; "
+                     f"use the teacher's data settings (config.data) for the student")
