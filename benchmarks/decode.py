@@ -1,22 +1,28 @@
 """Decoding throughput at the T5-small shape, next to HF transformers' PyTorch T5 in the same run.
 
   pip install -r benchmarks/requirements-decode.txt   # torch + transformers, for the peer
-  python benchmarks/decode.py                          # batch 1 and 8, 64 new tokens
+  python benchmarks/decode.py                          # CPU: batch 1 and 8; GPU/TPU: 1, 8, 64
   python benchmarks/decode.py --markdown --repeats 5
+  python benchmarks/decode.py --quick                  # batch 1 and 8, greedy, 16 tokens
 
 Both models have the T5-small shape (d_model 512, 6+6 layers, 8 heads of 64, ReLU d_ff 2048,
-vocab 32128, tied embeddings), random weights, float32, the same random input ids, and emit
+vocab 32128, tied embeddings), random weights, the same random input ids, and emit
 exactly --new-tokens tokens per row (EOS is never chosen: ours gets eos_id -1, HF gets
-min_new_tokens). Ours: the jitted lax.while_loop with a key/value cache (decode.py). The peer:
-`T5ForConditionalGeneration.generate` (KV cache on) under torch.inference_mode. The peer is
-skipped, saying so, when torch or transformers are not installed. The second peer:
-CTranslate2 (`pip install ctranslate2`), the CPU inference engine, with the HF peer's
-random weights converted to float32 and to int8, `Translator.translate_batch` on the
-same ids (as token strings), min/max decoding length = --new-tokens. "ours int8" is our
-decoder on the same weights quantized by model/quantize.py (int8 weights per output
-channel, int8 activations per row, int8 matmuls: what CTranslate2's int8 does); it is
-compared with CTranslate2 int8, our float32 decoder with the float32 peers.
-benchmarks/int8_accuracy.py measures what int8 costs a trained run.
+min_new_tokens). Ours: the jitted lax.while_loop with a key/value cache (decode.py), its
+parameters initialised once and each (weights, method, batch) compiled once. The peer:
+`T5ForConditionalGeneration.generate` (KV cache on) under torch.inference_mode, on the
+same device as ours (CUDA on a GPU; none on TPU) in the same dtype. The peer is skipped,
+saying so, when torch or transformers are not installed.
+
+On CPU the second peer is CTranslate2 (`pip install ctranslate2`), the CPU inference
+engine, with the HF peer's random weights converted to float32 and to int8,
+`Translator.translate_batch` on the same ids (as token strings), min/max decoding length
+= --new-tokens. "ours int8" is our decoder on the same weights quantized by
+model/quantize.py (int8 weights per output channel, int8 activations per row, int8
+matmuls: what CTranslate2's int8 does); it is compared with CTranslate2 int8, our float32
+decoder with the float32 peers (benchmarks/int8_accuracy.py: what int8 costs a trained
+run). On GPU/TPU: bfloat16 (decode.inference_params) and float32, each against HF in the
+same dtype. PASS/FAIL lines: ours >= --peer-target x HF at batch 8 and 64, greedy and beam4.
 """
 
 import argparse
@@ -37,6 +43,12 @@ T5_SMALL = dict(vocab_size=32128, d_model=512, num_heads=8, head_dim=64, d_ff=20
                 tie_embeddings=True)
 SETTINGS = {"greedy": {}, "beam4": dict(beam_size=4, length_penalty=0.6),
             "sample": dict(temperature=1.0, top_k=50)}
+WEIGHTS = ("float32", "bfloat16", "int8")
+# Defaults per backend: CPU keeps the float32 / int8 comparison with CTranslate2.
+DEFAULTS = {"cpu": dict(batches="1,8", methods="greedy,beam4,sample", weights="float32,int8"),
+            "accelerator": dict(batches="1,8,64", methods="greedy,beam4",
+                                weights="bfloat16,float32")}
+QUICK = dict(batches="1,8", methods="greedy", new_tokens=16, input_length=32, repeats=1)
 
 
 def _median_seconds(fn, repeats):
@@ -49,28 +61,39 @@ def _median_seconds(fn, repeats):
   return float(np.median(times))
 
 
-def t5_small(inputs):
-  """Our model at the T5-small shape with random float32 weights: (model, params)."""
-  model = EncoderDecoder(ModelConfig(**T5_SMALL))
-  return model, model.init(jax.random.key(0), inputs[:1, :8], inputs[:1, :4])["params"]
+class Ours:
+  """Our decoders at the T5-small shape: one random float32 initialisation, shared by every
+  batch, method and weights variant ("float32", "bfloat16", "int8")."""
 
+  def __init__(self):
+    self.models = {w: EncoderDecoder(ModelConfig(**T5_SMALL, dtype=w if w == "bfloat16"
+                                                 else "float32")) for w in WEIGHTS}
+    dummy = jax.numpy.zeros((1, 8), jax.numpy.int32)
+    self.params = {"float32": jax.jit(self.models["float32"].init)(
+        jax.random.key(0), dummy, dummy[:, :4])["params"]}
+    self.fns = {}
 
-def ours(inputs, method, new_tokens, repeats, weights="float32"):
-  """(tokens/s, compile seconds, params) of our cached decoder; weights "int8" quantizes
-  them first (model/quantize.py)."""
-  model, params = t5_small(inputs)
-  if weights == "int8":
-    params = jax.jit(quantize.quantize)(params)
-  settings = decode.Decoding(max_new_tokens=new_tokens, **SETTINGS[method])
-  fn = decode.make_decode_fn(model, settings, eos_id=-1)
-  inputs = jax.numpy.asarray(inputs)
-  start = time.perf_counter()
-  compiled = fn.lower(params, inputs, jax.random.key(0)).compile()
-  compile_s = time.perf_counter() - start
-  run = lambda: jax.block_until_ready(compiled(params, inputs, jax.random.key(0)))
-  out = np.asarray(run())
-  assert out.shape == (inputs.shape[0], new_tokens), out.shape
-  return inputs.shape[0] * new_tokens / _median_seconds(run, repeats), compile_s, params
+  def weights(self, name):
+    if name not in self.params:
+      f32 = self.params["float32"]
+      self.params[name] = (jax.jit(quantize.quantize)(f32) if name == "int8" else
+                           decode.inference_params(f32, self.models[name].cfg))
+    return self.params[name]
+
+  def tokens_per_second(self, inputs, method, new_tokens, repeats, weights="float32"):
+    """(tokens/s, compile seconds) of one compiled decoder for this batch."""
+    key = (weights, method, new_tokens)
+    if key not in self.fns:
+      settings = decode.Decoding(max_new_tokens=new_tokens, **SETTINGS[method])
+      self.fns[key] = decode.make_decode_fn(self.models[weights], settings, eos_id=-1)
+    params, inputs = self.weights(weights), jax.numpy.asarray(inputs)
+    start = time.perf_counter()
+    compiled = self.fns[key].lower(params, inputs, jax.random.key(0)).compile()
+    compile_s = time.perf_counter() - start
+    run = lambda: jax.block_until_ready(compiled(params, inputs, jax.random.key(0)))
+    out = np.asarray(run())
+    assert out.shape == (inputs.shape[0], new_tokens), out.shape
+    return inputs.shape[0] * new_tokens / _median_seconds(run, repeats), compile_s
 
 
 def hf_t5_config(tie_embeddings: bool = True, **extra):
@@ -83,17 +106,37 @@ def hf_t5_config(tie_embeddings: bool = True, **extra):
       eos_token_id=1, **extra)
 
 
-def peer(inputs, method, new_tokens, repeats):
+_HF_MODELS = {}  # (device, dtype) -> the peer's model, built once per run
+
+
+def peer_device():
+  """The torch device on ours' device ("cpu", "cuda"), or None (TPU, or no CUDA torch)."""
+  if jax.default_backend() == "cpu":
+    return "cpu"
+  try:
+    import torch
+  except ImportError:
+    return None
+  return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else None
+
+
+def peer(inputs, method, new_tokens, repeats, weights="float32"):
   """tokens/s of HF transformers' T5ForConditionalGeneration.generate, or None if missing."""
   try:
     import torch
     import transformers
   except ImportError:
     return None
-  torch.manual_seed(0)
-  torch.set_num_threads(os.cpu_count())
-  model = transformers.T5ForConditionalGeneration(hf_t5_config()).eval()
-  ids = torch.from_numpy(inputs.astype(np.int64))
+  device = peer_device()
+  if device is None:
+    return None
+  if (device, weights) not in _HF_MODELS:
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count())
+    model = transformers.T5ForConditionalGeneration(hf_t5_config()).eval()
+    _HF_MODELS[device, weights] = model.to(device=device, dtype=getattr(torch, weights))
+  model = _HF_MODELS[device, weights]
+  ids = torch.from_numpy(inputs.astype(np.int64)).to(device)
   kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, use_cache=True)
   s = SETTINGS[method]
   if method == "beam4":
@@ -106,6 +149,8 @@ def peer(inputs, method, new_tokens, repeats):
   def run():
     with torch.inference_mode():
       out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+    if device == "cuda":
+      torch.cuda.synchronize()
     assert out.shape[1] == new_tokens + 1, out.shape  # + the decoder start token
   return inputs.shape[0] * new_tokens / _median_seconds(run, repeats)
 
@@ -214,97 +259,157 @@ def matmul_floor(batch, new_tokens, repeats):
   return {k: v / new_tokens for k, v in result.items()}
 
 
-def encoder_seconds(inputs, repeats):
+def encoder_seconds(ours, inputs, repeats):
   """Seconds of our encoder plus the cross-attention key/value projections for one batch,
   the part of a decode call that does not repeat per step."""
-  model, params = t5_small(inputs)
+  model = ours.models["float32"]
 
   def start(params, inputs):
     enc = model.apply({"params": params}, inputs, method="encode")
     return decode.init_cache(model, params, enc, inputs, max_length=1)
   run = jax.jit(start)
+  params = ours.weights("float32")
   return _median_seconds(lambda: jax.block_until_ready(run(params, inputs)), repeats)
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--batches", default="1,8")
-  p.add_argument("--methods", default="greedy,beam4,sample",
-                 help=f"comma-separated, of: {', '.join(SETTINGS)}")
-  p.add_argument("--input-length", type=int, default=64)
-  p.add_argument("--new-tokens", type=int, default=64)
-  p.add_argument("--repeats", type=int, default=3)
-  p.add_argument("--target", type=float, default=2.0,
-                 help="required ours / HF tokens/s for greedy at batch 8")
-  p.add_argument("--markdown", action="store_true")
-  p.add_argument("--no-peers", action="store_true",
-                 help="ours only (e.g. on a GPU, where the CPU peers say nothing)")
-  args = p.parse_args()
-  methods = args.methods.split(",")
-  for m in methods:
-    if m not in SETTINGS:
-      p.error(f"unknown method {m!r}; allowed: {', '.join(SETTINGS)}")
-  rng = np.random.default_rng(0)
-  print(f"# decode benchmark {datetime.date.today()} on {platform.processor() or 'cpu'}, "
-        f"{os.cpu_count()} CPUs, jax {jax.__version__} ({jax.default_backend()}), "
-        f"{args.input_length} input tokens, {args.new_tokens} new tokens, float32")
-  rows, params_note = [], ""
-  for batch in map(int, args.batches.split(",")):
-    inputs = rng.integers(2, T5_SMALL["vocab_size"], (batch, args.input_length)).astype(np.int32)
-    for method in methods:
-      ours_tps, compile_s, params = ours(inputs, method, args.new_tokens, args.repeats)
-      params_note = f"{count_params(params) / 1e6:.1f}M parameters"
-      int8_tps = ours(inputs, method, args.new_tokens, args.repeats, "int8")[0]
-      peer_tps = None if args.no_peers else peer(inputs, method, args.new_tokens, args.repeats)
-      ct2 = {t: None if args.no_peers else
-             ctranslate2_peer(inputs, method, args.new_tokens, args.repeats, t)
-             for t in ("float32", "int8")}
-      rows.append((batch, method, ours_tps, compile_s, peer_tps, ct2, int8_tps))
-      ratio = f"{ours_tps / peer_tps:.2f}x" if peer_tps else "peer skipped"
-      print(f"batch {batch} {method}: ours {ours_tps:.0f} tok/s (compile {compile_s:.1f} s), "
-            f"ours int8 {int8_tps:.0f} tok/s, "
-            f"HF {peer_tps or 0:.0f} tok/s -> {ratio}; CTranslate2 float32 "
-            f"{ct2['float32'] or 0:.0f}, int8 {ct2['int8'] or 0:.0f} tok/s", flush=True)
-  print(f"# model: {params_note}")
+def cpu_report(args, rows, ours, rng):
+  """The CPU table and checks: float32 against HF and CTranslate2, int8 against CT2 int8."""
   cell = lambda x: f"{x:.0f}" if x else "skipped"
+  ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"
   if args.markdown:
     print("\n| batch | decoding | ours tok/s | ours int8 tok/s | HF PyTorch tok/s | "
           "CTranslate2 float32 | CTranslate2 int8 | float32: ours / HF, CT2 | "
           "int8: ours / CT2 | ours compile s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    ratio = lambda a, b: f"{a / b:.2f}x" if b else "-"
-    for batch, method, o, c, h, ct2, o8 in rows:
-      print(f"| {batch} | {method} | {o:.0f} | {o8:.0f} | {cell(h)} | {cell(ct2['float32'])} | "
-            f"{cell(ct2['int8'])} | {ratio(o, h)}, {ratio(o, ct2['float32'])} | "
-            f"{ratio(o8, ct2['int8'])} | {c:.1f} |")
+    for r in rows:
+      o, o8 = r["ours"].get("float32", (0, 0)), r["ours"].get("int8", (0, 0))
+      h, ct2 = r["hf"].get("float32"), r["ct2"]
+      print(f"| {r['batch']} | {r['method']} | {cell(o[0])} | {cell(o8[0])} | {cell(h)} | "
+            f"{cell(ct2['float32'])} | {cell(ct2['int8'])} | {ratio(o[0], h)}, "
+            f"{ratio(o[0], ct2['float32'])} | {ratio(o8[0], ct2['int8'])} | {o[1]:.1f} |")
   # Like for like: our float32 decoder against the float32 peers, our int8 one against
   # CTranslate2's int8.
-  behind = [(b, m) for b, m, o, _, h, ct2, o8 in rows
-            if any(x and x > o for x in (h, ct2["float32"])) or (ct2["int8"] or 0) > o8]
+  behind = [r for r in rows if any(
+      x and x > r["ours"].get("float32", (0,))[0] for x in (r["hf"].get("float32"),
+                                                          r["ct2"]["float32"]))
+      or (r["ct2"]["int8"] or 0) > r["ours"].get("int8", (np.inf,))[0]]
   print(("PASS: ahead of every peer in every row (float32 vs float32, int8 vs int8)"
-         if not behind else
-         "FAIL: behind a peer at " + ", ".join(f"batch {b} {m}" for b, m in behind)))
-  target = [(o, h) for b, m, o, _, h, _, _ in rows if b == 8 and m == "greedy"]
-  if not target or target[0][1] is None:
+         if not behind else "FAIL: behind a peer at " +
+         ", ".join(f"batch {r['batch']} {r['method']}" for r in behind)))
+  target = [r for r in rows if r["batch"] == 8 and r["method"] == "greedy"]
+  if not target or not target[0]["hf"].get("float32") or "float32" not in target[0]["ours"]:
     print("target: not checked (needs greedy at batch 8 and torch + transformers installed)")
-  else:
-    ours_tps, peer_tps = target[0]
-    ratio = ours_tps / peer_tps
-    print(f"target greedy batch 8 ours/HF >= {args.target}: {ratio:.2f}x "
-          f"{'PASS' if ratio >= args.target else 'FAIL'}")
-    floor = matmul_floor(8, args.new_tokens, args.repeats)
-    inputs = rng.integers(2, T5_SMALL["vocab_size"], (8, args.input_length)).astype(np.int32)
-    encoder = encoder_seconds(jax.numpy.asarray(inputs), args.repeats) / args.new_tokens
-    best = 8 / (floor["ours"] + encoder)
-    print(f"floor at batch 8, per generated token step: the decoder's weight matmuls alone "
-          f"(same shapes) {floor['ours'] * 1e3:.1f} ms with XLA"
-          + (f" ({floor['HF'] * 1e3:.1f} ms with torch)" if "HF" in floor else "")
-          + f", plus the encoder's share {encoder * 1e3:.1f} ms; measured steps: ours "
-          f"{1e3 * 8 / ours_tps:.1f} ms, HF {1e3 * 8 / peer_tps:.1f} ms. With these matmul "
-          f"kernels ours cannot exceed {best:.0f} tok/s = {best / peer_tps:.2f}x HF")
-    share = ours_tps / best
-    print(f"{'PASS' if share >= 0.9 else 'FAIL'}: greedy batch 8 at {share:.0%} of the floor's "
-          "tokens/s (target >= 90%)")
+    return
+  ours_tps, peer_tps = target[0]["ours"]["float32"][0], target[0]["hf"]["float32"]
+  print(f"target greedy batch 8 ours/HF >= {args.target}: {ours_tps / peer_tps:.2f}x "
+        f"{'PASS' if ours_tps / peer_tps >= args.target else 'FAIL'}")
+  floor = matmul_floor(8, args.new_tokens, args.repeats)
+  inputs = rng.integers(2, T5_SMALL["vocab_size"], (8, args.input_length)).astype(np.int32)
+  encoder = encoder_seconds(ours, jax.numpy.asarray(inputs), args.repeats) / args.new_tokens
+  best = 8 / (floor["ours"] + encoder)
+  print(f"floor at batch 8, per generated token step: the decoder's weight matmuls alone "
+        f"(same shapes) {floor['ours'] * 1e3:.1f} ms with XLA"
+        + (f" ({floor['HF'] * 1e3:.1f} ms with torch)" if "HF" in floor else "")
+        + f", plus the encoder's share {encoder * 1e3:.1f} ms; measured steps: ours "
+        f"{1e3 * 8 / ours_tps:.1f} ms, HF {1e3 * 8 / peer_tps:.1f} ms. With these matmul "
+        f"kernels ours cannot exceed {best:.0f} tok/s = {best / peer_tps:.2f}x HF")
+  share = ours_tps / best
+  print(f"{'PASS' if share >= 0.9 else 'FAIL'}: greedy batch 8 at {share:.0%} of the floor's "
+        "tokens/s (target >= 90%)")
+
+
+def peer_targets(args, rows):
+  """PASS/FAIL per batch 8 and 64, greedy and beam 4, weights: ours >= peer_target x HF."""
+  checked = 0
+  for r in rows:
+    if r["batch"] not in (8, 64) or r["method"] not in ("greedy", "beam4"):
+      continue
+    for weights, (tps, _) in r["ours"].items():
+      hf = r["hf"].get(weights)
+      if hf:
+        checked += 1
+        print(f"{'PASS' if tps >= args.peer_target * hf else 'FAIL'}: batch {r['batch']} "
+              f"{r['method']} {weights} ours/HF {tps / hf:.2f}x (target >= "
+              f"{args.peer_target:g}x)")
+  if not checked:
+    print(f"peer target >= {args.peer_target:g}x HF at batch 8 and 64: not checked (needs "
+          "greedy or beam4 at batch 8 or 64, and HF on this device)")
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--batches", help="comma-separated (default: 1,8 on CPU, 1,8,64 elsewhere)")
+  p.add_argument("--methods", help=f"comma-separated, of: {', '.join(SETTINGS)} (default: "
+                 "all on CPU, greedy,beam4 elsewhere)")
+  p.add_argument("--weights", help=f"comma-separated, of: {', '.join(WEIGHTS)} (default: "
+                 "float32,int8 on CPU, bfloat16,float32 elsewhere)")
+  p.add_argument("--input-length", type=int, default=64)
+  p.add_argument("--new-tokens", type=int, default=64)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--quick", action="store_true",
+                 help="batches 1,8, greedy, 32 input and 16 new tokens, 1 repeat (these flags'"
+                 " values are replaced; CPU: about a minute)")
+  p.add_argument("--target", type=float, default=2.0,
+                 help="required ours / HF tokens/s for greedy at batch 8 (CPU)")
+  p.add_argument("--peer-target", type=float, default=3.0,
+                 help="required ours / HF tokens/s at batch 8 and 64, greedy and beam4")
+  p.add_argument("--markdown", action="store_true")
+  p.add_argument("--no-peers", action="store_true", help="ours only")
+  args = p.parse_args()
+  on_cpu = jax.default_backend() == "cpu"
+  for name, value in DEFAULTS["cpu" if on_cpu else "accelerator"].items():
+    setattr(args, name, getattr(args, name) or value)
+  for name, value in (QUICK if args.quick else {}).items():
+    setattr(args, name, value)
+  methods, weights = args.methods.split(","), args.weights.split(",")
+  for kind, values, allowed in (("method", methods, SETTINGS), ("weights", weights, WEIGHTS)):
+    for bad in set(values) - set(allowed):
+      p.error(f"unknown {kind} {bad!r}; allowed: {', '.join(allowed)}")
+  rng = np.random.default_rng(0)
+  device = "" if on_cpu else f", {jax.devices()[0].device_kind}"
+  print(f"# decode benchmark {datetime.date.today()} on {platform.processor() or 'cpu'}, "
+        f"{os.cpu_count()} CPUs, jax {jax.__version__} ({jax.default_backend()}{device}), "
+        f"{args.input_length} input tokens, {args.new_tokens} new tokens, {', '.join(weights)}")
+  if not args.no_peers and peer_device() is None:
+    print("# HF peer: skipped, no torch device here (TPU, or torch without CUDA)")
+  ours, rows = Ours(), []
+  for batch in map(int, args.batches.split(",")):
+    inputs = rng.integers(2, T5_SMALL["vocab_size"], (batch, args.input_length)).astype(np.int32)
+    for method in methods:
+      r = dict(batch=batch, method=method, ours={}, hf={}, ct2=dict(float32=None, int8=None))
+      for w in weights:
+        r["ours"][w] = ours.tokens_per_second(inputs, method, args.new_tokens, args.repeats, w)
+      for w in weights:  # after ours: torch's idle threads keep spinning a while
+        if not args.no_peers and w != "int8":
+          r["hf"][w] = peer(inputs, method, args.new_tokens, args.repeats, w)
+      if on_cpu and not args.no_peers:
+        r["ct2"] = {t: ctranslate2_peer(inputs, method, args.new_tokens, args.repeats, t)
+                    for t in ("float32", "int8")}
+      rows.append(r)
+      parts = []
+      for w, (tps, compile_s) in r["ours"].items():
+        hf = r["hf"].get(w)
+        parts.append(f"ours {w} {tps:.0f} tok/s (compile {compile_s:.1f} s)" + (
+            "" if w == "int8" else f", HF {hf or 0:.0f} tok/s -> " +
+            (f"{tps / hf:.2f}x" if hf else "peer skipped")))
+      if on_cpu:
+        parts.append(f"CTranslate2 float32 {r['ct2']['float32'] or 0:.0f}, "
+                     f"int8 {r['ct2']['int8'] or 0:.0f} tok/s")
+      print(f"batch {batch} {method}: " + "; ".join(parts), flush=True)
+  print(f"# model: {count_params(ours.params['float32']) / 1e6:.1f}M parameters")
+  if on_cpu:
+    cpu_report(args, rows, ours, rng)
+  elif args.markdown:
+    print("\n| batch | decoding | weights | ours tok/s | HF PyTorch tok/s | ours / HF | "
+          "ours compile s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+      for w, (tps, compile_s) in r["ours"].items():
+        hf = r["hf"].get(w)
+        print(f"| {r['batch']} | {r['method']} | {w} | {tps:.0f} | "
+              f"{f'{hf:.0f}' if hf else 'skipped'} | {f'{tps / hf:.2f}x' if hf else '-'} | "
+              f"{compile_s:.1f} |")
+  peer_targets(args, rows)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Every decoder step runs one token through the decoder, reading and extending the
 self-attention cache; the encoder's cross-attention keys/values are projected once
-when the cache is created. Rows stop at EOS; the loop stops when every row has.
+when the cache is created. Rows stop at EOS; the loop stops when every row has,
+a condition tested every `check_every` steps (CHECK_EVERY: per backend).
 """
 
 import dataclasses
@@ -12,8 +13,20 @@ import os
 import jax
 import jax.numpy as jnp
 
+from refinedweb_jax.model import quantize
+
 NEG_INF = -jnp.inf
 LENGTH_PENALTY_STYLES = ("t5x", "hf")
+# Steps between two tests of the stop condition. XLA:GPU copies a while_loop's predicate
+# to the host every iteration, so no step is launched before the last one ends; CPU reads
+# it in place and TPU branches on the chip, where chunks would only add masked steps
+# past the stop (at most check_every - 1: under 1/8 of a 64-token decode at 8).
+CHECK_EVERY = {"cpu": 1, "gpu": 8, "tpu": 1}
+# Sampling cutoffs: "bisection" (32 masked sums over the vocabulary; on CPU ~25x faster
+# than lax.top_k or a sort of 32k) or "top_k" (candidates by lax.top_k or a sort, then a
+# few of the same sums). lax.approx_max_k would be faster on TPU but can miss tokens.
+CUTOFF_SEARCH = {"cpu": "bisection", "gpu": "top_k", "tpu": "top_k"}
+CUTOFF_SEARCHES = ("bisection", "top_k")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +87,11 @@ def available_bytes() -> int:
 def check_memory(cfg, *, rows: int, source_length: int, max_length: int, flag: str):
   """Raises naming `flag` if decoding max_length tokens for `rows` rows cannot fit in memory.
 
-  The estimate: float32 self-attention K/V for every decoder layer over max_length
-  positions, cross-attention K/V over the source, and the output buffers.
+  The estimate: self-attention K/V (in the compute dtype) for every decoder layer over
+  max_length positions, cross-attention K/V over the source, and the output buffers.
   """
-  per_position = 2 * cfg.num_decoder_layers * cfg.num_heads * cfg.head_dim * 4
+  per_position = (2 * cfg.num_decoder_layers * cfg.num_heads * cfg.head_dim
+                  * jnp.dtype(cfg.compute_dtype).itemsize)
   need = rows * (per_position * (max_length + source_length) + 16 * max_length)
   limit = available_bytes() // 2  # the model, activations and the rest need the other half
   if need > limit:
@@ -85,6 +99,53 @@ def check_memory(cfg, *, rows: int, source_length: int, max_length: int, flag: s
     raise ValueError(f"{flag}={max_length} needs ~{need / 2**30:.1f} GiB for the decoding cache "
                      f"of {rows} rows, more than half of the {2 * limit / 2**30:.1f} GiB here; "
                      f"allowed: at most {fits}")
+
+
+def inference_params(params, cfg, platform: str | None = None):
+  """params for decoding: on GPU/TPU, float32 kernels and embeddings cast once to a 16-bit
+  cfg.compute_dtype (bfloat16); on CPU, for a float32 model or int8 weights, unchanged.
+
+  The model casts exactly these to the compute dtype at every use, so no output changes
+  and a step reads half the bytes. Norm scales and T5's bias tables stay float32: the
+  model applies them in float32, where a bfloat16 copy would round them.
+  """
+  dtype = jnp.dtype(cfg.compute_dtype)
+  if ((platform or jax.default_backend()) == "cpu" or dtype.itemsize != 2
+      or quantize.is_quantized(params)):
+    return params
+
+  def cast(path, leaf):
+    names = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
+    if names[-1:] in (["kernel"], ["embedding"]) and leaf.dtype == jnp.float32:
+      return leaf.astype(dtype)  # eager: each array keeps its sharding
+    return leaf
+  return jax.tree_util.tree_map_with_path(cast, params)
+
+
+def resolve_check_every(check_every: int | None = None) -> int:
+  """check_every, or CHECK_EVERY for the backend being traced for (default 1)."""
+  if check_every is None:
+    return CHECK_EVERY.get(jax.default_backend(), 1)
+  if not isinstance(check_every, int) or check_every < 1:
+    raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
+  return check_every
+
+
+def _while(cond, body, state, cache, check_every: int):
+  """The state of lax.while_loop(cond, body) over (state, cache), cond(state) tested by the
+  loop every check_every steps: a step taken once it fails keeps the state (so it keeps
+  failing) and changes only the cache, which is dropped. The state is check_every=1's."""
+  if check_every == 1:
+    return jax.lax.while_loop(lambda c: cond(c[0]), lambda c: body(*c), (state, cache))[0]
+
+  def masked_step(_, carry):
+    state, cache = carry
+    new_state, cache = body(state, cache)
+    live = cond(state)
+    return jax.tree.map(lambda new, old: jnp.where(live, new, old), new_state, state), cache
+
+  chunk = lambda carry: jax.lax.fori_loop(0, check_every, masked_step, carry)
+  return jax.lax.while_loop(lambda c: cond(c[0]), chunk, (state, cache))[0]
 
 
 def init_cache(model, params, enc_BxSxD, inputs_BxS, max_length: int):
@@ -106,33 +167,35 @@ def _step(model, params, cache, enc_BxSxD, inputs_BxS, prev_B, step):
   return logits_Bx1xV[:, 0], updated["cache"]
 
 
-def _token_by_token(model, params, inputs_BxS, choose, *, max_length: int, eos_id: int):
+def _token_by_token(model, params, inputs_BxS, choose, *, max_length: int, eos_id: int,
+                    check_every: int | None = None):
   """One token per row per step, chosen by choose(logits_BxV, step); 0 after a row's EOS."""
   enc_BxSxD = model.apply({"params": params}, inputs_BxS, method="encode")
   cache = init_cache(model, params, enc_BxSxD, inputs_BxS, max_length)
   batch = inputs_BxS.shape[0]
 
-  def cond(carry):
-    step, _, _, _, done_B = carry
+  def cond(state):
+    step, _, _, done_B = state
     return (step < max_length) & ~jnp.all(done_B)
 
-  def body(carry):
-    step, prev_B, cache, out_BxL, done_B = carry
+  def body(state, cache):
+    step, prev_B, out_BxL, done_B = state
     logits_BxV, cache = _step(model, params, cache, enc_BxSxD, inputs_BxS, prev_B, step)
     next_B = jnp.where(done_B, 0, choose(logits_BxV, step).astype(jnp.int32))
     out_BxL = jax.lax.dynamic_update_slice_in_dim(out_BxL, next_B[:, None], step, 1)
-    return step + 1, next_B, cache, out_BxL, done_B | (next_B == eos_id)
+    return (step + 1, next_B, out_BxL, done_B | (next_B == eos_id)), cache
 
-  carry = (jnp.int32(0), jnp.zeros((batch,), jnp.int32), cache,
-           jnp.zeros((batch, max_length), jnp.int32), jnp.zeros((batch,), bool))
-  return jax.lax.while_loop(cond, body, carry)[3]
+  zeros_B = jnp.zeros((batch,), jnp.int32)
+  state = (jnp.int32(0), zeros_B, jnp.zeros((batch, max_length), jnp.int32), zeros_B == 1)
+  return _while(cond, body, state, cache, resolve_check_every(check_every))[2]
 
 
-def greedy_decode(model, params, inputs_BxS, *, max_length: int, eos_id: int):
+def greedy_decode(model, params, inputs_BxS, *, max_length: int, eos_id: int,
+                  check_every: int | None = None):
   """Greedy decoding; returns tokens_BxL, each row padded with 0 after its EOS."""
   choose = lambda logits_BxV, step: jnp.argmax(logits_BxV, axis=-1)
   return _token_by_token(model, params, inputs_BxS, choose, max_length=max_length,
-                         eos_id=eos_id)
+                         eos_id=eos_id, check_every=check_every)
 
 
 def _ordered_keys(x_BxV):
@@ -141,48 +204,86 @@ def _ordered_keys(x_BxV):
   return bits ^ ((bits >> 31) & 0x7FFFFFFF)
 
 
-def _largest_key(keys_BxV, weights_BxV, target):
-  """Per row, the largest key c with sum(weights[keys >= c]) >= target (exact, 32 halvings).
+def _mass(keys_BxV, weights_BxV, key_Bx1):
+  """sum(weights[keys >= key]) per row: the one sum both cutoff searches test."""
+  return jnp.sum(jnp.where(keys_BxV >= key_Bx1, weights_BxV, 0), -1, keepdims=True)
 
-  Bisection over the integer keys costs 32 masked sums; lax.top_k and sorting a 32k
-  vocabulary take ~25x longer on CPU.
-  """
+
+def _largest_key(keys_BxV, weights_BxV, target):
+  """Per row, the largest key c with sum(weights[keys >= c]) >= target (exact, 32 halvings)."""
   lo_Bx1 = jnp.full(keys_BxV.shape[:1] + (1,), jnp.iinfo(jnp.int32).min, jnp.int32)
   hi_Bx1 = jnp.full_like(lo_Bx1, jnp.iinfo(jnp.int32).max)
 
   def halve(_, bounds):
     lo, hi = bounds
     mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # the midpoint without int32 overflow
-    ok = jnp.sum(jnp.where(keys_BxV >= mid, weights_BxV, 0), -1, keepdims=True) >= target
+    ok = _mass(keys_BxV, weights_BxV, mid) >= target
     return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
   return jax.lax.fori_loop(0, 32, halve, (lo_Bx1, hi_Bx1))[0]
 
 
-def filter_logits(logits_BxV, *, top_k: int = 0, top_p: float = 1.0):
+def _largest_candidate(keys_BxV, weights_BxV, target, candidates_BxJ):
+  """_largest_key's answer when it is one of candidates_BxJ (keys, largest first), else
+  int32 min: a binary search over them with the same sums, ceil(log2(J + 1)) of them.
+
+  The sum grows as the key falls, so the first candidate that reaches the target is the
+  largest such key; every key from it up to the next candidate has the same sum.
+  """
+  count = candidates_BxJ.shape[1]
+  lo_Bx1 = jnp.zeros(candidates_BxJ.shape[:1] + (1,), jnp.int32)
+  hi_Bx1 = jnp.full_like(lo_Bx1, count)  # the first index reaching it is in [lo, hi]; J: none
+  at = lambda i_Bx1: jnp.take_along_axis(candidates_BxJ, jnp.minimum(i_Bx1, count - 1), 1)
+  for _ in range(count.bit_length()):
+    mid_Bx1 = (lo_Bx1 + hi_Bx1) // 2
+    ok = (mid_Bx1 < count) & (_mass(keys_BxV, weights_BxV, at(mid_Bx1)) >= target)
+    lo_Bx1, hi_Bx1 = jnp.where(ok, lo_Bx1, mid_Bx1 + 1), jnp.where(ok, mid_Bx1, hi_Bx1)
+  return jnp.where(lo_Bx1 < count, at(lo_Bx1), jnp.iinfo(jnp.int32).min)
+
+
+def filter_logits(logits_BxV, *, top_k: int = 0, top_p: float = 1.0, search: str | None = None):
   """Sets to -inf every token outside the top_k and outside the top_p nucleus.
 
   The nucleus is the smallest set of most likely tokens whose probability reaches top_p:
   a token stays while the mass of the tokens above it is below top_p. Ties stay together.
+  search: "bisection" or "top_k" (default: CUTOFF_SEARCH for the backend), which keep
+  the same tokens; "top_k" searches top_p's cutoff among the top_k tokens, or all of them
+  sorted when top_k is unset.
   """
+  search = search or CUTOFF_SEARCH.get(jax.default_backend(), "top_k")
+  if search not in CUTOFF_SEARCHES:
+    raise ValueError(f"unknown cutoff search {search!r}; allowed: {', '.join(CUTOFF_SEARCHES)}")
   keys_BxV = _ordered_keys(logits_BxV)
-  if top_k > 0:
-    kth_Bx1 = _largest_key(keys_BxV, jnp.ones_like(logits_BxV), top_k)
+  vocab = logits_BxV.shape[-1]
+  candidates_BxJ = None
+  if 0 < top_k < vocab:  # a top_k of the whole vocabulary or more keeps every token
+    if search == "bisection":
+      kth_Bx1 = _largest_key(keys_BxV, jnp.ones_like(logits_BxV), top_k)
+    else:
+      candidates_BxJ = jax.lax.top_k(keys_BxV, top_k)[0]
+      kth_Bx1 = candidates_BxJ[:, -1:]
     logits_BxV = jnp.where(keys_BxV < kth_Bx1, NEG_INF, logits_BxV)
   if top_p < 1.0:
     probs_BxV = jax.nn.softmax(logits_BxV, axis=-1)
-    cutoff_Bx1 = _largest_key(keys_BxV, probs_BxV, top_p)
+    if search == "bisection":
+      cutoff_Bx1 = _largest_key(keys_BxV, probs_BxV, top_p)
+    else:
+      # Outside the top_k every probability is 0: the cutoff is a candidate or none.
+      if candidates_BxJ is None:
+        candidates_BxJ = jnp.flip(jnp.sort(keys_BxV, axis=-1), axis=-1)
+      cutoff_Bx1 = _largest_candidate(keys_BxV, probs_BxV, top_p, candidates_BxJ)
     logits_BxV = jnp.where(keys_BxV < cutoff_Bx1, NEG_INF, logits_BxV)
   return logits_BxV
 
 
 def sample_decode(model, params, inputs_BxS, rng, *, max_length: int, eos_id: int,
-                  temperature: float, top_k: int = 0, top_p: float = 1.0):
+                  temperature: float, top_k: int = 0, top_p: float = 1.0,
+                  check_every: int | None = None):
   """Ancestral sampling at a temperature from the top_k / top_p filtered distribution."""
   def choose(logits_BxV, step):
     logits_BxV = filter_logits(logits_BxV / temperature, top_k=top_k, top_p=top_p)
     return jax.random.categorical(jax.random.fold_in(rng, step), logits_BxV, axis=-1)
   return _token_by_token(model, params, inputs_BxS, choose, max_length=max_length,
-                         eos_id=eos_id)
+                         eos_id=eos_id, check_every=check_every)
 
 
 def length_penalty(length, alpha: float, style: str = "t5x"):
@@ -208,7 +309,7 @@ def _gather_beams(tree, parents_BxW, batch: int, beams: int):
 
 
 def beam_search(model, params, inputs_BxS, *, beam_size: int, alpha: float, max_length: int,
-                eos_id: int, style: str = "t5x"):
+                eos_id: int, style: str = "t5x", check_every: int | None = None):
   """Beam search; returns (tokens_BxL of each row's best sequence, its score_B).
 
   W = beam_size beams stay live. Each step takes the best 2W one-token extensions of the
@@ -233,16 +334,16 @@ def beam_search(model, params, inputs_BxS, *, beam_size: int, alpha: float, max_
   cache = init_cache(model, params, enc_NxSxD, inputs_NxS, max_length)
   best_reachable = lambda logp_BxW: jnp.max(logp_BxW, axis=-1) / penalty(max_length)
 
-  def cond(carry):
-    step, _, _, alive_logp_BxW, _, finished_score_BxW, _, open_B = carry
+  def cond(state):
+    step, _, alive_logp_BxW, _, finished_score_BxW, _, open_B = state
     if hf:
       return (step < max_length) & jnp.any(open_B)
     hopeless_B = finished_score_BxW[:, -1] >= best_reachable(alive_logp_BxW)
     return (step < max_length) & ~jnp.all(hopeless_B)
 
-  def body(carry):
-    (step, cache, alive_BxWxL, alive_logp_BxW, finished_BxWxL, finished_score_BxW, prev_BxW,
-     open_B) = carry
+  def body(state, cache):
+    (step, alive_BxWxL, alive_logp_BxW, finished_BxWxL, finished_score_BxW, prev_BxW,
+     open_B) = state
     logits_NxV, cache = _step(model, params, cache, enc_NxSxD, inputs_NxS,
                               prev_BxW.reshape(-1), step)
     vocab = logits_NxV.shape[-1]
@@ -269,32 +370,39 @@ def beam_search(model, params, inputs_BxS, *, beam_size: int, alpha: float, max_
     cache = _gather_beams(cache, take(parent_Bx2W), batch, beams)
     if hf:  # the best live beam at the current length against the worst finished one
       open_B &= alive_logp_BxW[:, 0] / penalty(step + 1) > finished_score_BxW[:, -1]
-    return (step + 1, cache, alive_BxWxL, alive_logp_BxW, finished_BxWxL, finished_score_BxW,
-            take(token_Bx2W), open_B)
+    return (step + 1, alive_BxWxL, alive_logp_BxW, finished_BxWxL, finished_score_BxW,
+            take(token_Bx2W), open_B), cache
 
   alive_logp_BxW = jnp.tile(jnp.array([0.0] + [NEG_INF] * (beams - 1)), (batch, 1))
   zeros_BxWxL = jnp.zeros((batch, beams, max_length), jnp.int32)
-  carry = (jnp.int32(0), cache, zeros_BxWxL, alive_logp_BxW, zeros_BxWxL,
+  state = (jnp.int32(0), zeros_BxWxL, alive_logp_BxW, zeros_BxWxL,
            jnp.full((batch, beams), NEG_INF), jnp.zeros((batch, beams), jnp.int32),
            jnp.ones((batch,), bool))
-  carry = jax.lax.while_loop(cond, body, carry)
-  return carry[4][:, 0], carry[5][:, 0]
+  state = _while(cond, body, state, cache, resolve_check_every(check_every))
+  return state[3][:, 0], state[4][:, 0]
 
 
-def decode(model, params, inputs_BxS, rng, *, decoding: Decoding, eos_id: int):
+def decode(model, params, inputs_BxS, rng, *, decoding: Decoding, eos_id: int,
+           check_every: int | None = None):
   """tokens_BxL by the decoding's method (greedy, sampling or beam search)."""
   length = decoding.max_new_tokens
   if decoding.method == "beam":
     return beam_search(model, params, inputs_BxS, beam_size=decoding.beam_size,
                        alpha=decoding.length_penalty, max_length=length, eos_id=eos_id,
-                       style=decoding.length_penalty_style)[0]
+                       style=decoding.length_penalty_style, check_every=check_every)[0]
   if decoding.method == "sample":
     return sample_decode(model, params, inputs_BxS, rng, max_length=length, eos_id=eos_id,
                          temperature=decoding.temperature, top_k=decoding.top_k,
-                         top_p=decoding.top_p)
-  return greedy_decode(model, params, inputs_BxS, max_length=length, eos_id=eos_id)
+                         top_p=decoding.top_p, check_every=check_every)
+  return greedy_decode(model, params, inputs_BxS, max_length=length, eos_id=eos_id,
+                       check_every=check_every)
 
 
-def make_decode_fn(model, decoding: Decoding, *, eos_id: int):
-  """A jitted f(params, inputs_BxS, rng) -> tokens_BxL for one decoding setting."""
-  return jax.jit(functools.partial(decode, model, decoding=decoding, eos_id=eos_id))
+def make_decode_fn(model, decoding: Decoding, *, eos_id: int, check_every: int | None = None):
+  """A jitted f(params, inputs_BxS, rng) -> tokens_BxL for one decoding setting.
+
+  check_every: steps between tests of the stop condition (default: CHECK_EVERY for the
+  backend); the tokens are the same for every value.
+  """
+  return jax.jit(functools.partial(decode, model, decoding=decoding, eos_id=eos_id,
+                                   check_every=check_every))

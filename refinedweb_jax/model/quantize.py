@@ -67,19 +67,22 @@ def is_quantized(params) -> bool:
   return any(x.dtype == jnp.int8 for x in jax.tree.leaves(params))
 
 
-def int8_dot(x, values, scale, contract: tuple, dtype):
+def int8_dot(x, values, scale, contract: tuple, dtype, pad_one_row: bool | None = None):
   """x . values over contract=((x axes), (values axes)), x quantized per row on the fly.
 
   The rows of x are its non-contracted axes; `scale` broadcasts over the output's
-  trailing (values') axes.
+  trailing (values') axes. pad_one_row: whether a single row goes with a zero row
+  (default: on CPU only); the result is the same either way.
   """
   x_axes, _ = contract
   rows = math.prod(n for i, n in enumerate(x.shape) if i not in x_axes)
-  if rows == 1 and 0 not in x_axes:
+  if pad_one_row is None:
+    pad_one_row = jax.default_backend() == "cpu"
+  if pad_one_row and rows == 1 and 0 not in x_axes:
     # XLA:CPU's int8 dot of a single row took 20x as long as of two (a 512 x 32128 output
     # layer: 24.6 vs 1.2 ms), so one row (batch-1 greedy decoding) goes with a zero row.
     padded = jnp.concatenate([x, jnp.zeros_like(x)], axis=0)
-    return int8_dot(padded, values, scale, contract, dtype)[:1]
+    return int8_dot(padded, values, scale, contract, dtype, pad_one_row=False)[:1]
   xq, x_scale = _symmetric(x.astype(jnp.float32), x_axes)
   out = jax.lax.dot_general(xq, values, (contract, ((), ())),
                             preferred_element_type=jnp.int32).astype(jnp.float32)
