@@ -18,7 +18,6 @@ torch.compile's tokens/s, large >= 50% MFU, base traced and compiled in <= 60 s.
 
 import argparse
 import datetime
-import os
 import platform
 import time
 

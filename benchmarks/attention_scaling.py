@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from refinedweb_jax.model.attention import blocked, dense, kinds, relative
+from refinedweb_jax.model import attention
+from refinedweb_jax.model.attention import blocked, dispatch, kinds, relative
 
 KINDS = ("dense", "local", "strided/fixed", "strided/strided", "bigbird", "global_local")
 GIB, MIB = 2 ** 30, 2 ** 20
@@ -48,7 +49,10 @@ def parse_args(argv=None):
   p.add_argument("--position", default="rope", choices=relative.POSITIONS,
                  help="t5_bias: add T5's relative position bias (rope: positions are not "
                       "attention's business)")
-  p.add_argument("--dense-implementation", default="xla", choices=dense.DENSE_IMPLEMENTATIONS)
+  p.add_argument("--dense-implementation", default="auto", choices=dispatch.IMPLEMENTATIONS,
+                 help="dense rows' kernel (auto: the one a model layer gets on this backend)")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                 help="q, k, v and cotangent dtype (bfloat16: what training computes in)")
   p.add_argument("--memory-budget-gib", type=float, default=16.0,
                  help="skip dense when its compiled memory exceeds this")
   p.add_argument("--window", type=int, default=256)
@@ -115,18 +119,15 @@ def density(spec, length, causal, rows_per_chunk=128):
 
 
 def make_step(kind, spec, causal, implementation):
-  """Jitted value_and_grad of sum(attention * cotangent) w.r.t. q, k, v (and the bias table)."""
+  """Jitted value_and_grad of sum(attention * cotangent) w.r.t. q, k, v (and the bias table),
+  through the model's own attention layer, so every row runs the kernel dispatch.py picks."""
   def loss(q, k, v, segment_ids, cotangent, table=None):
     bias = None if table is None else relative.RelativeBias(
         table, bidirectional=not causal, max_distance=128)
-    if spec is None:
-      mask = dense.make_attention_mask(segment_ids, segment_ids, causal=causal)
-      row = jnp.arange(q.shape[1])
-      out = dense.dense_attention(q, k, v, mask, implementation=implementation,
-                                  bias=None if bias is None else bias.between(row, row)[None])
-    else:
-      out = kinds.attend(spec[0], spec[1], q, k, v, segment_ids, causal=causal, bias=bias)
-    return jnp.sum(out * cotangent)
+    out = attention.self_attention(q, k, v, segment_ids, kind=spec[0] if spec else "dense",
+                                   causal=causal, cfg=spec[1] if spec else None,
+                                   implementation=implementation, bias=bias)
+    return jnp.sum(out.astype(jnp.float32) * cotangent.astype(jnp.float32))
   step = jax.value_and_grad(loss, argnums=(0, 1, 2))
   with_table = jax.value_and_grad(loss, argnums=(0, 1, 2, 5))
   return jax.jit(lambda *inputs: (with_table if len(inputs) == 6 else step)(*inputs))
@@ -193,7 +194,7 @@ def _measure(row, spec, args, inputs):
   row["bytes"] = compiled_bytes(compiled)
   if row["bytes"] is None and spec is None:
     # No compiled estimate: ~4 live B*H*N*N float32 score-sized buffers in forward + backward.
-    row["bytes"] = 4 * args.batch * args.heads * length ** 2 * 4
+    row["bytes"] = 4 * args.batch * args.heads * length ** 2 * 4  # fp32 scores in any dtype
   if spec is None and row["bytes"] > args.memory_budget_gib * GIB:
     row["note"] = (f"skipped (needs {row['bytes'] / GIB:.3g} GiB > "
                    f"{args.memory_budget_gib:g} GiB budget)")
@@ -212,7 +213,7 @@ def make_inputs(length, args):
   """Random q, k, v, cotangent and all-ones segment ids (one unpadded example per row)."""
   shape = (args.batch, length, args.heads, args.head_dim)
   keys = jax.random.split(jax.random.PRNGKey(args.seed), 4)
-  q, k, v, cotangent = (jax.random.normal(key, shape, jnp.float32) for key in keys)
+  q, k, v, cotangent = (jax.random.normal(key, shape, jnp.dtype(args.dtype)) for key in keys)
   segment_ids = jnp.ones((args.batch, length), jnp.int32)
   if args.position == "t5_bias":
     table = jax.random.normal(jax.random.PRNGKey(args.seed + 1), (32, args.heads))
@@ -342,7 +343,7 @@ def machine_line(args):
 
 
 def config_line(args):
-  return (f"B={args.batch} H={args.heads} K={args.head_dim} float32, forward+backward, "
+  return (f"B={args.batch} H={args.heads} K={args.head_dim} {args.dtype}, forward+backward, "
           f"{'T5 relative bias, ' if args.position == 't5_bias' else ''}"
           f"{'causal' if args.causal else 'bidirectional'}, median of {args.repeats} after 1 "
           f"warm-up; dense={args.dense_implementation}, budget {args.memory_budget_gib:g} GiB; "
@@ -369,6 +370,7 @@ def main(argv=None):
   md = args.markdown
   print(machine_line(args) + ("  \n" if md else "\n") + config_line(args) + "\n")
   print(render(TABLE_HEADER, [table_cells(r) for r in rows], md) + "\n")
+  print("kernels: " + (dispatch.report() or "none compiled") + "\n")
   if pairs:
     print(render(header, cells, md) + "\n")
   print("\n".join(("- " if md else "") + line for line in checks(rows, ratios, pairs, args)))

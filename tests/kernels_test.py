@@ -2,7 +2,6 @@
 can take (Pallas flash, splash, the blocked kernel on Pallas) against the masked-dense
 reference, outputs and gradients, on packed rows. Pallas runs in interpret mode here."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp

@@ -8,7 +8,6 @@ key/value cache for decoding. With model.position="t5_bias", scale_attention=Fal
 and T5's MLP this is T5 (v1.0, v1.1, mT5) exactly (convert/hf_t5.py).
 """
 
-from typing import Any
 
 import flax.linen as nn
 import jax
