@@ -15,10 +15,10 @@ import warnings
 import jax
 import numpy as np
 
-from refinedweb_jax import configs, sharding
-from refinedweb_jax.data import tasks
+from refinedweb_jax import backend, sharding
+from refinedweb_jax.data import registry, tasks
 from refinedweb_jax.model import decode, quantize
-from refinedweb_jax.train import logger, loop, setup
+from refinedweb_jax.train import logger, resume, run, setup
 
 LONG_INPUT = ("truncate", "error")
 WEIGHTS = ("float32", "int8")
@@ -26,10 +26,7 @@ WEIGHTS = ("float32", "int8")
 
 def task_prefix(task: str, config) -> str:
   """The inputs prefix of a task the config knows (built-in, own or public)."""
-  known = setup.all_tasks(config)
-  if task not in known:
-    raise ValueError(f"unknown task {task!r}; allowed: {', '.join(known)}")
-  return known[task].prefix
+  return registry.for_config(config).get(task, "task").prefix
 
 
 def _one_or_many(fn):
@@ -54,23 +51,31 @@ class RefinedWeb:
     self.run, self.params, self.step, self.workdir = (trained.run, trained.params, trained.step,
                                                       trained.workdir)
     if weights == "int8":  # quantize.py: int8 matmuls for decoding
-      self.params = jax.jit(quantize.quantize)(self.params)
+      self.decode_params = jax.jit(quantize.quantize)(self.params)
+    else:  # 16-bit weights where the compute dtype is (GPU/TPU): half the bytes per token
+      self.decode_params = decode.inference_params(self.params, self.run.model_cfg)
     self.config, self.tokenizer = self.run.config, self.run.tokenizer
     self.model, self.mesh = self.run.model, self.run.mesh
     self.on_long_input = on_long_input
     self._decoders = {}
 
   @classmethod
-  def load(cls, path: str, *, on_long_input: str = "truncate", config=None,
-           weights: str = "float32") -> "RefinedWeb":
+  def load(cls, path: str, *, on_long_input: str = "truncate", overrides: dict | None = None,
+           weights: str = "float32", settled: resume.Settled | None = None) -> "RefinedWeb":
     """Restores a workdir's newest checkpoint, or a given checkpoints/ or checkpoints/STEP.
 
     Only the parameters are read, onto the model-parallel mesh the run's config asks for.
-    `config`: the run's config (setup.run_config) with eval, decoding or mesh settings
-    changed; a key that fixes the model, tokenizer or data must keep the run's value.
+    `overrides`: {"train.max_decode_length": 32, ...}, changes to the run's own config
+    that a later command may make (eval, decoding and mesh settings; resume.settle).
     `weights="int8"` quantizes them for decoding (model/quantize.py).
     """
-    return cls(setup.restore(path, overrides=config), on_long_input=on_long_input,
+    if settled is None:
+      settled = resume.settle(resume.locate(path)[0], overrides=list((overrides or {}).items()))
+    if settled.step is None:  # the flags were checked against a default config: no run
+      resume.locate(path)
+      raise FileNotFoundError(f"no finished checkpoint in {path}; train first with: "
+                              f"refinedweb train --workdir {path}")
+    return cls(setup.restore(path, settled.config), on_long_input=on_long_input,
                weights=weights)
 
   # -- applications ---------------------------------------------------------------------------
@@ -142,7 +147,8 @@ class RefinedWeb:
         inputs[i, : len(ids)] = ids
       inputs = jax.device_put(inputs, sharding.batch_sharding(self.mesh))
       rng = jax.random.fold_in(jax.random.key(settings.seed), number)
-      tokens = np.asarray(jax.device_get(self._decoder(settings)(self.params, inputs, rng)))
+      tokens = np.asarray(jax.device_get(self._decoder(settings)(self.decode_params, inputs,
+                                                                 rng)))
       for row in tokens[: len(chunk)]:
         yield self.tokenizer.decode(row.tolist())
 
@@ -188,11 +194,9 @@ class RefinedWeb:
     metrics replace any of the same step and split in metrics.jsonl (test ones under
     test/), and every decoded example lands in <workdir>/predictions/<split>_step<N>.jsonl.
     """
-    if tasks is not None:
-      self.config.mixture.eval_tasks = ",".join(tasks)
-      configs.eval_task_names(self.config)  # each one a task the run knows
     return self._evaluate(lambda log: self.run.evaluator(
-        log, split=split, eval_examples=eval_examples, decode_examples=decode_examples), split)
+        log, split=split, eval_examples=eval_examples, decode_examples=decode_examples,
+        task_names=tasks), split)
 
   def evaluate_file(self, task: tasks.Task, *, split: str = "test") -> dict:
     """Metrics of this checkpoint on every example of `task` (e.g. a file's, own_data.read),
@@ -224,18 +228,20 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def train(config=None, workdir: str = "runs/notebook", overrides: dict | None = None) -> dict:
-  """Trains like `refinedweb train` (resuming in workdir); returns the history as plain data.
+  """Trains like `refinedweb train` (continuing the run in workdir); returns the history.
 
-  config: a ConfigDict, a path "config.py[:arg]", or None for the default; overrides:
-  {"train.num_steps": 50, ...}. Returns {"step", "history": {metric: [[step, value], ...]},
+  config: a ConfigDict, a path "config.py[:arg]", or None for the default; a workdir that
+  holds a run continues with its own saved config instead. overrides: {"train.num_steps":
+  50, ...}, changes either way. Returns {"step", "history": {metric: [[step, value], ...]},
   "eval": the last evaluation's metrics}.
   """
-  config = configs.load_config(config) if config is None or isinstance(config, str) else config
-  for dotted, value in (overrides or {}).items():
-    configs.set_value(config, dotted, value)
-  configs.resolve(config)
-  configs.validate(config)
-  loop.train_and_evaluate(config, workdir)
+  backend.configure()
+  items = list((overrides or {}).items())
+  if isinstance(config, str) or config is None:
+    settled = resume.settle(workdir, spec=config, overrides=items)
+  else:
+    settled = resume.settle(workdir, base=config, overrides=items)
+  run.train(settled, workdir)
   return read_history(workdir)
 
 

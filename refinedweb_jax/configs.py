@@ -2,13 +2,15 @@
 
 import dataclasses
 import importlib.util
+import json
 import os
 
 import ml_collections
 from ml_collections import config_dict
 
-from refinedweb_jax import backend
-from refinedweb_jax.data import tasks, tokenizer
+from refinedweb_jax import backend, sharding
+from refinedweb_jax.data import logit_store, registry, tasks, tokenizer
+from refinedweb_jax.train import optim
 from refinedweb_jax.model.config import AttentionConfig, ModelConfig
 
 
@@ -34,6 +36,9 @@ def default_config() -> ml_collections.ConfigDict:
       num_train=20_000, num_validation=1_000, num_test=1_000, corpus_seed=0,
       long_fraction=0.02, vocab_size=config_dict.placeholder(int), input_length=256,
       target_length=64, pack=True, batch_size=16, shuffle_seed=0,
+      # Threads that read, tokenize and pack this process's rows, and batches built ahead
+      # (0: by platform, a few on CPU, more on accelerators; train/setup.py).
+      workers=0, prefetch=0,
       # The tokenizer is trained on the built-in corpus ("builtin") or on the mixture's train
       # texts ("mixture"), or is a SentencePiece file ("path/spiece.model", e.g. a T5's);
       # "auto": builtin when the mixture has a built-in task, else mixture. A trained one
@@ -84,9 +89,12 @@ def default_config() -> ml_collections.ConfigDict:
       num_processes=config_dict.placeholder(int), process_id=config_dict.placeholder(int)))
   # Knowledge distillation (refinedweb distill, distill.py): loss alpha * CE(labels) +
   # (1 - alpha) * T^2 * KL(teacher_T || student_T) over the teacher's top_k tokens + tail.
+  # A student's teacher: `logits`, a `distill dump` directory, or with `online` the run in
+  # `teacher` evaluated inside the step (train/teacher.py); both empty: no student.
   c.distill = ml_collections.ConfigDict(dict(
       alpha=0.5, temperature=1.0, top_k=32, value_dtype="bfloat16", shard_examples=2048,
-      dump_batch_size=32, sequence_kd=False, sequence_kd_beam=1, online=False))
+      dump_batch_size=32, sequence_kd=False, sequence_kd_beam=1, online=False, logits="",
+      teacher=""))
   return c
 
 
@@ -112,6 +120,7 @@ RANGES = {
     "distill.alpha": "[0, 1]", "distill.temperature": "(0, inf)", "distill.top_k": "(0, inf)",
     "distill.shard_examples": "(0, inf)", "distill.dump_batch_size": "(0, inf)",
     "distill.sequence_kd_beam": "(0, inf)",
+    "data.workers": "[0, 256]", "data.prefetch": "[0, 1024]",
 }
 
 
@@ -257,17 +266,9 @@ def _parse_value(raw: str, kind):
   raise TypeError(f"cannot set a {kind.__name__} from the command line")
 
 
-def public_task_names(config) -> tuple[str, ...]:
-  """config.public_tasks ("wmt14_en_de,xsum") as names."""
-  return tuple(n.strip() for n in config.get("public_tasks", "").split(",") if n.strip())
-
-
 def known_tasks(config) -> tuple[str, ...]:
-  """Every task a config can name: built-in tasks, its own_tasks, public_tasks and the own
-  tasks prepared in its data.data_dir (tasks.registered_tasks)."""
-  own = [t["task"] for t in config.get("own_tasks", []) or []]
-  prepared = [name for name in tasks.registered_tasks(config.data.data_dir) if name not in own]
-  return tasks.BUILTIN + tuple(own) + public_task_names(config) + tuple(prepared)
+  """Every task a config can name (registry.py: built-in, own, public)."""
+  return registry.for_config(config).names()
 
 
 def resolve(config):
@@ -276,7 +277,7 @@ def resolve(config):
   tokenizer "auto" (builtin when a mixture or eval task is built-in, else mixture) and
   the compute dtype "auto" (backend.auto_dtype: bfloat16 on GPU and TPU, else float32)."""
   own = {t["task"] for t in config.get("own_tasks", []) or []}
-  prepared = tasks.registered_tasks(config.data.data_dir)
+  prepared = registry.prepared(config.data.data_dir)
   named = [n.strip() for key in ("tasks", "eval_tasks")
            for n in config.mixture.get(key, "").split(",") if n.strip()]
   with config.unlocked():
@@ -312,6 +313,18 @@ def task_names(config, key: str = "tasks") -> tuple[str, ...]:
   return names or tasks.BUILTIN
 
 
+def freeze(config) -> ml_collections.ConfigDict:
+  """The settled config, locked: no key can be added, and nothing changes it after this
+  (a run's config.json says what ran; commands and the API pass changes to resume.settle)."""
+  config.lock()
+  return config
+
+
+def to_dict(config) -> dict:
+  """A (frozen) ConfigDict as a plain JSON dict (lists, not tuples)."""
+  return json.loads(config.to_json())
+
+
 def eval_task_names(config) -> tuple[str, ...]:
   """config.mixture.eval_tasks, or the trained tasks when it is empty."""
   if not config.mixture.get("eval_tasks", "").strip():
@@ -321,11 +334,9 @@ def eval_task_names(config) -> tuple[str, ...]:
 
 def choices() -> dict:
   """The allowed values of every key that names one of a few things, from the stage defining them."""
-  from refinedweb_jax.data import logit_store as store
-  from refinedweb_jax.train import optim
   return {"optimizer.name": optim.OPTIMIZERS, "optimizer.schedule": optim.SCHEDULES,
           "train.on_nonfinite": ("halt", "skip"),
-          "distill.value_dtype": tuple(store.VALUE_DTYPES)}
+          "distill.value_dtype": tuple(logit_store.VALUE_DTYPES)}
 
 
 def validate(config):
@@ -350,20 +361,24 @@ def validate(config):
   cfg.check_lengths(config.data.input_length, config.data.target_length)
   task_names(config)
   eval_task_names(config)
-  if public_task_names(config):
-    from refinedweb_jax.data.datasets import public
-    for name in public_task_names(config):
+  if registry.public_names(config):
+    from refinedweb_jax.data.datasets import public  # TFDS: only for configs that name one
+    for name in registry.public_names(config):
       if name not in public.PUBLIC:
         raise ValueError(f"unknown public task {name!r} in config.public_tasks; allowed: "
                          f"{', '.join(public.PUBLIC)}")
   # Rates on unit sizes: checks the method, cap, temperature and weights before any data.
+  weights = tasks.parse_weights(config.mixture.weights)
+  unknown = sorted(set(weights) - set(task_names(config)))
+  if unknown:
+    raise ValueError(f"config.mixture.weights names {', '.join(map(repr, unknown))}, not a task "
+                     f"of config.mixture.tasks; allowed: {', '.join(task_names(config))}")
   tasks.mixture_rates({n: 1 for n in task_names(config)}, method=config.mixture.rate,
                       cap=config.mixture.cap, temperature=config.mixture.temperature,
-                      weights=tasks.parse_weights(config.mixture.weights))
+                      weights=weights)
   if config.data.batch_size % config.train.microbatches:
     raise ValueError(f"config.data.batch_size={config.data.batch_size} must be divisible by "
                      f"config.train.microbatches={config.train.microbatches}")
-  from refinedweb_jax import sharding
   m = config.mesh
   sharding.check_mesh_sizes(m.data, m.fsdp, m.tensor)
   sharding.check_model_fits(cfg, dict(data=m.data, fsdp=m.fsdp, tensor=m.tensor))

@@ -7,7 +7,7 @@ import pytest
 
 from refinedweb_jax import api
 from refinedweb_jax import cli as main
-from refinedweb_jax.cli import commands
+from refinedweb_jax.cli import inputs
 from refinedweb_jax.model import quantize
 from conftest import tiny_config
 
@@ -132,7 +132,7 @@ def test_cli_generate_decoding_flags_and_input_file(trained, tmp_path, capsys):
 def test_int8_weights_decode_through_the_api_and_the_cli(trained, model, capsys):
   workdir, _ = trained
   int8 = api.RefinedWeb.load(workdir, weights="int8")
-  assert quantize.is_quantized(int8.params) and not quantize.is_quantized(model.params)
+  assert quantize.is_quantized(int8.decode_params) and not quantize.is_quantized(model.params)
   prompts = ["translate English to German: 42", "chat: hello", "summarize: a b c"]
   full, small = model.generate(prompts, max_new_tokens=6), int8.generate(prompts,
                                                                           max_new_tokens=6)
@@ -197,4 +197,4 @@ def test_invalid_utf8_input_file_is_one_line_error(tmp_path, capsys):
 def test_a_byte_order_mark_is_no_input_text(tmp_path):
   path = tmp_path / "inputs.txt"
   path.write_bytes("\ufeffchat: hello\nchat: hi\n".encode("utf-8"))
-  assert commands.file_lines(str(path)) == ["chat: hello", "chat: hi"]
+  assert inputs.file_lines(str(path)) == ["chat: hello", "chat: hi"]

@@ -20,7 +20,7 @@ from refinedweb_jax.data import tokenizer as tok  # noqa: E402
 from refinedweb_jax.model import decode  # noqa: E402
 from refinedweb_jax.model.config import ModelConfig  # noqa: E402
 from refinedweb_jax.model.transformer import EncoderDecoder, flat_params  # noqa: E402
-from refinedweb_jax.train import setup  # noqa: E402
+from refinedweb_jax.train import run, setup  # noqa: E402
 from conftest import tiny_config  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -222,15 +222,14 @@ def test_sparse_fine_tune_then_distill_from_the_imported_teacher(imported, tiny_
                                                                  tmp_path):
   """experiments/finetune_t5_multi30k.py:smoke from the import (local encoder, t5_bias),
   then `distill dump --teacher` of the import and a student trained on its logits."""
-  from refinedweb_jax.distill import dump, student
-  from refinedweb_jax.train import loop
+  from refinedweb_jax.distill import dump
   run_dir = imported["t5_v1_1"][2]
   root = os.path.join(os.path.dirname(__file__), "..")
   config = configs.load_config(os.path.join(root, "experiments", "finetune_t5_multi30k.py:smoke"))
   config.data.data_dir = tiny_data_dir
   config.train.init_from = run_dir
   config.train.async_checkpointing = False
-  state = loop.train_and_evaluate(config, str(tmp_path / "finetuned"))
+  state = run.train_and_evaluate(config, str(tmp_path / "finetuned"))
   assert int(state.step) == 4
   rows = [json.loads(line) for line in open(tmp_path / "finetuned" / "metrics.jsonl")]
   evals = [r["eval/loss"] for r in rows if "eval/loss" in r]  # the same examples each time
@@ -240,7 +239,7 @@ def test_sparse_fine_tune_then_distill_from_the_imported_teacher(imported, tiny_
   assert finetuned.run.model_cfg.position == "t5_bias"
   # Continuing the run needs only its own checkpoint, not the run it started from.
   config.train.update(dict(num_steps=6, init_from=str(tmp_path / "moved_away")))
-  assert int(loop.train_and_evaluate(config, str(tmp_path / "finetuned")).step) == 6
+  assert int(run.train_and_evaluate(config, str(tmp_path / "finetuned")).step) == 6
 
   kd = tiny_config(tiny_data_dir)  # the built-in corpus in the imported model's tokenizer
   kd.data.tokenizer = os.path.join(run_dir, "spiece.model")
@@ -248,7 +247,7 @@ def test_sparse_fine_tune_then_distill_from_the_imported_teacher(imported, tiny_
   kd.distill.update(dict(top_k=8, shard_examples=4096))
   logits_dir = str(tmp_path / "logits")
   dump.dump(kd, run_dir, logits_dir, log=lambda *a: None)
-  student.train_student(kd, str(tmp_path / "student"), logits_dir=logits_dir)
+  run.train_and_evaluate(_with(kd, logits=logits_dir), str(tmp_path / "student"))
   rows = [json.loads(line) for line in open(tmp_path / "student" / "metrics.jsonl")]
   kl = [r["train/kd_kl"] for r in rows if "train/kd_kl" in r]
   assert kl and all(np.isfinite(kl)) and kl[0] > 0
@@ -315,11 +314,18 @@ def test_bad_model_directories_are_one_line_errors_and_write_nothing(imported, t
 
 
 def test_export_of_a_rope_model_names_the_position_kind(tiny_data_dir, tmp_path, capsys):
-  from refinedweb_jax.train import loop
   config = tiny_config(tiny_data_dir)
   config.train.update(dict(num_steps=1, eval_every=1, checkpoint_every=1))
-  loop.train_and_evaluate(config, str(tmp_path / "rope"))
+  run.train_and_evaluate(config, str(tmp_path / "rope"))
   err = _cli_error(capsys, ["export-hf", "--workdir", str(tmp_path / "rope"),
                             "--out", str(tmp_path / "out")])
   assert "model.position='rope'" in err and "t5_bias" in err
   assert not (tmp_path / "out").exists()
+
+
+def _with(config, **distill):
+  """A student config: its teacher (distill.logits or distill.teacher) set."""
+  config = config.copy_and_resolve_references()
+  for key, value in distill.items():
+    config.distill[key] = str(value)
+  return config

@@ -10,8 +10,9 @@ import pytest
 import sentencepiece as spm
 
 from refinedweb_jax import cli
-from refinedweb_jax.cli import commands
-from refinedweb_jax.data import tasks, tokenizer
+from refinedweb_jax.cli import inputs, parser
+from refinedweb_jax import configs
+from refinedweb_jax.data import registry, tokenizer
 from refinedweb_jax.data.datasets import own_data, own_splits
 
 ATTRIBUTION = "CC-BY 2.0 (France) Attribution: tatoeba.org #{} (CK) & #{} (musclegirlxyp)"
@@ -34,10 +35,18 @@ def _run(argv, capsys):
   return code, out, err
 
 
+def _own_task(entry, data_dir):
+  """The Task of a prepared entry, as a config that names it gets it."""
+  config = configs.default_config()
+  config.data.data_dir = data_dir
+  config.own_tasks = [entry]
+  return registry.for_config(config).get(entry["task"])
+
+
 def _splits(data_dir, task):
   """split -> records of a prepared task, read through its registry entry."""
-  entry = tasks.registered_tasks(data_dir)[task]
-  source = tasks.own_tasks([entry], data_dir)[task].source
+  entry = registry.prepared(data_dir)[task]
+  source = _own_task(entry, data_dir).source
   splits = ["train"] + list(own_splits.fractions(entry["carve"]) if "carve" in entry else [])
   return {split: [r for r in source(split)] for split in splits}
 
@@ -60,9 +69,9 @@ def test_extra_tsv_columns_are_ignored(tmp_path, env, capsys):
   assert (first["inputs"], first["targets"]) == (
       "attributed: " + ATTRIBUTION.format(0, 1000), "Sentence number 0.")
   # eval --input reads the same file the same way.
-  args, _ = cli._parser("eval").parse_known_args(
-      ["--workdir", str(tmp_path), "--input", three, "--columns", "0,1"])
-  task = commands.file_task(args, None)
+  _, args, _ = parser.parse(
+      ["eval", "--workdir", str(tmp_path), "--input", three, "--columns", "0,1"])
+  task = inputs.file_task(args, None)
   assert len(task.source("test")) == 50
   assert task.source("test")[1]["targets"] == CHINESE[1] + "1"
   # A line with fewer columns than the largest selected one is still a problem.
@@ -111,7 +120,7 @@ def test_split_carves_exact_disjoint_repeatable_splits(tmp_path, capsys):
                           + [f"--config.data.data_dir={data_dir}"], capsys)
     assert code == 0, err
     assert "(train 44, validation 3, test 3 examples" in out  # round(0.05 x 50) = 3 each
-    entry = tasks.registered_tasks(data_dir)["t"]
+    entry = registry.prepared(data_dir)["t"]
     assert entry["carve"] == {"validation": 0.05, "test": 0.05} and entry["carve_seed"] == seed
     records = _splits(data_dir, "t")
     carved[name] = {split: [r["id"] for r in rs] for split, rs in records.items()}

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from refinedweb_jax.sweep import command, stats, workdirs
+from refinedweb_jax import cli
+from refinedweb_jax.sweep import stats, workdirs
 
 TIMEOUT_S = 240
 STEPS = 4
@@ -133,8 +134,8 @@ def test_a_failed_arm_is_reported_and_the_exit_status_is_not_zero(swept):
 
 
 def _dry_run(capsys, experiment, *extra) -> list:
-  assert command.main(["--config", experiment, "--workdir", "/nonexistent/sweep",
-                       "--dry-run", *extra]) == 0
+  assert cli.main(["sweep", "--config", experiment, "--workdir", "/nonexistent/sweep",
+                   "--dry-run", *extra]) == 0
   out = capsys.readouterr().out
   return [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
 
@@ -148,7 +149,8 @@ def test_shards_partition_the_runs(capsys, experiment):
 
 
 def test_dry_run_prints_each_runs_command_and_overrides(capsys, experiment):
-  command.main(["--config", experiment, "--workdir", "w", "--dry-run", "--arms", "fast"])
+  assert cli.main(["sweep", "--config", experiment, "--workdir", "w", "--dry-run", "--arms",
+                   "fast"]) == 0
   out = capsys.readouterr().out
   assert "overrides: optimizer.learning_rate=0.01 seed=1" in out
   assert (f"refinedweb train --workdir w/fast/seed_1 --config {experiment} "
@@ -156,15 +158,17 @@ def test_dry_run_prints_each_runs_command_and_overrides(capsys, experiment):
 
 
 def test_overrides_on_the_command_line_reach_every_run_before_its_own(capsys, experiment):
-  command.main(["--config", experiment, "--workdir", "w", "--dry-run", "--arms", "fast",
-                "--config.train.num_steps=3", "--config.optimizer.learning_rate=0.5"])
+  assert cli.main(["sweep", "--config", experiment, "--workdir", "w", "--dry-run", "--arms",
+                   "fast", "--config.train.num_steps=3",
+                   "--config.optimizer.learning_rate=0.5"]) == 0
   out = capsys.readouterr().out
   assert ("--config.train.num_steps=3 --config.optimizer.learning_rate=0.5 "
           "--config.optimizer.learning_rate=0.01 --config.seed=1") in out  # the arm's wins
-  with pytest.raises(ValueError, match="unknown config key 'config.train.nope'"):
-    command.main(["--config", experiment, "--workdir", "w", "--dry-run", "--config.train.nope=1"])
-  with pytest.raises(ValueError, match="unknown flag '--steps'"):
-    command.main(["--config", experiment, "--workdir", "w", "--steps", "3"])
+  assert cli.main(["sweep", "--config", experiment, "--workdir", "w", "--dry-run",
+                   "--config.train.nope=1"]) == 2
+  assert "unknown config key 'config.train.nope'" in capsys.readouterr().err
+  assert cli.main(["sweep", "--config", experiment, "--workdir", "w", "--steps", "3"]) == 2
+  assert "unknown flag '--steps'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args, message", [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from refinedweb_jax.data import pipeline as data
-from refinedweb_jax.data import tasks
+from refinedweb_jax.data import stream, tasks
 from refinedweb_jax.data.tokenizer import Tokenizer
 
 
@@ -51,8 +51,9 @@ def _sources(sizes):
 def test_empirical_frequencies_match_rates(method, kwargs):
   sizes = {"a": 50, "b": 700, "c": 2000}
   rates = tasks.mixture_rates(sizes, method=method, **kwargs)
-  ds = data.mixed_examples(_sources(sizes), [rates[n] for n in sizes], seed=1)
-  counts = collections.Counter(ds[i]["task"] for i in range(10_000))
+  sequence = stream.mixture([len(s) for s in _sources(sizes)], [rates[n] for n in sizes], 1)
+  names = list(sizes)
+  counts = collections.Counter(names[sequence[i][0]] for i in range(10_000))
   for name, rate in rates.items():
     assert abs(counts[name] / 10_000 - rate) < 0.02, (name, counts[name], rate)
 
@@ -64,9 +65,9 @@ def test_resuming_mid_mixture_reproduces_the_example_sequence(tiny_data_dir):
   rates = tasks.mixture_rates(sizes)
 
   def batches():
-    return iter(data.train_dataset(_sources(sizes), [rates[n] for n in sizes], tokenizer,
-                                   batch_size=4, input_length=16, target_length=8, pack=True,
-                                   seed=5))
+    return stream.batches(_sources(sizes), [rates[n] for n in sizes],
+                          data.Tokenize(tokenizer, 16, 8), batch_size=4, input_length=16,
+                          target_length=8, pack=True, seed=5)
 
   it = batches()
   for _ in range(7):
@@ -86,9 +87,9 @@ def test_packing_aligns_example_starts_for_sparse_kinds(tiny_data_dir):
   tokenizer = Tokenizer(glob.glob(f"{tiny_data_dir}/**/spm_600.model", recursive=True)[0])
   sizes = {"a": 40, "b": 40}
   rates = tasks.mixture_rates(sizes)
-  it = iter(data.train_dataset(_sources(sizes), [rates[n] for n in sizes], tokenizer,
-                               batch_size=4, input_length=32, target_length=16, pack=True,
-                               seed=3, alignment=(8, 4)))
+  it = stream.batches(_sources(sizes), [rates[n] for n in sizes],
+                      data.Tokenize(tokenizer, 32, 16), batch_size=4, input_length=32,
+                      target_length=16, pack=True, seed=3, alignment=(8, 4))
   packed_more_than_one = False
   for _ in range(5):
     batch = next(it)

@@ -95,22 +95,23 @@ def test_throughput_leaves_out_evaluations_between_log_steps(tiny_data_dir, tmp_
   """A fake clock: every step takes 1 s, every evaluation 100 s; logs come every 4 steps."""
   from conftest import tiny_config
   from refinedweb_jax.evaluate import evaluator
-  from refinedweb_jax.train import loop
+  from refinedweb_jax.train import loop, run
   clock = {"now": 0.0}
   # The loop's clock only: other threads (TensorBoard's writer) keep the real one.
-  monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: clock["now"]))
+  monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: clock["now"],
+                                                          perf_counter=lambda: clock["now"]))
   tokens = []
   real_jit = step_lib.jit_train_step
 
   def timed_jit(*args, **kwargs):
     step = real_jit(*args, **kwargs)
 
-    def run(state, batch, rng):  # a fake 1 s per step
+    def timed(state, batch, rng):  # a fake 1 s per step
       clock["now"] += 1.0
       tokens.append(int(np.sum(np.asarray(batch["encoder_segment_ids"]) > 0)
                         + np.sum(np.asarray(batch["decoder_loss_weights"]))))
       return step(state, batch, rng)
-    return run
+    return timed
 
   real_eval = evaluator.Evaluator.run
 
@@ -122,7 +123,7 @@ def test_throughput_leaves_out_evaluations_between_log_steps(tiny_data_dir, tmp_
   monkeypatch.setattr(evaluator.Evaluator, "run", slow_eval)
   config = tiny_config(tiny_data_dir)
   config.train.update(num_steps=8, log_every=4, eval_every=2, decode_examples_per_task=0)
-  loop.train_and_evaluate(config, str(tmp_path / "run"))
+  run.train_and_evaluate(config, str(tmp_path / "run"))
   logged = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
   train = [row for row in logged if row["split"] == "train"]
   assert [row["step"] for row in train] == [4, 8]

@@ -1,270 +1,49 @@
-"""The bodies of the `refinedweb` commands that read inputs or print results (cli dispatches)."""
+"""The bodies of the `refinedweb` commands: each takes its parsed flags and settled config."""
 
+import json
 import os
 import sys
 
+from refinedweb_jax import api, configs, plots
+from refinedweb_jax.cli import inputs
+from refinedweb_jax.cli.parser import UserError
+from refinedweb_jax.convert import commands as convert
+from refinedweb_jax.data import fetch as fetch_lib, registry, tasks, tokenizer
+from refinedweb_jax.distill import dump
+from refinedweb_jax.sweep import arms, report, runner
+from refinedweb_jax.train import resume, run, setup, teacher
 
 
-class UserError(Exception):
-  """An error the user can fix; printed as one line, no traceback."""
-
-def decoding_settings(args) -> dict:
-  """The decoding flags, checked (decode.Decoding) before any checkpoint is loaded."""
-  from refinedweb_jax.model import decode
-  settings = dict(beam_size=args.beam, length_penalty=args.length_penalty,
-                  length_penalty_style=args.length_penalty_style,
-                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                  seed=args.seed)
-  if args.max_new_tokens is not None:
-    settings["max_new_tokens"] = args.max_new_tokens
-  decode.Decoding(**settings)
-  return settings
-
-
-FORMATS = ("tsv", "text", "jsonl", "squad")
-BOM = "\ufeff"  # a UTF-8 byte-order mark at the start of a file is no input text
-
-
-def own_task_spec(args) -> dict:
-  """`prepare --task` flags -> the own_data.build arguments (also a config.own_tasks entry)."""
-  if not args.train:
-    raise UserError("--task needs --train FILE...")
-  fmt = args.format or guess_format(args.train[0])
-  spec = dict(task=args.task, format=fmt, skip_malformed=args.skip_malformed)
-  for split in ("train", "validation", "test"):
-    files = getattr(args, split)
-    if not files:
-      continue
-    files = [os.path.abspath(f) for f in files]
-    if fmt == "text":
-      if len(files) % 2:
-        raise UserError(f"--{split} for format text takes source and target files in pairs, "
-                        f"got {len(files)} files")
-      files = [(files[i], files[i + 1]) for i in range(0, len(files), 2)]
-    spec[split] = files
-  _check_fields(fmt, args, args.train[0])
-  if args.input_field:
-    spec["input_field"] = args.input_field
-  if args.target_field:
-    spec["target_field"] = args.target_field
-  if fmt == "tsv":
-    try:
-      spec["columns"] = tuple(int(c) for c in args.columns.split(","))
-    except ValueError:
-      raise UserError(f"bad --columns {args.columns!r}; use INPUT,TARGET like 0,1") from None
-  if args.prefix is not None:
-    spec["prefix"] = args.prefix
-  if args.max_line_bytes is not None:
-    spec["max_line_bytes"] = args.max_line_bytes
-  spec.update(_carve(args))
-  return spec
-
-
-def _carve(args) -> dict:
-  """--split and --seed -> the carve settings of own_data.build (none without --split)."""
-  if args.split is None:
-    if args.seed is not None:
-      raise UserError("--seed applies to --split only (it chooses the carved examples)")
-    return {}
-  from refinedweb_jax.data.datasets import own_splits
-  try:
-    carve = own_splits.fractions(args.split, "--split")
-  except ValueError as e:
-    raise UserError(str(e)) from None
-  for split in carve:
-    if getattr(args, split):
-      raise UserError(f"--split {split}={carve[split]:g} and --{split} FILE both give the "
-                      f"{split} split; drop one")
-  return dict(carve=carve, carve_seed=0 if args.seed is None else args.seed)
-
-
-def _check_fields(fmt: str, args, first_file: str):
-  """jsonl needs --input-field and --target-field (named with the file's keys); others none."""
-  if fmt != "jsonl":
-    if args.input_field or args.target_field:
-      raise UserError(f"--input-field/--target-field apply to --format jsonl only, not {fmt}")
-    return
-  if args.input_field and args.target_field:
-    return
-  import json
-  keys = "?"
-  try:
-    with open(first_file, encoding="utf-8") as f:
-      keys = ", ".join(sorted(json.loads(f.readline())))
-  except (OSError, ValueError, TypeError, AttributeError):
-    pass
-  raise UserError(f"format jsonl needs --input-field and --target-field, the keys of the "
-                  f"input and the target; {first_file} line 1 has keys: {keys}")
-
-
-def _metrics(args) -> list | None:
-  """--metrics a,b checked against the known metrics (None: the task's default)."""
-  if not args.metrics:
-    return None
-  from refinedweb_jax.data import tasks
-  names = [m.strip() for m in args.metrics.split(",") if m.strip()]
-  for name in names:
-    if name not in tasks.METRICS:
-      raise UserError(f"unknown metric {name!r} in --metrics; allowed: "
-                      f"{', '.join(tasks.METRICS)}")
-  return names
-
-
-def _language(args) -> str | None:
-  from refinedweb_jax.data import tasks
-  if args.language is not None and args.language not in tasks.LANGUAGES:
-    raise UserError(f"unknown --language {args.language!r}; allowed: "
-                    f"{', '.join(tasks.LANGUAGES)}")
-  return args.language
-
-
-def guess_format(path: str) -> str:
-  name = path[:-3] if path.endswith(".gz") else path
-  return {".tsv": "tsv", ".jsonl": "jsonl", ".json": "squad"}.get(os.path.splitext(name)[1],
-                                                                   "text")
-
-
-def prepare_own(args, config):
-  """Builds an own task and records it in data.data_dir's registry (tasks.register_task)."""
-  from refinedweb_jax.data import tasks
-  from refinedweb_jax.data.datasets import own_data
-  spec = own_task_spec(args)
-  given = str(config.data.tokenizer)
-  if given.endswith(".model") and not os.path.isfile(given):
-    raise UserError(f"config.data.tokenizer {given!r}: no such file")
-  builder = own_data.build(config.data.data_dir, **spec)
-  entry = dict(spec, metrics=_metrics(args) or list(tasks.default_metrics(spec["format"])),
-               language=_language(args) or "en")
-  tasks.register_task(config.data.data_dir, entry)
-  splits = builder.info.splits
-  sizes = ", ".join(f"{split} {splits[split].num_examples}" for split in own_data.SPLITS
-                    if split in splits)
-  print(f"task {args.task} ({sizes} examples; metrics {', '.join(entry['metrics'])}): "
-        f"{builder.data_dir}")
-  for warning in _coverage_warnings(config, builder, args.task):
-    print(warning)
-  print(f"recorded in {os.path.join(config.data.data_dir, tasks.REGISTRY)}; train on it (and "
-        f"others, comma-separated): refinedweb train --workdir runs/{args.task} "
-        f"--config.mixture.tasks={args.task}")
-
-
-def _coverage_warnings(config, builder, task: str) -> list:
-  """How the tokenizer this config trains with covers the task's train split: a *.model
-  file, or the built-in corpus's once prepared (a mixture's is trained by train itself)."""
-  from refinedweb_jax import configs
-  from refinedweb_jax.data import tokenizer
-  from refinedweb_jax.data.datasets import builtin
-  d = config.data
-  if str(d.tokenizer).endswith(".model"):
-    path = d.tokenizer
-  elif d.tokenizer == "builtin":
-    corpus = builtin.RefinedWebBuiltin(data_dir=d.data_dir, config=builtin.make_config(
-        num_train=d.num_train, num_validation=d.num_validation, num_test=d.num_test,
-        seed=d.corpus_seed, long_fraction=d.long_fraction))
-    path = os.path.join(os.fspath(corpus.data_dir),
-                        f"spm_{configs.tokenizer_vocab_size(config)[0]}.model")
-  else:
-    return []
-  if not os.path.isfile(path):
-    return []
-  source = builtin.StrDataSource(builder.as_data_source("train"))
-  return tokenizer.coverage_warnings(tokenizer.Tokenizer(path), source, task, d.tokenizer)
-
-
-def generate(args, config):
-  from refinedweb_jax import api, configs
-  known = configs.known_tasks(config)  # the run's own config: its own and public tasks too
-  if args.task is not None and args.task not in known:
-    raise UserError(f"unknown task {args.task!r}; allowed: {', '.join(known)}")
-  settings = decoding_settings(args)
-  if args.batch_size < 1:
-    raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-  if args.text and args.input:
-    raise UserError("give inputs by --text or by --input FILE, not both")
-  if args.text:
-    texts, where = args.text, "--text #{}"
-  elif args.input:
-    texts, where = file_lines(args.input), f"--input {args.input} line {{}}"
-  else:
-    texts, where = stdin_lines(), "stdin line {}"
-  for i, text in enumerate(texts):
-    if not text.strip():
-      raise UserError(f"empty input text ({where.format(i + 1)}); give a non-empty string")
-  if not texts:
-    raise UserError("no input: pass --text, --input FILE or one input per line on stdin")
-  model = api.RefinedWeb.load(args.workdir, config=config, weights=args.weights)
+def prepare(args, settled):
+  config = settled.config
   if args.task is not None:
-    texts = [api.task_prefix(args.task, model.config) + t for t in texts]
-  for output in model.stream(texts, batch_size=args.batch_size, **settings):
-    print(output, flush=True)
+    return inputs.prepare_own(args, config)  # checks its flags before it writes anything
+  setup.check_data_dir(config.data.data_dir)
+  d = config.data
+  vocab_size, fit = configs.tokenizer_vocab_size(config)
+  builder, path = tokenizer.prepare_builtin(
+      d.data_dir, num_train=d.num_train, num_validation=d.num_validation, num_test=d.num_test,
+      seed=d.corpus_seed, long_fraction=d.long_fraction, vocab_size=vocab_size, fit=fit)
+  print(f"corpus: {builder.data_dir}\ntokenizer: {path}")
 
 
-def chat(args, config):
-  """Reads user turns from stdin, answers each with the whole conversation as context."""
-  from refinedweb_jax import api
-  from refinedweb_jax.data import tasks
-  settings = decoding_settings(args)
-  model = api.RefinedWeb.load(args.workdir, config=config, weights=args.weights)
-  interactive = sys.stdin.isatty()
-  if interactive:
-    print("chat with the model; /reset starts over, /exit (or Ctrl-D) quits", flush=True)
-  turns = []
-  while True:
-    try:
-      line = input("you> " if interactive else "")
-    except EOFError:
-      return
-    line = line.strip()
-    if line in ("/exit", "/quit"):
-      return
-    if line == "/reset":
-      turns = []
-      print("(conversation reset)", flush=True)
-      continue
-    if not line:
-      continue
-    turns.append(line)
-    # Oldest exchanges go first when the conversation outgrows the model's input length.
-    while len(turns) > 1 and (len(model.tokenizer.encode(tasks.chat_prompt(turns)))
-                              >= model.config.data.input_length):
-      turns = turns[2:]
-    reply = model.chat(turns, **settings)
-    turns.append(reply.strip() or "...")
-    print(f"model> {reply}" if interactive else reply, flush=True)
+def train(args, settled):
+  run.train(settled, args.workdir, command=args.command_line)
 
 
-def attention_mask(args):
-  from refinedweb_jax import plots
-  sizes = {name: getattr(args, name) for name in plots.pattern_sizes()}
-  density = plots.plot_pattern(args.out, args.kind, args.length, args.causal, sizes)
-  print(f"{args.out} density {density:.4f}")
+def distill_train(args, settled):
+  kd = settled.config.distill
+  if not teacher.is_student(settled.config):
+    raise UserError("distill train needs --logits LOGITS_DIR (from refinedweb distill dump), "
+                    "or --config.distill.online=true with --teacher WORKDIR")
+  if kd.logits and not kd.online and not os.path.isdir(kd.logits):
+    raise UserError(f"logits directory {kd.logits!r} does not exist; write it with: "
+                    f"refinedweb distill dump --teacher WORKDIR --out {kd.logits}")
+  run.train(settled, args.workdir, command=args.command_line)
 
 
-def file_lines(path: str):
-  try:
-    with open(path, "rb") as f:
-      raw = f.read()
-  except OSError as e:
-    raise UserError(f"cannot read --input {path!r}: {e.strerror}") from None
-  try:
-    return raw.decode("utf-8").removeprefix(BOM).splitlines()
-  except UnicodeDecodeError as e:
-    raise UserError(f"--input {path!r} is not valid UTF-8 (byte {e.start}): "
-                    "pass UTF-8 text") from None
-
-
-def stdin_lines():
-  raw = sys.stdin.buffer.read()
-  try:
-    text = raw.decode("utf-8")
-  except UnicodeDecodeError as e:
-    raise UserError(f"stdin is not valid UTF-8 (byte {e.start}): pass UTF-8 text") from None
-  return text.removeprefix(BOM).splitlines()
-
-
-def evaluate(args, config):
+def evaluate(args, settled):
   """`refinedweb eval`: a split of the run's tasks, or every example of an --input file."""
-  from refinedweb_jax import api
   if args.examples is not None and args.examples < -1:
     raise UserError(f"--examples must be -1 (the whole split) or >= 0, got {args.examples}")
   file_flags = [f"--{name.replace('_', '-')}" for name in ("task", "prefix", "name", "format",
@@ -276,47 +55,129 @@ def evaluate(args, config):
   if args.input is not None and args.tasks is not None:
     raise UserError("give --tasks (the run's tasks) or --input FILE, not both")
   names = None if args.tasks is None else [t.strip() for t in args.tasks.split(",") if t.strip()]
-  task = None if args.input is None else file_task(args, config)
-  model = api.RefinedWeb.load(args.workdir, config=config)
+  known = registry.for_config(settled.config)
+  for name in names or ():
+    known.get(name, "--tasks")
+  task = None if args.input is None else inputs.file_task(args, settled.config)
+  model = api.RefinedWeb.load(args.workdir, settled=settled)
   if task is not None:
+    for line in tokenizer.coverage_warnings(model.tokenizer, task.source("test"), task.name,
+                                            str(model.config.data.tokenizer)):
+      print(f"refinedweb: {line}", file=sys.stderr, flush=True)
     model.evaluate_file(task)
   else:
     model.evaluate(args.split, eval_examples=-1 if args.examples == -1 else None,
                    decode_examples=args.examples, tasks=names)
 
 
-def file_task(args, config):
-  """The task of `eval --input FILE`: its examples, with --task's or the flags' prefix,
-  metrics and language."""
-  from refinedweb_jax import configs
-  from refinedweb_jax.data import tasks
-  from refinedweb_jax.data.datasets import own_data
-  from refinedweb_jax.train import setup
-  like = None
+def show_config(args, settled):
+  print(json.dumps(configs.to_dict(settled.config), indent=2, sort_keys=True,
+                   ensure_ascii=False))
+
+
+def generate(args, settled):
+  known = registry.for_config(settled.config)
+  if args.task is not None and args.task not in known:
+    raise UserError(f"unknown task {args.task!r}; allowed: {', '.join(known.names())}")
+  settings = inputs.decoding_settings(args)
+  if args.batch_size < 1:
+    raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+  if args.text and args.input:
+    raise UserError("give inputs by --text or by --input FILE, not both")
+  if args.text:
+    texts, where = args.text, "--text #{}"
+  elif args.input:
+    texts, where = inputs.file_lines(args.input), f"--input {args.input} line {{}}"
+  else:
+    texts, where = inputs.stdin_lines(), "stdin line {}"
+  for i, text in enumerate(texts):
+    if not text.strip():
+      raise UserError(f"empty input text ({where.format(i + 1)}); give a non-empty string")
+  if not texts:
+    raise UserError("no input: pass --text, --input FILE or one input per line on stdin")
+  model = api.RefinedWeb.load(args.workdir, settled=settled, weights=args.weights)
+  inputs.check_vocabulary(settings, model)
   if args.task is not None:
-    known = setup.all_tasks(config)
-    if args.task not in known:
-      raise UserError(f"unknown --task {args.task!r}; this run knows: "
-                      f"{', '.join(configs.known_tasks(config))}")
-    like = known[args.task]
-  fmt = args.format or guess_format(args.input)
-  if fmt == "text":
-    raise UserError("--input takes one file (tsv, jsonl or squad), not a text pair; join the "
-                    "source and target lines with a tab into a .tsv")
-  _check_fields(fmt, args, args.input)
-  try:
-    columns = tuple(int(c) for c in args.columns.split(","))
-  except ValueError:
-    raise UserError(f"bad --columns {args.columns!r}; use INPUT,TARGET like 0,1") from None
-  stem = os.path.basename(args.input).split(".")[0]
-  if stem in ("train", "dev", "validation", "test", "eval"):  # not a name of its own
-    stem = f"{os.path.basename(os.path.dirname(os.path.abspath(args.input)))}_{stem}"
-  name = args.name or "".join(c if c.isalnum() or c in "_-" else "_" for c in stem) or "input"
-  prefix = args.prefix if args.prefix is not None else like.prefix if like else ""
-  examples = own_data.read_examples(
-      task=name, format=fmt, files=[args.input], input_field=args.input_field,
-      target_field=args.target_field, columns=columns if fmt == "tsv" else (0, 1),
-      prefix=prefix)
-  metrics = _metrics(args) or (like.metrics if like else tasks.default_metrics(fmt))
-  language = _language(args) or (like.language if like else "en")
-  return tasks.Task(name, lambda split: examples, tuple(metrics), language, prefix)
+    texts = [known.get(args.task).prefix + t for t in texts]
+  for output in model.stream(texts, batch_size=args.batch_size, **settings):
+    print(output, flush=True)
+
+
+def chat(args, settled):
+  """Reads user turns from stdin, answers each with the whole conversation as context."""
+  settings = inputs.decoding_settings(args)
+  model = api.RefinedWeb.load(args.workdir, settled=settled, weights=args.weights)
+  inputs.check_vocabulary(settings, model)
+  interactive = sys.stdin.isatty()
+  if interactive:
+    print("chat with the model; /reset starts over, /exit (or Ctrl-D) quits", flush=True)
+  turns = []
+  for line in inputs.stdin_turns(interactive):
+    if line in ("/exit", "/quit"):
+      return
+    if line == "/reset":
+      turns = []
+      print("(conversation reset)", flush=True)
+      continue
+    turns.append(line)
+    # Oldest exchanges go first when the conversation outgrows the model's input length.
+    while len(turns) > 1 and (len(model.tokenizer.encode(tasks.chat_prompt(turns)))
+                              >= model.config.data.input_length):
+      turns = turns[2:]
+    reply = model.chat(turns, **settings)
+    turns.append(reply.strip() or "...")
+    print(f"model> {reply}" if interactive else reply, flush=True)
+
+
+def distill_dump(args, settled):
+  dump.dump(settled.config, args.teacher, args.out, sequence_kd=args.sequence_kd)
+
+
+def sweep_run(args, overrides):
+  if args.shard is not None:
+    arms.parse_shard(args.shard)  # before the experiment file loads
+  return runner.run_sweep(args.config, args.workdir, arms=args.arms, shard=args.shard,
+                          dry_run=args.dry_run, common=dict(overrides),
+                          out=lambda text: print(text, flush=True))
+
+
+def sweep_report(args, settled):
+  print(report.write_report(args.workdir))
+
+
+def import_hf(args, settled):
+  convert.import_hf(args.model_dir, args.workdir, settled.config)
+  print(f"imported {args.model_dir} into {args.workdir}; fine-tune with: refinedweb train "
+        f"--workdir NEW --config.train.init_from={args.workdir}")
+
+
+def export_hf(args, settled):
+  print(f"exported {args.workdir} to {convert.export_hf(args.workdir, args.out)}")
+
+
+def attention_mask(args, settled):
+  sizes = {name: getattr(args, name) for name in plots.pattern_sizes()}
+  density = plots.plot_pattern(args.out, args.kind, args.length, args.causal, sizes)
+  print(f"{args.out} density {density:.4f}")
+
+
+def fetch(args, settled):
+  written = fetch_lib.fetch(args.names, args.out, args.source)
+  print(f"{sum(map(len, written.values()))} files written; the experiments read "
+        f"{args.out or fetch_lib.default_out()} when {fetch_lib.ENV} names it")
+
+
+BODIES = {"prepare": prepare, "train": train, "eval": evaluate, "config": show_config,
+          "generate": generate, "chat": chat, "distill dump": distill_dump,
+          "distill train": distill_train, "sweep run": sweep_run, "sweep report": sweep_report,
+          "import-hf": import_hf, "export-hf": export_hf, "attention-mask": attention_mask,
+          "fetch": fetch}
+
+
+def run_config(workdir: str):
+  """`refinedweb config --workdir W` of a run with no checkpoint yet: its config.json."""
+  saved = resume.read_config(workdir)
+  if saved is None:
+    raise FileNotFoundError(f"{workdir} holds no run (no checkpoint, no config.json); train "
+                            f"first with: refinedweb train --workdir {workdir}")
+  return configs.from_saved(saved)

@@ -24,7 +24,7 @@ from refinedweb_jax.convert import hf_t5
 from refinedweb_jax.data import tokenizer as tok
 from refinedweb_jax.model import scan
 from refinedweb_jax.model.transformer import EncoderDecoder, flat_params
-from refinedweb_jax.train import checkpoint, optim, setup, step as step_lib
+from refinedweb_jax.train import checkpoint, optim, resume, setup, step as step_lib
 
 # T5's fine-tuning lengths; change them with --config.data.* when training.
 INPUT_LENGTH, TARGET_LENGTH = 512, 128
@@ -67,7 +67,10 @@ def import_hf(model_dir: str, workdir: str, config=None):
   hf_t5.check_tokenizer(tokenizer.vocab_size, fields["vocab_size"], spiece)
   weights = hf_t5.Weights(model_dir)
   workdir = os.path.abspath(workdir)
-  config = configs.default_config() if config is None else config
+  # A fresh copy of the settled config: the imported model's section replaces its own.
+  config = configs.default_config() if config is None else configs.from_saved(
+      configs.to_dict(config))
+  config.model.preset = "custom"  # every size below is the T5's own
   config.model.update(fields)
   config.data.update(dict(tokenizer=os.path.join(workdir, "spiece.model"),
                           vocab_size=tokenizer.vocab_size, input_length=INPUT_LENGTH,
@@ -97,6 +100,7 @@ def import_hf(model_dir: str, workdir: str, config=None):
     shutil.copyfile(spiece, os.path.join(staging, "spiece.model"))
     with open(os.path.join(staging, checkpoint.IMPORTED), "w") as f:
       json.dump({"model_dir": os.path.abspath(model_dir), "config": hf}, f, indent=1)
+    resume.write_config(staging, config)  # `refinedweb config --workdir` shows the T5's model
     ckpt = checkpoint.Checkpointer(os.path.join(staging, "checkpoints"), async_save=False)
     try:
       ckpt.save(0, state, config=checkpoint.config_to_json(config),

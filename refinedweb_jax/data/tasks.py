@@ -6,13 +6,11 @@ and the language of its targets. What the built-in tasks are (names, prefixes, t
 QA and chat input formats, languages, metrics) is defined here once: the corpus
 generator, the datasets and the applications API all read it. Tasks come from the
 built-in corpus, from the user's own files (config.own_tasks) and from public TFDS
-datasets (config.public_tasks); a mixture samples some of them at rates computed
-from their sizes.
+datasets (config.public_tasks), all named in one place (registry.py); a mixture samples
+some of them at rates computed from their sizes.
 """
 
 import dataclasses
-import json
-import os
 from typing import Callable
 
 import numpy as np
@@ -122,96 +120,9 @@ class Subset:
     return self.source[int(self.indices[i])]
 
 
-def builtin_tasks(source_fn) -> dict:
-  """One Task per built-in task; source_fn(split) is the whole built-in split."""
-  cache = {}
-
-  def split_index(split):
-    if split not in cache:
-      source = source_fn(split)
-      names = np.asarray([source[i]["task"] for i in range(len(source))])
-      cache[split] = (source, names)
-    return cache[split]
-
-  def make(name):
-    def source(split):
-      whole, names = split_index(split)
-      return Subset(whole, np.flatnonzero(names == name))
-    return Task(name, source, metrics(name), language(name), prefix(name))
-
-  return {name: make(name) for name in BUILTIN}
-
-
-def own_tasks(specs, data_dir: str) -> dict:
-  """Tasks from the user's files: config.own_tasks entries (own_data.build arguments)."""
-  from refinedweb_jax.data.datasets import own_data
-  out = {}
-  for spec in specs or []:
-    spec = dict(spec)
-    name = spec["task"]
-    task_metrics = tuple(spec.pop("metrics", None) or default_metrics(spec["format"]))
-    task_language = spec.pop("language", "en")
-    for metric in task_metrics:
-      if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r} for own task {name!r}; allowed: "
-                         f"{', '.join(METRICS)}")
-    source = lambda split, spec=spec: own_data.data_source(data_dir, split, **spec)
-    out[name] = Task(name, source, task_metrics, task_language,
-                     spec.get("prefix", own_prefix(name)))
-  return out
-
-
 def default_metrics(format: str) -> tuple:
   """An own task's metrics when none are given: SQuAD's for squad files, else BLEU and chrF."""
   return ("squad",) if format == "squad" else ("bleu", "chrf")
-
-
-# In data.data_dir: the own tasks `refinedweb prepare --task` built, by name (their
-# config.own_tasks entries), so a mixture can name them without an experiment file.
-REGISTRY = "own_tasks.json"
-
-
-def registered_tasks(data_dir: str) -> dict:
-  """Name -> config.own_tasks entry of every own task prepared in data_dir."""
-  from etils import epath
-  path = epath.Path(data_dir) / REGISTRY
-  if not path.exists():
-    return {}
-  try:
-    return json.loads(path.read_text(encoding="utf-8"))
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e}); remove it and prepare the own tasks "
-                     "again with: refinedweb prepare --task NAME ...") from None
-
-
-def register_task(data_dir: str, spec: dict):
-  """Records a prepared own task (its config.own_tasks entry) in data_dir's registry."""
-  from etils import epath
-  entries = registered_tasks(data_dir)
-  entries[spec["task"]] = spec
-  path = epath.Path(data_dir) / REGISTRY
-  text = json.dumps(entries, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
-  if "://" in str(path):
-    path.write_text(text, encoding="utf-8")
-    return
-  tmp = f"{path}.tmp{os.getpid()}"  # renamed into place: a reader never sees half a file
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def public_tasks(names, data_dir: str) -> dict:
-  """Public TFDS datasets by name (datasets.public.PUBLIC), read from data_dir."""
-  from refinedweb_jax.data.datasets import public
-  out = {}
-  for name in names:
-    if name not in public.PUBLIC:
-      raise ValueError(f"unknown public task {name!r} in config.public_tasks; allowed: "
-                       f"{', '.join(public.PUBLIC)}")
-    spec = public.PUBLIC[name]
-    source = lambda split, name=name: public.data_source(name, split, data_dir)
-    out[name] = Task(name, source, spec.metrics, spec.language, spec.prefix)
-  return out
 
 
 def mixture_rates(sizes: dict, *, method: str = "proportional", cap: int = 0,

@@ -15,6 +15,7 @@ import time
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from refinedweb_jax import sharding
 from refinedweb_jax.data import pipeline
@@ -32,7 +33,10 @@ def topk_fn(teacher, k: int, value_dtype: str):
     logprobs, ids, lse = train_losses.teacher_topk(teacher.run.model, params, batch, k)
     return logprobs.astype(dtype), ids, lse
   jitted = sharding.jit(fn, mesh)
-  return lambda params, batch: jitted(params, sharding.to_global(batch, mesh))
+  # Every process holds the whole batch (the plan is the same everywhere) and gets all
+  # results back, so any process count writes the same shards.
+  return lambda params, batch: sharding.to_host(jitted(params, sharding.from_full_batch(
+      batch, mesh)))
 
 
 def sequence_fn(teacher, config):
@@ -47,8 +51,8 @@ def sequence_fn(teacher, config):
   jitted = sharding.jit(fn, mesh)
 
   def run(inputs_BxS):
-    inputs = jax.device_put(inputs_BxS, sharding.batch_sharding(mesh))
-    return np.asarray(jax.device_get(jitted(teacher.params, inputs)))
+    inputs = sharding.from_full_batch({"inputs": inputs_BxS}, mesh)["inputs"]
+    return np.asarray(sharding.to_host(jitted(teacher.params, inputs)))
   return run
 
 
@@ -109,9 +113,6 @@ def _check_same_plan(out_dir: str, old: dict, new: dict):
 def dump(config, teacher_workdir: str, out_dir: str, *, sequence_kd: bool = False,
          max_shards: int | None = None, log=print) -> dict:
   """Writes (or finishes) the dump in out_dir; returns size and throughput statistics."""
-  if jax.process_count() > 1:
-    raise ValueError(f"distill dump runs in one process, got {jax.process_count()}; run it on "
-                     "one host (each shard is a separate file, so hosts could split them later)")
   teacher = setup.restore(teacher_workdir)
   tokenizer = teacher.run.tokenizer
   where = f"from --teacher {teacher_workdir}"
@@ -121,15 +122,19 @@ def dump(config, teacher_workdir: str, out_dir: str, *, sequence_kd: bool = Fals
   proto = tokenizer.serialized_model_proto()
   logit_store.check_same_tokenizer(run.tokenizer, proto, where)
   index = plan(config, run, teacher, sequence_kd=sequence_kd)
+  # Every process computes every batch (from_full_batch); the first writes the files.
+  main = jax.process_index() == 0
+  log = log if main else (lambda *a: None)
   if os.path.isfile(os.path.join(out_dir, logit_store.INDEX)):
     _check_same_plan(out_dir, logit_store.read_index(out_dir), index)
-  else:
+  elif main:
     with open(os.path.join(out_dir, logit_store.TOKENIZER), "wb") as f:
       f.write(proto)
     logit_store.write_index(out_dir, index)
-  for name in os.listdir(out_dir):  # leftovers of a killed run
+  for name in os.listdir(out_dir) if main else ():  # leftovers of a killed run
     if ".array_record.tmp-" in name:
       os.remove(os.path.join(out_dir, name))
+  multihost_utils.sync_global_devices("dump planned")
   todo = logit_store.missing_shards(out_dir, index)
   log(f"teacher {teacher_workdir} (step {teacher.step}): {index['num_examples']} examples of "
       f"{len(index['tasks'])} tasks in {index['num_shards']} shards, top-k {index['top_k']} "
@@ -148,11 +153,13 @@ def dump(config, teacher_workdir: str, out_dir: str, *, sequence_kd: bool = Fals
                                   index["input_length"], tokenizer.eos_id)
     records = shard_records(teacher, index, shard, tokenized, topk,
                             config.distill.dump_batch_size, outputs)
-    logit_store.write_shard(out_dir, shard, index["num_shards"], records)
+    if main:
+      logit_store.write_shard(out_dir, shard, index["num_shards"], records)
     seconds += time.time() - start
     tokens += sum(len(t["inputs"]) + len(t["targets"]) for t in tokenized)
     log(f"  shard {shard + 1}/{index['num_shards']}: {len(tokenized)} examples, "
         f"{tokens / seconds:,.0f} tokens/s")
+  multihost_utils.sync_global_devices("dump written")
   stats = size_stats(out_dir)
   stats["tokens_per_second"] = tokens / seconds if seconds else None
   missing = logit_store.missing_shards(out_dir, index)

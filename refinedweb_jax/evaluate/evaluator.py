@@ -5,6 +5,7 @@ import functools
 import json
 import math
 import time
+import unicodedata
 
 import jax.numpy as jnp
 import numpy as np
@@ -160,9 +161,19 @@ def samples_text(rows) -> str:
   for r in rows:
     if r["task"] not in seen:
       seen.add(r["task"])
-      lines.append(f"  {r['task']:<16} {_clip(r['inputs'], 60):<60} -> "
+      lines.append(f"  {r['task']:<16} {_pad(_clip(r['inputs'], 60), 60)} -> "
                    f"{_clip(r['prediction'], 50)}  (target: {_clip(r['targets'], 40)})")
   return "\n".join(lines)
+
+
+def _width(text: str) -> int:
+  """Columns a terminal gives text: East Asian wide and full-width characters take two."""
+  return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _pad(text: str, width: int) -> str:
+  """text left-aligned in `width` terminal columns (Chinese included)."""
+  return text + " " * max(width - _width(text), 0)
 
 
 def score(task, examples, predictions) -> dict:
@@ -210,5 +221,13 @@ def metrics_table(step: int, metrics: dict, task_names, ns: str = "eval", *,
 
 
 def _clip(text: str, width: int) -> str:
+  """text in at most `width` terminal columns, cut with an ellipsis."""
   text = text.replace("\n", "\\n")
-  return text if len(text) <= width else text[: width - 1] + "…"
+  if _width(text) <= width:
+    return text
+  out = ""
+  for c in text:
+    if _width(out + c) > width - 1:
+      break
+    out += c
+  return out + "…"

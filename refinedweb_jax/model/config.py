@@ -10,6 +10,8 @@ from refinedweb_jax.model.attention.kinds import AttentionConfig
 from refinedweb_jax.model.layers import ACTIVATIONS
 
 PRESETS = {
+    # Every field given explicitly (an imported T5's config): ModelConfig's defaults otherwise.
+    "custom": {},
     "tiny": dict(vocab_size=512, d_model=32, num_heads=4, head_dim=8, d_ff=64,
                  num_encoder_layers=2, num_decoder_layers=2),
     # The default job's: fast enough on 2 CPU cores to learn the built-in translations.

@@ -1,27 +1,28 @@
-"""A run's parts assembled from its config: tasks, tokenizer, model, mesh; and trained runs.
+"""A run's parts from its settled config: tasks, tokenizer, model, mesh; and trained runs.
 
-build(config) prepares what training needs (the built-in corpus, the tokenizer) and
-checks that the batch splits over the mesh; restore(path) gives a trained run's
-parts from its checkpoint (its own config and tokenizer) with its parameters only,
-on the mesh its config asks for. Training, evaluation, distillation and the API
-all start from a Setup.
+build(config) prepares what training needs (the built-in corpus, the tokenizer, or a
+run's tokenizer to continue or fine-tune from) and checks that the batch splits over the
+mesh; restore(path) gives a trained run's parts from its checkpoint (its own config and
+tokenizer) with its parameters only, on the mesh its config asks for. Training,
+evaluation, distillation and the API all start from a Setup.
 """
 
 import dataclasses
 import hashlib
 import os
+import tempfile
 from typing import Any
 
 import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
-from refinedweb_jax import configs, sharding
-from refinedweb_jax.data import pipeline, tasks as tasks_lib
+from refinedweb_jax import backend, configs, sharding
+from refinedweb_jax.data import pipeline, registry, stream, tasks as tasks_lib
 from refinedweb_jax.data import tokenizer as tok
 from refinedweb_jax.evaluate.evaluator import Evaluator
-from refinedweb_jax.model.config import ModelConfig
 from refinedweb_jax.model import scan
+from refinedweb_jax.model.config import ModelConfig
 from refinedweb_jax.model.transformer import EncoderDecoder, flat_params
 from refinedweb_jax.train import checkpoint, resume, step as step_lib
 
@@ -50,31 +51,47 @@ class Setup:
     return (self.model_cfg.packing_alignment("encoder"),
             self.model_cfg.packing_alignment("decoder"))
 
-  def train_iterator(self, sources=None, **pipeline_args):
-    """This host's infinite batched iterator over the mixture (pipeline.train_dataset)."""
+  def train_iterator(self, sources=None, *, tokenize=None, target_features=(),
+                     lengths_key: str = "") -> stream.GlobalBatches:
+    """This process's rows of the global batch stream over the mixture (data/stream.py):
+    the same global batches for any number of processes and devices.
+
+    tokenize: the example transform (default pipeline.Tokenize); target_features: arrays
+    it adds beside the targets; lengths_key: what else fixes the transform's token
+    lengths (a teacher store's), for the length tables' cache in data.data_dir.
+    """
     d = self.config.data
     default_sources, rates = self.mixture()
-    ds = pipeline.train_dataset(
-        sources or default_sources, rates, self.tokenizer,
-        batch_size=d.batch_size // jax.process_count(), input_length=d.input_length,
+    sources = sources or default_sources
+    transform = tokenize or pipeline.Tokenize(self.tokenizer, d.input_length, d.target_length)
+    proto = hashlib.sha256(self.tokenizer.serialized_model_proto()).hexdigest()[:16]
+    lengths = []
+    for task, source in zip(self.tasks, sources):
+      key = f"{task.name}:{len(source)}:{proto}:{d.input_length}:{d.target_length}:{lengths_key}"
+      name = hashlib.sha256(key.encode()).hexdigest()[:20]
+      path = None if "://" in str(d.data_dir) else os.path.join(d.data_dir, "lengths",
+                                                                 f"{name}.npy")
+      lengths.append(stream.length_table(source, transform, path))
+    workers, prefetch = host_threads(d)
+    return stream.batches(
+        sources, rates, transform, batch_size=d.batch_size, input_length=d.input_length,
         target_length=d.target_length, pack=d.pack, seed=d.shuffle_seed,
-        shard_index=jax.process_index(), shard_count=jax.process_count(),
-        alignment=self.alignment(), **pipeline_args)
-    return iter(ds)
+        alignment=self.alignment(), rows=sharding.local_rows(self.mesh, d.batch_size),
+        lengths=lengths, target_features=target_features, workers=workers, prefetch=prefetch)
 
   def evaluator(self, log, *, split: str = "validation", eval_examples=None,
-                decode_examples=None, file_task=None) -> Evaluator:
-    """The Evaluator of config.mixture.eval_tasks (default: the trained tasks) on a split,
-    or of one `file_task` (a file's examples, `refinedweb eval --input`); examples per
-    task default to the config's."""
+                decode_examples=None, file_task=None, task_names=None) -> Evaluator:
+    """The Evaluator of `task_names` (default: config.mixture.eval_tasks, else the trained
+    tasks) on a split, or of one `file_task` (a file's examples, `refinedweb eval --input`);
+    examples per task default to the config's."""
     t, d = self.config.train, self.config.data
     if file_task is not None:
       chosen = [file_task]
     else:
-      names = configs.eval_task_names(self.config)
+      known = registry.for_config(self.config)
+      names = task_names or configs.eval_task_names(self.config)
       trained = {task.name: task for task in self.tasks}
-      available = trained if set(names) <= set(trained) else all_tasks(self.config)
-      chosen = [available[name] for name in names]
+      chosen = [trained.get(name) or known.get(name, "--tasks") for name in names]
     return Evaluator(
         chosen, self.tokenizer, self.model, self.mesh, log, split=split,
         file_task=file_task is not None,
@@ -85,27 +102,22 @@ class Setup:
                          else decode_examples))
 
 
+# Batches built ahead by worker threads: a few on CPU, where the step is slow and cores
+# are few; more on accelerators, whose steps take milliseconds (data.workers/prefetch).
+HOST_THREADS = {"cpu": (2, 2)}
+ACCELERATOR_THREADS = (8, 8)
+
+
+def host_threads(data) -> tuple[int, int]:
+  """(worker threads, batches ahead): data.workers and data.prefetch, 0 = by platform."""
+  default = HOST_THREADS.get(backend.platform(), ACCELERATOR_THREADS)
+  return data.get("workers") or default[0], data.get("prefetch") or default[1]
+
+
 def run_tasks(config) -> list:
   """The Tasks of config.mixture.tasks, in order."""
-  available = all_tasks(config)
-  return [available[name] for name in configs.task_names(config)]
-
-
-def builtin_source(config, split: str):
-  """The config's built-in corpus split, every task mixed (datasets.builtin)."""
-  from refinedweb_jax.data.datasets import builtin  # TFDS is slow to import: only when read
-  d = config.data
-  return builtin.data_source(d.data_dir, split, num_train=d.num_train,
-                             num_validation=d.num_validation, num_test=d.num_test,
-                             seed=d.corpus_seed, long_fraction=d.long_fraction)
-
-
-def all_tasks(config) -> dict:
-  """Every task a config can name, by name: built-in, own (config.own_tasks) and public."""
-  d = config.data
-  return {**tasks_lib.builtin_tasks(lambda split: builtin_source(config, split)),
-          **tasks_lib.own_tasks(config.get("own_tasks", []), d.data_dir),
-          **tasks_lib.public_tasks(configs.public_task_names(config), d.public_data_dir)}
+  known = registry.for_config(config)
+  return [known.get(name) for name in configs.task_names(config)]
 
 
 def _prepare_tokenizer(config, run_tasks_: list) -> str:
@@ -135,6 +147,20 @@ def _prepare_tokenizer(config, run_tasks_: list) -> str:
                    "or a SentencePiece model file (*.model)")
 
 
+def check_data_dir(data_dir: str):
+  """Raises (one line) unless data.data_dir is a directory files can be written in."""
+  if "://" in str(data_dir):
+    return  # a bucket: its writes fail, if they do, with the store's own error
+  try:
+    os.makedirs(data_dir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".write-check-"):
+      pass
+  except OSError as e:
+    raise ValueError(f"config.data.data_dir {data_dir!r} is not a directory this process can "
+                     f"write in ({e.strerror or e}); give a writable folder, e.g. "
+                     "--config.data.data_dir=~/.cache/refinedweb_jax") from None
+
+
 def make_mesh(config) -> jax.sharding.Mesh:
   m = config.mesh
   return sharding.make_mesh(m.data, m.fsdp, m.tensor)
@@ -145,31 +171,26 @@ def inference_mesh(config) -> jax.sharding.Mesh:
   return sharding.make_mesh(-1, config.mesh.fsdp, config.mesh.tensor)
 
 
-def build(config, model_from: str | None = None) -> Setup:
-  """Everything training needs from a config; one host prepares data and tokenizer.
+def build(config, tokenizer_from: str | None = None) -> Setup:
+  """Everything training needs from a settled config; one host prepares data and tokenizer.
 
-  With train.init_from (or `model_from`: a resumed run's own workdir) the model section
-  and the tokenizer are that run's; the config's own model fields (attention kinds and
-  sizes, dropout, remat, dtype, ...) override its, so that e.g. a sparse encoder
-  fine-tunes a dense checkpoint. The preset is always that run's.
+  tokenizer_from: a run whose checkpoint holds the tokenizer (the run being continued,
+  or train.init_from's); else the config's tokenizer is prepared. A config not settled
+  yet (a plain ConfigDict) is settled first, as a new run's (resume.settle).
   """
-  configs.resolve(config)  # e.g. data.tokenizer "auto"; the CLI has done so already
+  if not config.is_locked:  # a config not settled yet: as a new run's
+    config = resume.settle(None, base=config).config
   run_tasks_ = run_tasks(config)
-  source = model_from or config.train.get("init_from")
   if jax.process_index() == 0:
-    if source:
+    check_data_dir(config.data.data_dir)
+    if tokenizer_from:
       for task in run_tasks_:
         task.source("train")  # prepares the task's data once, before other hosts read it
     else:
       _prepare_tokenizer(config, run_tasks_)
   multihost_utils.sync_global_devices("data prepared")
-  if source:
-    saved, proto = _saved_metadata(source)
-    changed = _take_model_section(config, saved.get("model", {}))
-    if changed and jax.process_index() == 0:
-      print(f"model from {source}; this config changes " + ", ".join(
-          f"{k}={v!r}" for k, v in changed.items()), flush=True)
-    tokenizer = tok.Tokenizer(model_proto=proto)
+  if tokenizer_from:
+    tokenizer = tok.Tokenizer(model_proto=resume.saved(tokenizer_from)[1])
   else:
     tokenizer = tok.Tokenizer(_prepare_tokenizer(config, run_tasks_))
   model_cfg = configs.model_config(config, vocab_size=tokenizer.vocab_size)
@@ -177,67 +198,6 @@ def build(config, model_from: str | None = None) -> Setup:
   sharding.check_model_fits(model_cfg, dict(mesh.shape))
   sharding.check_batch(mesh, config.data.batch_size, config.train.microbatches)
   return Setup(config, run_tasks_, tokenizer, model_cfg, EncoderDecoder(model_cfg), mesh)
-
-
-def saved_config(workdir: str) -> dict | None:
-  """The config saved with a run's newest checkpoint, or None when it has none."""
-  if not checkpoint.has_steps(os.path.join(workdir, "checkpoints")):
-    return None
-  return _saved_metadata(workdir)[0]
-
-
-def check_resume(config, workdir: str) -> list:
-  """Before a run resumes: the (key, old, new) changes its config makes to the saved one.
-
-  Raises, naming each key and both values, when a key that fixes the model, tokenizer,
-  data or seed differs (resume.resume_changes).
-  """
-  saved = saved_config(workdir)
-  return [] if saved is None else resume.resume_changes(saved, config, workdir)
-
-
-def run_config(workdir: str):
-  """A trained run's own config (as saved with its newest checkpoint) as a ConfigDict."""
-  workdir = locate(workdir)[0]
-  saved = saved_config(workdir)
-  if saved is None:
-    raise FileNotFoundError(f"no finished checkpoint in {workdir}; train first with: "
-                            f"refinedweb train --workdir {workdir}")
-  return configs.from_saved(saved)
-
-
-def _saved_metadata(path: str):
-  """(config dict, tokenizer proto) of a run's newest checkpoint."""
-  _, ckpt_dir, step = locate(path)
-  ckpt = checkpoint.Checkpointer(ckpt_dir, async_save=False)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"config.train.init_from {path!r} has no finished checkpoint")
-    return ckpt.restore_metadata(step)
-  finally:
-    ckpt.close()
-
-
-def _take_model_section(config, saved: dict) -> dict:
-  """config.model := the saved model section, then every field the config itself sets;
-  returns those fields that differ from the saved ones."""
-  changed = {}
-  with config.unlocked():
-    mine = config.model.to_dict()
-    config.model.preset = saved.get("preset", mine["preset"])
-    for key, value in saved.items():
-      if key == "attention":
-        for name, size in value.items():
-          if mine["attention"].get(name) is None:
-            config.model.attention[name] = size
-          elif mine["attention"][name] != size:
-            changed[f"attention.{name}"] = mine["attention"][name]
-      elif key != "preset" and mine.get(key) is None:
-        config.model[key] = value
-      elif key != "preset" and mine[key] != value:
-        changed[key] = mine[key]
-  return changed
 
 
 def init_params(config, abstract_params, model_cfg):
@@ -269,20 +229,6 @@ def init_params(config, abstract_params, model_cfg):
   return jax.tree.unflatten(jax.tree.structure(abstract_params), placed)
 
 
-def locate(path: str):
-  """A workdir, its checkpoints/ folder or one checkpoints/STEP -> (workdir, ckpt_dir, step)."""
-  path = os.path.abspath(path)
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    return path, os.path.join(path, "checkpoints"), None
-  name = os.path.basename(path)
-  if name.isdigit() and os.path.isdir(path):
-    return os.path.dirname(os.path.dirname(path)), os.path.dirname(path), int(name)
-  if name == "checkpoints" and os.path.isdir(path):
-    return os.path.dirname(path), path, None
-  raise FileNotFoundError(f"no checkpoint in {path!r} (no {os.path.join(path, 'checkpoints')}); "
-                          f"train first with: refinedweb train --workdir {path}")
-
-
 @dataclasses.dataclass
 class Trained:
   """A trained run restored from a checkpoint: its Setup, parameters and step."""
@@ -292,40 +238,39 @@ class Trained:
   workdir: str
 
 
-def restore(path: str, overrides=None) -> Trained:
+def restore(path: str, config=None) -> Trained:
   """A trained run from its newest (or given) checkpoint.
 
-  The config and tokenizer are the ones saved with the checkpoint (or `overrides`, the
-  run's config with keys a resumed run may change set otherwise: eval and decoding
-  settings, the mesh); only the
-  parameters are read (no optimizer state), straight into their shardings on the
-  mesh that config asks for (inference_mesh). A newest step that does not read back
-  is skipped, with a warning, for the one before (a given step is not).
+  The config and tokenizer are the ones saved with the checkpoint, or `config`: the run's
+  config settled with changes a later command may make (resume.settle: eval and decoding
+  settings, the mesh). Only the parameters are read (no optimizer state), straight into
+  their shardings on the mesh that config asks for (inference_mesh). A newest step that
+  does not read back is skipped, with a warning, for the one before (a given step is not).
   """
-  workdir, ckpt_dir, step = locate(path)
+  workdir, ckpt_dir, step = resume.locate(path)
   ckpt = checkpoint.Checkpointer(ckpt_dir, async_save=False)
 
   def read(at: int):
     saved, proto = ckpt.restore_metadata(at)
-    config = configs.from_saved(saved)
-    if overrides is not None:
-      resume.resume_changes(saved, overrides, workdir)  # raises for a key it cannot change
-      config = overrides
+    run_config = configs.from_saved(saved) if config is None else config
     tokenizer = tok.Tokenizer(model_proto=proto)
-    model_cfg = configs.model_config(config, vocab_size=tokenizer.vocab_size)
+    model_cfg = configs.model_config(run_config, vocab_size=tokenizer.vocab_size)
     model = EncoderDecoder(model_cfg)
-    mesh = inference_mesh(config)
-    abstract = step_lib.abstract_params(model, mesh, input_length=config.data.input_length,
-                                        target_length=config.data.target_length)
-    run = Setup(config, run_tasks(config), tokenizer, model_cfg, model, mesh)
+    mesh = inference_mesh(run_config)
+    abstract = step_lib.abstract_params(model, mesh, input_length=run_config.data.input_length,
+                                        target_length=run_config.data.target_length)
+    run = Setup(run_config, run_tasks(run_config), tokenizer, model_cfg, model, mesh)
     return run, ckpt.restore_params(at, abstract)
 
+  try:
+    if step is None:
+      step, restored = ckpt.restore_newest(read, move_aside=False, report=checkpoint.report,
+                                           required=True)
+    else:
+      restored = read(step)
+  finally:
+    ckpt.close()
   if step is None:
-    step, restored = ckpt.restore_newest(read, move_aside=False)
-  else:
-    restored = read(step)
-  ckpt.close()
-  if step is None:
-    raise FileNotFoundError(f"no finished checkpoint in {ckpt_dir}; "
-                            f"train first with: refinedweb train --workdir {workdir}")
+    raise FileNotFoundError(f"no checkpoint in {ckpt_dir} reads back; train first with: "
+                            f"refinedweb train --workdir {workdir}")
   return Trained(restored[0], restored[1], step, workdir)
