@@ -12,6 +12,8 @@ import numpy as np
 from jax.experimental import mesh_utils, multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from refinedweb_jax import backend
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # Logical axis -> mesh axes. Batch splits over data and fsdp; parameters split
@@ -133,6 +135,16 @@ def batch_rows(mesh: Mesh) -> int:
   return math.prod(mesh.shape[a] for a in mesh_axes("batch"))
 
 
+def local_rows(mesh: Mesh, batch_size: int) -> list[int]:
+  """The global batch rows this process feeds, in the order its local data lists them."""
+  index_map = batch_sharding(mesh).addressable_devices_indices_map((batch_size,))
+  rows = set()
+  for index in index_map.values():
+    start, stop, _ = index[0].indices(batch_size)
+    rows.update(range(start, stop))
+  return sorted(rows)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
@@ -239,6 +251,8 @@ def initialize_distributed(coordinator_address: str | None = None,
     if num_processes < 1 or not 0 <= process_id < num_processes:
       raise ValueError(f"config.distributed.process_id={process_id} must be in "
                        f"[0, num_processes={num_processes})")
+    if backend.platform() == "cpu":  # CPU processes reach each other's devices through gloo
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                initialization_timeout=timeout_s)
     return True

@@ -1,4 +1,7 @@
-"""Grain input pipeline: tokenize, truncate or pack, shuffle, batch, shard per host.
+"""Model features from examples: tokenize, pad or pack (Grain's first-fit packer), batch.
+
+Training batches come from the global batch stream (stream.py); evaluation and the
+distillation dump pack a fixed list of examples here (packed_batches).
 
 Batches are dicts of int32 NumPy arrays with the model's feature names:
 encoder_input_tokens, encoder_segment_ids, encoder_positions (B x S) and
@@ -7,7 +10,6 @@ decoder_segment_ids, decoder_positions (B x T).
 """
 
 import dataclasses
-import functools
 
 import grain
 import numpy as np
@@ -86,52 +88,6 @@ def to_model_features(batch, target_features: tuple = ()):
       "decoder_positions": batch["targets_positions"],
       **{key: batch[key] for key in target_features},
   }
-
-
-def mixed_examples(sources, rates, *, seed: int, shard_index: int = 0, shard_count: int = 1):
-  """Infinite MapDataset of text examples: each source host-sliced, reshuffled per epoch, mixed."""
-  parts = []
-  for i, source in enumerate(sources):
-    ds = grain.MapDataset.source(source)[shard_index::shard_count]
-    if len(ds) == 0:
-      raise ValueError(f"mixture source {i} has no examples for host {shard_index} of "
-                       f"{shard_count}")
-    parts.append(ds.seed(seed + 7919 * i).shuffle().repeat(None))
-  return parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, list(rates))
-
-
-def train_dataset(sources, rates, tokenizer, *, batch_size: int, input_length: int,
-                  target_length: int, pack: bool, seed: int, shard_index: int = 0,
-                  shard_count: int = 1, tokenize=None, target_features: tuple = (),
-                  alignment: tuple = (1, 1)):
-  """Infinite, batched IterDataset for one host, mixing `sources` at `rates`.
-
-  Each source is sliced per host (hosts never share an example in an epoch),
-  reshuffled every epoch with its own seed and repeated; Grain's index-based mix
-  then interleaves them in proportion to `rates`, deterministically, so a
-  restored iterator continues the exact same example sequence. `batch_size` is
-  this host's share. `tokenize` (default: Tokenize) may add `target_features`,
-  arrays with one row per target token that are packed or padded with the targets
-  and kept in the batch (a teacher's top-k log-probabilities, say); `alignment`: see
-  pack_rows.
-  """
-  if batch_size <= 0:
-    raise ValueError(f"per-host batch size must be > 0, got {batch_size}")
-  ds = mixed_examples(sources, rates, seed=seed, shard_index=shard_index,
-                      shard_count=shard_count)
-  ds = ds.map(tokenize or Tokenize(tokenizer, input_length, target_length))
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=64))
-  target_features = tuple(target_features)
-  if pack:
-    # Target-aligned arrays fit exactly where the targets do, so packing decisions stay
-    # those of the plain pipeline and the arrays move along.
-    it = pack_rows(it, batch_size=batch_size, input_length=input_length,
-                   target_length=target_length, seed=seed, target_features=target_features,
-                   alignment=alignment)
-  else:
-    it = it.map(PadOne(input_length, target_length, target_features))
-  return it.batch(batch_size, drop_remainder=True).map(
-      functools.partial(to_model_features, target_features=target_features))
 
 
 def pack_rows(it, *, batch_size: int, input_length: int, target_length: int, seed: int,

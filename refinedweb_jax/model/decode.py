@@ -8,6 +8,7 @@ a condition tested every `check_every` steps (CHECK_EVERY: per backend).
 
 import dataclasses
 import functools
+import math
 import os
 
 import jax
@@ -50,6 +51,10 @@ class Decoding:
   seed: int = 0
 
   def __post_init__(self):
+    for name, flag in (("length_penalty", "--length-penalty"), ("temperature", "--temperature"),
+                       ("top_p", "--top-p")):
+      if not math.isfinite(getattr(self, name)):
+        raise ValueError(f"{flag} must be a finite number, got {getattr(self, name)}")
     if self.max_new_tokens < 1:
       raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
     if self.beam_size < 1:
@@ -77,8 +82,9 @@ class Decoding:
 
 
 def available_bytes() -> int:
-  """Memory the default device can hold: its limit on accelerators, the host's RAM on CPU."""
-  stats = jax.devices()[0].memory_stats() or {}
+  """Memory one of this process's devices can hold: its limit on accelerators, the host's
+  RAM on CPU. (Another process's devices cannot be asked: their stats are theirs.)"""
+  stats = jax.local_devices()[0].memory_stats() or {}
   if stats.get("bytes_limit"):
     return int(stats["bytes_limit"])
   return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

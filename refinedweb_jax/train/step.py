@@ -63,6 +63,20 @@ def _like_params(tree):
       is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
+def batch_digest(batch: dict):
+  """A 31-bit digest of the global batch's token ids and segments (which examples a step
+  trained on, whatever the mesh): a position-weighted sum, summed where the rows are."""
+  total = jnp.uint32(0)
+  for name in ("encoder_input_tokens", "decoder_target_tokens", "encoder_segment_ids",
+               "decoder_segment_ids"):
+    x = batch[name].astype(jnp.uint32)
+    index = (jax.lax.broadcasted_iota(jnp.uint32, x.shape, 0) * jnp.uint32(x.shape[1])
+             + jax.lax.broadcasted_iota(jnp.uint32, x.shape, 1))
+    total = total * jnp.uint32(31) + jnp.sum(x * (index * 2 + 1) * jnp.uint32(0x9E3779B1),
+                                             dtype=jnp.uint32)
+  return (total >> 1).astype(jnp.int32)
+
+
 class TrainState(train_state.TrainState):
   """Flax's TrainState plus `skips`: updates left out because the loss was not finite.
 
@@ -86,6 +100,7 @@ def train_step(state, batch, rng, *sum_args, sum_fn, microbatches=1):
   were and is counted in state.skips, all inside the step (no host round trip).
   """
   rng = jax.random.fold_in(rng, state.step)
+  digest = batch_digest(batch)
 
   def sums(params, microbatch, index):
     dropout_rng = rng if microbatches == 1 else jax.random.fold_in(rng, index)
@@ -113,6 +128,7 @@ def train_step(state, batch, rng, *sum_args, sum_fn, microbatches=1):
            "in_a_row": jnp.where(finite, 0, skips["in_a_row"] + 1),
            "first": jnp.where((skips["first"] < 0) & ~finite, step, skips["first"])}
   metrics["train/skipped_steps"] = skips["total"]
+  metrics["train/batch_digest"] = digest
   return state.replace(step=step, params=params, opt_state=opt_state, skips=skips), metrics
 
 

@@ -16,7 +16,7 @@ exactly softmax over M. A layout may carry T5's relative position bias
 key - query offsets. Patterns are defined on each example's own positions: a
 packed row gives every example the outputs it has alone. Kinds whose pattern depends
 on an example's block grid or its first positions (Kind.aligned) need every example
-to start on a block boundary, which the packer ensures (pipeline.train_dataset).
+to start on a block boundary, which the packer ensures (stream.py, pipeline.pack_rows).
 
 Shapes: B batch, N length (a multiple of the block), H heads, K head dim, R query
 blocks (N / block), C query blocks per chunk, M key blocks per query block, E keys
