@@ -11,7 +11,7 @@ import pytest
 
 from refinedweb_jax import api
 from refinedweb_jax import cli as main
-from refinedweb_jax.train import checkpoint, loop
+from refinedweb_jax.train import checkpoint, run
 from conftest import tiny_config
 
 
@@ -27,7 +27,7 @@ def _overrides(config):
 def test_resume_after_crash_equals_uninterrupted(tiny_data_dir, tmp_path, monkeypatch):
   config = tiny_config(tiny_data_dir)
   config.train.eval_every = 100  # only the final eval
-  full = loop.train_and_evaluate(config, str(tmp_path / "full"))
+  full = run.train_and_evaluate(config, str(tmp_path / "full"))
 
   original_due = checkpoint.Checkpointer.due  # asked after every step
 
@@ -38,10 +38,10 @@ def test_resume_after_crash_equals_uninterrupted(tiny_data_dir, tmp_path, monkey
 
   monkeypatch.setattr(checkpoint.Checkpointer, "due", crash_at_step_5)
   with pytest.raises(RuntimeError, match="simulated crash"):
-    loop.train_and_evaluate(config, str(tmp_path / "resumed"))
+    run.train_and_evaluate(config, str(tmp_path / "resumed"))
   monkeypatch.setattr(checkpoint.Checkpointer, "due", original_due)
   # Steps 4 and 5 are replayed from the step-3 checkpoint, data iterator included.
-  resumed = loop.train_and_evaluate(config, str(tmp_path / "resumed"))
+  resumed = run.train_and_evaluate(config, str(tmp_path / "resumed"))
   for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
   steps = [json.loads(l)["step"] for l in open(tmp_path / "resumed" / "metrics.jsonl")
@@ -83,6 +83,13 @@ def test_cli_train_generate_eval(tiny_data_dir, tmp_path):
                        timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.startswith("[eval step 6] loss ") and "predictions: " in out.stdout
+
+  # A beam wider than the vocabulary: one line naming the flag and the range, before decoding.
+  out = subprocess.run(cli + ["generate", "--workdir", workdir, "--beam", "100000", "--text",
+                              "chat: hello"], capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr[-3000:]
+  assert "--beam 100000 is more than this model's vocabulary of" in out.stderr
+  assert "allowed: 1.." in out.stderr
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -129,13 +136,13 @@ def test_invalid_utf8_on_stdin_is_one_line_error(tmp_path):
 
 
 def test_multitask_experiment_prints_per_task_table(tmp_path, capsys):
-  config = main.parse(["train", "--workdir", str(tmp_path / "run"), "--config",
-                       "experiments/train_small_multitask.py:smoke",
-                       f"--config.data.data_dir={tmp_path / 'data'}",
-                       "--config.train.num_steps=4", "--config.train.eval_every=4",
-                       "--config.train.progress_bar=false"])[2]
-  assert len(config.mixture.tasks.split(",")) >= 6
-  loop.train_and_evaluate(config, str(tmp_path / "run"))
+  settled = main.settle(*main.parse([
+      "train", "--workdir", str(tmp_path / "run"), "--config",
+      "experiments/train_small_multitask.py:smoke", f"--config.data.data_dir={tmp_path / 'data'}",
+      "--config.train.num_steps=4", "--config.train.eval_every=4",
+      "--config.train.progress_bar=false"]))
+  assert len(settled.config.mixture.tasks.split(",")) >= 6
+  run.train(settled, str(tmp_path / "run"))
   captured = capsys.readouterr()
   out = captured.out + captured.err
   for line in ("translate_en_zh", "summarize", "qa", "code", "chat"):

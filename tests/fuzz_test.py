@@ -150,14 +150,23 @@ MISC = [
     (["prepare", "--task", ""], "--task needs --train"),
     (["prepare", "--task", "x", "--train", "no/such.tsv"], "train file not found"),
     (["prepare", "--task", "x", "--format", "csv", "--train", "a"], "invalid choice: 'csv'"),
-    (["distill"], "needs a subcommand: dump or train"),
-    (["distill", "bake"], "needs a subcommand: dump or train"),
+    (["distill"], "the following arguments are required: SUBCOMMAND"),
+    (["distill", "bake"], "unknown 'refinedweb distill' subcommand 'bake'; allowed: dump, train"),
     (["distill", "train"] + W, "needs --logits"),
     (["distill", "train"] + W + ["--logits", "no/such"], "does not exist"),
     (["distill", "dump", "--teacher", "no/such", "--out", "o"], "no checkpoint"),
     (["attention-mask", "--kind", "fancy", "--length", "64", "--out", "m.png"], "'fancy'"),
     (["attention-mask", "--kind", "local", "--length", "0", "--out", "m.png"], "length 0"),
     (["attention-mask", "--kind", "local", "--length", "64", "--out", "m.xyz"], "'xyz'"),
+    # Once accepted and wrong (each refused since; the first five ran or trained before).
+    (["train", "--workdir", ""], "--workdir is empty"),
+    (["generate"] + W + ["--temperature", "nan", "--text", "x"], "--temperature must be a finite"),
+    (["generate"] + W + ["--length-penalty", "nan", "--text", "x"], "--length-penalty must be a"),
+    (["generate"] + W + ["--top-p", "inf", "--text", "x"], "--top-p must be a finite"),
+    (TRAIN + ["--config.mixture.weights=nosuch=1", "--config.mixture.rate=explicit"],
+     "config.mixture.weights names 'nosuch', not a task of config.mixture.tasks"),
+    (["prepare", "--config.data.data_dir=/proc/self"], "config.data.data_dir '/proc/self' is not a"),
+    (["eval"] + W + ["--input", "missing.tsv"], "--input 'missing.tsv': no such file"),
 ]
 
 
@@ -184,11 +193,11 @@ def test_workdir_problems_are_one_line_errors(tmp_path, capsys, tiny_data_dir):
 @pytest.fixture(autouse=True)
 def no_training(monkeypatch):
   """A bad value that passes validation would train for real: fail at once instead."""
-  from refinedweb_jax.train import loop
+  from refinedweb_jax.train import run
 
-  def accepted(config, workdir):
+  def accepted(settled, workdir, command=None):
     raise AssertionError(f"accepted and started training in {workdir}")
-  monkeypatch.setattr(loop, "train_and_evaluate", accepted)
+  monkeypatch.setattr(run, "train", accepted)
 
 
 def _assert_one_line_error(argv, message, capsys):

@@ -10,12 +10,13 @@ saved with them) is moved aside to <directory>-corrupt/ and the next older one i
 """
 
 import base64
+import hashlib
 import json
 import logging
 import os
+import sys
 import time
 
-import grain
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
@@ -28,6 +29,17 @@ log = logging.getLogger(__name__)
 
 class CorruptCheckpoint(ValueError):
   """A saved step whose contents do not read back as they were written."""
+
+
+class OldFormat(ValueError):
+  """A saved step this version reads, but whose data position it cannot continue."""
+
+
+class NoGoodCheckpoint(ValueError):
+  """Every saved step of a run fails to read back."""
+
+
+DATA = "data_state"  # the global data position (data/stream.py), one JSON record
 
 
 class Checkpointer:
@@ -46,36 +58,69 @@ class Checkpointer:
 
   def save(self, step: int, state, *, data_iterator=None, config: dict | None = None,
            tokenizer_proto: bytes | None = None, force: bool = False) -> bool:
-    """Saves when the step is due (or `force`); returns whether a save started."""
+    """Saves when the step is due (or `force`); returns whether a save started.
+
+    Every item is saved with a checksum: the arrays' bit sums, and the SHA-256 of the
+    data position, the config and the tokenizer, so a resume can verify each of them.
+    """
     if not force and not self.due(step):
       return False
     optimizer = _optimizer_part(state)
+    sums = {"params": checksums(state.params), "optimizer": checksums(optimizer),
+            "step": int(step)}
     items = {"params": ocp.args.StandardSave(state.params),
-             "optimizer": ocp.args.StandardSave(optimizer),
-             "checksums": ocp.args.JsonSave({"params": checksums(state.params),
-                                             "optimizer": checksums(optimizer)})}
+             "optimizer": ocp.args.StandardSave(optimizer)}
     if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+      record = data_iterator.get_state()
+      items[DATA] = ocp.args.JsonSave(record)
+      sums[DATA] = digest(record)
     if config is not None:
       items["config"] = ocp.args.JsonSave(config)
+      sums["config"] = digest(config)
     if tokenizer_proto is not None:
-      items["assets"] = ocp.args.JsonSave(
-          {"tokenizer_model": base64.b64encode(tokenizer_proto).decode("ascii")})
+      assets = {"tokenizer_model": base64.b64encode(tokenizer_proto).decode("ascii")}
+      items["assets"] = ocp.args.JsonSave(assets)
+      sums["assets"] = digest(assets)
+    items["checksums"] = ocp.args.JsonSave(sums)
     return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
-  def restore(self, step: int, abstract_state, *, data_iterator=None):
-    """Restores the state onto the shardings in `abstract_state` (and the iterator in place).
+  def items(self, step: int) -> set:
+    """The names of the items a saved step holds."""
+    path = epath.Path(self.directory, str(step))
+    return {p.name for p in path.iterdir()} if path.is_dir() else set()
 
-    Raises CorruptCheckpoint if the arrays read differ from the checksums saved with them.
+  def restore(self, step: int, abstract_state, *, data_iterator=None):
+    """Restores the state onto the shardings in `abstract_state`, and the data position.
+
+    Everything is read and verified before anything is set: arrays against their bit
+    sums, the data position against its SHA-256 and the stream it must belong to, the
+    optimizer's step against the checkpoint's; then the iterator takes the position.
+    Raises CorruptCheckpoint for a damaged item, OldFormat for a data position this
+    version cannot continue.
     """
+    names = self.items(step)
+    if data_iterator is not None and DATA not in names and "data" in names:
+      raise OldFormat(
+          f"checkpoint step {step} in {self.directory} holds the data position of an older "
+          "pipeline (Grain's, per process), which this version cannot continue exactly; start "
+          "a new run from its parameters: refinedweb train --workdir NEW "
+          f"--config.train.init_from={os.path.dirname(self.directory)}")
     items = {"params": ocp.args.StandardRestore(abstract_state.params),
              "optimizer": ocp.args.StandardRestore(_optimizer_part(abstract_state)),
              "checksums": ocp.args.JsonRestore()}
     if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+      items[DATA] = ocp.args.JsonRestore()
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    sums = restored["checksums"]
     for name in ("params", "optimizer"):
-      _verify(step, name, restored[name], restored["checksums"][name])
+      _verify(step, name, restored[name], sums[name])
+    if int(restored["optimizer"]["step"]) != int(sums.get("step", step)):
+      raise CorruptCheckpoint(f"step {step}: its optimizer state is at step "
+                              f"{int(restored['optimizer']['step'])}")
+    if data_iterator is not None:
+      record = dict(restored[DATA])
+      _verify_digest(step, DATA, record, sums)
+      data_iterator.set_state(record, where=f"checkpoint step {step}")
     return abstract_state.replace(params=restored["params"], **restored["optimizer"])
 
   def restore_params(self, step: int, abstract_params):
@@ -85,21 +130,36 @@ class Checkpointer:
     _verify(step, "params", restored["params"], restored["checksums"]["params"])
     return restored["params"]
 
-  def restore_newest(self, restore_fn, *, move_aside: bool = True, report=log.warning):
+  def restore_newest(self, restore_fn, *, move_aside: bool = True, report=log.warning,
+                     required: bool = False):
     """(step, restore_fn(step)) for the newest step that reads back, or (None, None).
 
-    A step that fails (any error from Orbax, the iterator's JSON or the checksums) is
-    reported in one line and, with move_aside, moved to <directory>-corrupt/.
+    A step that fails (any error from Orbax, the items' JSON or the checksums) is reported
+    in one line and, with move_aside, moved to <directory>-corrupt/. OldFormat is raised:
+    it is not damage, and an older step is no better. With `required`, steps that all fail
+    raise NoGoodCheckpoint naming them, instead of (None, None).
     """
+    failed = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        return step, restore_fn(step)
+        found = restore_fn(step)
+      except OldFormat:
+        raise
       except Exception as e:  # pylint: disable=broad-except  (any unreadable step falls back)
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
-        where = self.move_aside(step) if move_aside else None
+        failed.append(step)
         report(f"warning: checkpoint step {step} in {self.directory} does not read back "
-               f"({type(e).__name__}: {reason})" + (f"; moved to {where}" if where else "")
-               + "; trying the one before")
+               f"({type(e).__name__}: {_one_line(e)}); trying the one before")
+        continue
+      # Damaged steps go aside only once a good one is found: with none, all stay.
+      for bad in failed if move_aside else ():
+        report(f"warning: the damaged step {bad} was moved to {self.move_aside(bad)}")
+      return step, found
+    if failed and required:
+      steps = ", ".join(map(str, failed))
+      raise NoGoodCheckpoint(
+          f"no checkpoint in {self.directory} reads back (steps {steps} are damaged); nothing "
+          f"was changed. To start this run again from step 0, move its checkpoints aside (mv "
+          f"{self.directory} {self.directory}-damaged) or train in a new --workdir")
     return None, None
 
   def move_aside(self, step: int) -> str:
@@ -125,11 +185,16 @@ class Checkpointer:
     self.manager.check_for_errors()
 
   def restore_metadata(self, step: int | None = None):
-    """Returns (config dict, tokenizer model proto bytes) saved with a step."""
+    """Returns (config dict, tokenizer model proto bytes) saved with a step, verified
+    against the SHA-256s saved with them (steps saved before they were are not)."""
     step = self.latest_step() if step is None else step
     restored = self.manager.restore(step, args=ocp.args.Composite(
-        config=ocp.args.JsonRestore(), assets=ocp.args.JsonRestore()))
-    return dict(restored["config"]), base64.b64decode(restored["assets"]["tokenizer_model"])
+        config=ocp.args.JsonRestore(), assets=ocp.args.JsonRestore(),
+        checksums=ocp.args.JsonRestore()))
+    config, assets = dict(restored["config"]), dict(restored["assets"])
+    _verify_digest(step, "config", config, restored["checksums"])
+    _verify_digest(step, "assets", assets, restored["checksums"])
+    return config, base64.b64decode(assets["tokenizer_model"])
 
   def wait(self):
     self.manager.wait_until_finished()
@@ -137,6 +202,17 @@ class Checkpointer:
   def close(self):
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+_REPORTED = set()
+
+
+def report(message: str):
+  """One line on stderr about a checkpoint passed over, once per process (reading a run's
+  config and then its arrays meet the same damaged step), from the first process only."""
+  if jax.process_index() == 0 and message not in _REPORTED:
+    _REPORTED.add(message)
+    print(f"refinedweb: {message}", file=sys.stderr, flush=True)
 
 
 def _optimizer_part(state) -> dict:
@@ -179,6 +255,29 @@ def checksums(tree) -> dict:
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
   values = jax.device_get(_checksum_leaves([jnp.asarray(x) for _, x in flat]))
   return {jax.tree_util.keystr(path): int(v) for (path, _), v in zip(flat, values)}
+
+
+def digest(record) -> str:
+  """SHA-256 of a JSON record's canonical text."""
+  text = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _verify_digest(step: int, name: str, record, sums: dict):
+  """Raises CorruptCheckpoint when a JSON item differs from the digest saved with it."""
+  if name in sums and digest(record) != sums[name]:
+    raise CorruptCheckpoint(f"step {step} {name}: its SHA-256 differs from the one saved "
+                            "with it (the file was changed)")
+
+
+def _one_line(error: Exception, limit: int = 300) -> str:
+  """An error's first line, cut at a word near `limit` characters (TensorStore's errors
+  carry pages of specs)."""
+  text = (str(error).strip().splitlines() or [""])[0]
+  text = text.split(" See full TensorStore details")[0]  # pages of a store's spec follow
+  if len(text) <= limit:
+    return text
+  return text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def _verify(step: int, name: str, tree, saved: dict):

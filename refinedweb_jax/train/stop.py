@@ -22,6 +22,33 @@ class Stopped(Exception):
     self.reason, self.step, self.exit_code = reason, step, exit_code
 
 
+class Interrupted(Exception):
+  """A signal that came before training could save anything (while starting)."""
+
+  def __init__(self, signum: int):
+    self.name, self.exit_code = signal.Signals(signum).name, 128 + signum
+    super().__init__(f"stopped by {self.name} while starting, before any step: nothing was "
+                     "changed; run the same command to start again")
+
+
+PENDING = []  # signals raise_interrupted saw: a raise inside a GC callback is swallowed
+
+
+def raise_interrupted(signum, frame):
+  """A signal handler for the time before training installs StopSignals. Where Python
+  discards the exception (the handler ran inside a GC or weakref callback), the next
+  check_pending() raises it again."""
+  del frame
+  PENDING.append(signum)
+  raise Interrupted(signum)
+
+
+def check_pending():
+  """Raises Interrupted for a signal raise_interrupted saw but that did not stop the start."""
+  if PENDING:
+    raise Interrupted(PENDING[0])
+
+
 class NonFiniteLoss(Exception):
   """The loss or gradient norm was not finite where train.on_nonfinite asks to halt."""
 
@@ -39,6 +66,7 @@ class StopSignals:
   def __enter__(self):
     if threading.current_thread() is not threading.main_thread():
       return self
+    check_pending()
     import jax  # not at import time: the command line reads this module before JAX loads
     signums = [signal.SIGINT]
     # With JAX's preemption service (multi-host), its own handler watches SIGTERM.
@@ -55,9 +83,12 @@ class StopSignals:
 
   def _handle(self, signum, frame):
     del frame
-    if self.requested is not None:
-      os._exit(128 + signum)  # a second signal: stop now, mid-save or not
-    self.requested = signal.Signals(signum).name
+    name = signal.Signals(signum).name
+    if self.requested is not None:  # a second signal: stop now, mid-save or not
+      os.write(2, f"refinedweb: second signal ({name}): stopped at once; the newest committed "
+                  "checkpoint is intact, run the same command to resume\n".encode())
+      os._exit(128 + signum)
+    self.requested = name
 
   @property
   def exit_code(self) -> int:
