@@ -15,7 +15,7 @@ from refinedweb_jax import cli, configs
 from refinedweb_jax.data import tasks
 from refinedweb_jax.data.corpus import verbalize
 from refinedweb_jax.evaluate.evaluator import Evaluator
-from refinedweb_jax.train import logger, optim, setup
+from refinedweb_jax.train import logger, optim, resume, setup
 from conftest import tiny_config
 
 TINY = ["--config.model.preset=tiny", "--config.data.input_length=32",
@@ -120,7 +120,7 @@ def test_resume_compares_configs(own, tmp_path, capsys):
   assert "resuming with changed settings: train.num_steps 6 -> 8" in out
   # schedule_steps kept the original schedule: the learning rates of steps 7 and 8 are
   # those of a 6-step schedule (its final value), not of a stretched one.
-  config = setup.run_config(workdir)
+  config = resume.run_config(workdir)
   schedule = optim.make_schedule(config.optimizer.schedule,
                                  learning_rate=config.optimizer.learning_rate,
                                  warmup_steps=config.optimizer.warmup_steps, total_steps=6)
@@ -135,7 +135,7 @@ def test_run_commands_use_the_runs_own_config(own, capsys):
   code, out, err = _run(["generate", "--workdir", workdir, "--task", "spell", "--text", "7"],
                         capsys)
   assert code == 0, err
-  assert len(out.strip().splitlines()) == 1
+  assert len(out.splitlines()) == 1  # one output line per input (an untrained model's may be empty)
   code, _, err = _run(["eval", "--workdir", workdir, "--config", "experiments/colab.ipynb"],
                       capsys)
   assert code == 2 and "uses the run's own config" in err
@@ -242,11 +242,9 @@ def test_the_run_directory_describes_itself(own, capsys):
   shown = json.loads(out)
   assert shown["model"]["preset"] == "tiny" and shown["train"]["num_steps"] == 7
   assert shown["data"]["tokenizer"] == "builtin"  # "auto", resolved
-  with pytest.raises(SystemExit):
-    cli.main(["--version"])
+  assert cli.main(["--version"]) == 0
   assert capsys.readouterr().out.startswith("refinedweb_jax ")
-  with pytest.raises(SystemExit):
-    cli.main(["train", "--help"])
+  assert cli.main(["train", "--help"]) == 0
   text = " ".join(capsys.readouterr().out.split())
   assert "--config.KEY=VALUE" in text and "Top-level keys: data, distill, distributed" in text
   assert "train.schedule_steps" in text
@@ -294,3 +292,25 @@ def test_evaluation_cost_follows_tokens(tiny_data_dir):
       weights.append(sum(float(np.sum(f["decoder_loss_weights"])) for f, _ in alone.batches))
     np.testing.assert_allclose(first[f"eval/{task.name}/loss"],
                                np.average(losses, weights=weights), rtol=1e-5)
+
+
+def test_readme_demo_table_is_the_demo_scripts(monkeypatch):
+  """1: the Quick start's table shows experiments/demo_outputs.py's prompts with the corpus's own
+  targets, and its seed-0 mark says whether the shown output is that target."""
+  root = os.path.join(os.path.dirname(__file__), "..")
+  monkeypatch.syspath_prepend(os.path.join(root, "experiments"))
+  import demo_outputs
+  targets = {prompt: target for _, prompt, target in demo_outputs.TRANSLATIONS}
+  targets.update((prompt, target) for _, prompt, target in demo_outputs.validation_rows())
+  targets.update(demo_outputs.CHAT)
+  readme = open(os.path.join(root, "README.md")).read()
+  table = readme[readme.index("| kind | input | output (seed 0) |"):]
+  rows = [line for line in table[:table.index("\n\n")].splitlines()[2:]]
+  assert len(rows) >= 12
+  for row in rows:
+    _, prompt, output, target, marks = [cell.strip() for cell in row.strip("|").split("|")]
+    prompt, output, target = (cell.split("`")[1] for cell in (prompt, output, target))
+    [full] = [p for p in targets if p == prompt or
+              prompt.endswith("...") and p.startswith(prompt[:-3].rstrip())]
+    assert target == targets[full], row
+    assert marks.split(", ")[0] == ("yes" if output == target else "no"), row

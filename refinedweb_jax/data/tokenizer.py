@@ -183,7 +183,16 @@ class Tokenizer:
     """Token ids of text, without eos."""
     if not isinstance(text, str):
       raise TypeError(f"encode takes str, got {type(text).__name__}")
-    return self._sp.EncodeAsIds(text)
+    try:
+      return self._sp.EncodeAsIds(text)
+    except (RuntimeError, UnicodeEncodeError):
+      try:  # text with unpaired surrogates (undecodable bytes) is no Unicode text
+        text.encode("utf-8")
+      except UnicodeEncodeError as e:
+        raise ValueError(f"text is not valid UTF-8: {text[max(0, e.start - 20):e.start + 20]!r} "
+                         f"has an undecodable character at position {e.start}; pass UTF-8 "
+                         "text") from None
+      raise
 
   def decode(self, ids) -> str:
     """Text of ids up to the first eos, skipping pad.
@@ -315,10 +324,12 @@ def _uncovered_context(sp, text: str, width: int = 30) -> str:
 
 
 def coverage_warning(task: str, field: str, measured: Coverage, tokenizer_name: str,
-                     threshold: float = COVERAGE_THRESHOLD) -> str | None:
+                     threshold: float = COVERAGE_THRESHOLD,
+                     trained_on_it: bool = False) -> str | None:
   """One line when more than `threshold` of the pieces are unk or byte pieces, else None.
 
-  tokenizer_name: config.data.tokenizer's value ("builtin", "mixture" or a *.model file).
+  tokenizer_name: config.data.tokenizer's value ("builtin", "mixture" or a *.model file);
+  trained_on_it: the tokenizer was trained on this task's text (then only its size helps).
   """
   parts = [f"{fraction:.1%} of the pieces are {what}"
            for fraction, what in ((measured.unknown, "unknown (unk)"),
@@ -329,8 +340,8 @@ def coverage_warning(task: str, field: str, measured: Coverage, tokenizer_name: 
   if str(tokenizer_name).endswith(".model"):
     advice = ("this tokenizer does not cover these characters; pick one that does, e.g. an "
               "mT5 spiece.model")
-  elif tokenizer_name == "mixture":
-    advice = ("this data's tokenizer is too small for its characters: a larger "
+  elif trained_on_it:  # too few pieces for the text's characters
+    advice = ("the tokenizer trained on this text is too small for its characters: a larger "
               "--config.data.vocab_size (Chinese needs thousands of pieces)")
   else:
     advice = ("train a tokenizer on this data: --config.data.tokenizer=mixture (and a larger "
@@ -340,8 +351,8 @@ def coverage_warning(task: str, field: str, measured: Coverage, tokenizer_name: 
 
 
 def coverage_warnings(tokenizer: Tokenizer, source, task: str, tokenizer_name: str, *,
-                      threshold: float = COVERAGE_THRESHOLD,
-                      max_texts: int = COVERAGE_TEXTS) -> list[str]:
+                      threshold: float = COVERAGE_THRESHOLD, max_texts: int = COVERAGE_TEXTS,
+                      trained_on_it: bool = False) -> list[str]:
   """coverage_warning for the inputs and the targets of a random-access source of records
   (e.g. a task's train split), from at most max_texts evenly spaced records."""
   n = len(source)
@@ -349,7 +360,7 @@ def coverage_warnings(tokenizer: Tokenizer, source, task: str, tokenizer_name: s
   out = []
   for field in ("inputs", "targets"):
     measured = coverage(tokenizer, [r[field] for r in records], max_texts=max_texts)
-    warning = coverage_warning(task, field, measured, tokenizer_name, threshold)
+    warning = coverage_warning(task, field, measured, tokenizer_name, threshold, trained_on_it)
     if warning:
       out.append(warning)
   return out

@@ -24,6 +24,18 @@ def append_text(path: str, text: str):
   target.write_text(old + text, encoding="utf-8")
 
 
+def write_atomic(path: str, text: str):
+  """Writes a file whole: a local one beside itself, then renamed (a reader never sees half
+  of it); a remote object in one write."""
+  if is_remote(path):
+    epath.Path(path).write_text(text, encoding="utf-8")
+    return
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
 def drop_rows_from(path: str, step: int, split: str | None = None):
   """Rewrites a jsonl log without its rows at or after `step` (only those of `split` and
   exactly at `step` when a split is given; no file: nothing to do)."""
@@ -50,11 +62,32 @@ def read_rows(path: str, split: str | None = None) -> list[dict]:
   return [r for r in rows if split is None or r.get("split") == split]
 
 
+def duration(seconds: float) -> str:
+  """A short human duration: 42s, 3m05s, 2h07m."""
+  seconds = max(int(round(seconds)), 0)
+  if seconds < 60:
+    return f"{seconds}s"
+  if seconds < 3600:
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def train_line(step: int, total: int, metrics: dict) -> str:
-  """The console line of a log step: step, loss, throughput and learning rate."""
-  return (f"step {step}/{total}  loss {metrics['train/loss']:.4f}  "
+  """The console line of a log step: step, loss, throughput, learning rate and time."""
+  line = (f"step {step}/{total}  loss {metrics['train/loss']:.4f}  "
           f"tokens/s {metrics['train/tokens_per_second']:,.0f}  "
           f"lr {metrics['train/learning_rate']:.2e}")
+  if "train/seconds_per_step" in metrics:
+    line += (f"  {metrics['train/seconds_per_step']:.2f} s/step  "
+             f"elapsed {duration(metrics['train/elapsed_seconds'])}  "
+             f"ETA {duration(metrics['train/eta_seconds'])}  "
+             f"host wait {metrics['train/host_wait_share']:.0%}")
+  return line
+
+
+def tensorboard_tag(name: str) -> str:
+  """A metric's TensorBoard tag: TensorBoard turns "@" into "_" (pass@1 -> pass_1), so say it."""
+  return name.replace("@", "_at_")
 
 
 class MetricLogger:
@@ -86,7 +119,7 @@ class MetricLogger:
       return
     values = {k: float(np.asarray(v)) for k, v in metrics.items()}
     for name, value in values.items() if self.writer else ():
-      self.writer.add_scalar(name, value, step)
+      self.writer.add_scalar(tensorboard_tag(name), value, step)
     # JSON has no NaN or infinity: a non-finite value is written as null.
     rows = {k: v if np.isfinite(v) else None for k, v in values.items()}
     path = os.path.join(self.workdir, "metrics.jsonl")
@@ -140,12 +173,12 @@ def rewrite_tensorboard(workdir: str, split: str):
       continue
     for name, value in row.items():
       if name not in ("step", "split") and value is not None:
-        writer.add_scalar(name, value, row["step"])
+        writer.add_scalar(tensorboard_tag(name), value, row["step"])
   writer.close()
 
 
 class Progress:
-  """tqdm bar showing step, loss and tokens/s."""
+  """tqdm bar showing step, loss, tokens/s, elapsed time and ETA (tqdm's own)."""
 
   def __init__(self, start: int, total: int, *, enabled: bool):
     self.bar = tqdm.tqdm(initial=start, total=total, desc="train", dynamic_ncols=True,
