@@ -9,7 +9,7 @@ import pytest
 
 from refinedweb_jax import configs, sharding
 from refinedweb_jax.data import pipeline
-from refinedweb_jax.model.transformer import EncoderDecoder
+from refinedweb_jax.model.transformer import EncoderDecoder, flat_params
 from refinedweb_jax.train import checkpoint, optim
 from refinedweb_jax.train import step as step_lib
 
@@ -146,3 +146,51 @@ def test_eval_tasks_can_hold_a_direction_no_arm_trains_on(tiny_data_dir):
   with pytest.raises(ValueError, match="unknown task 'translate_en_xx' in config.mixture"
                                        ".eval_tasks"):
     configs.validate(config)
+
+
+@pytest.mark.parametrize("platform, dtype", [("cpu", "float32"), ("gpu", "bfloat16"),
+                                             ("tpu", "bfloat16")])
+def test_model_dtype_auto_resolves_per_backend(platform, dtype, monkeypatch):
+  """bfloat16 compute on GPU and TPU, float32 on CPU; an explicit dtype is kept."""
+  from refinedweb_jax import backend
+  monkeypatch.setattr(backend, "platform", lambda: platform)
+  config = configs.default_config()
+  assert config.model.dtype == "auto"
+  assert configs.resolve(config).model.dtype == dtype
+  config = configs.default_config()
+  config.model.dtype = "float32"
+  assert configs.resolve(config).model.dtype == "float32"
+
+
+def test_the_non_finite_guard_is_a_select_not_a_conditional():
+  """The update is kept or dropped inside the fused step: no conditional in the HLO."""
+  _, _, _, mesh, state, _, step = tiny_setup()
+  batch = sharding.to_global(random_batch(0), mesh)
+  hlo = step.lower(state, batch, jax.random.key(0)).compile().as_text()
+  assert " conditional(" not in hlo and "conditional" not in hlo.split("ENTRY")[-1], (
+      [line for line in hlo.splitlines() if "conditional" in line][:3])
+  assert "select" in hlo
+
+
+def test_a_config_saved_before_layers_were_scanned_describes_unrolled_layers():
+  """A run saved without model.scan_layers has unrolled parameters (encoder_0/...): its
+  config reads back as unrolled, and its parameters convert to the scanned layout and back."""
+  from refinedweb_jax.model import scan
+  saved = configs.default_config().to_dict()
+  saved["model"]["preset"] = "tiny"
+  del saved["model"]["scan_layers"]
+  config = configs.from_saved(saved)
+  assert config.model.scan_layers is False
+  model_cfg = configs.model_config(config)
+  x = np.ones((1, 8), np.int32)
+  params = EncoderDecoder(model_cfg).init(jax.random.key(0), x, x)["params"]
+  assert "encoder_0" in params and "decoder_1" in params
+  flat = flat_params(params)
+  scanned_cfg = configs.model_config(configs.from_saved({**saved, "model": {
+      **saved["model"], "scan_layers": True}}))
+  scanned = scan.to_scanned(flat, scanned_cfg)
+  assert scan.is_scanned(scanned) and not scan.is_scanned(flat)
+  back = scan.to_unrolled(scanned, scanned_cfg)
+  assert set(back) == set(flat)
+  for key, value in flat.items():
+    np.testing.assert_array_equal(np.asarray(back[key]), np.asarray(value))
