@@ -230,3 +230,24 @@ def test_prepare_warns_about_tokenizer_coverage(tmp_path, capsys):
                        f"--config.data.tokenizer={tmp_path / 'nope.model'}",
                        f"--config.data.data_dir={data_dir}"], capsys)
   assert code == 2 and "nope.model': no such file" in err
+
+
+def test_a_tab_separated_txt_file_is_read_as_tsv(tmp_path, capsys):
+  """manythings.org names its Tatoeba exports cmn.txt: one file of tab-separated lines is a
+  TSV whatever its extension; aligned text files still come in pairs."""
+  export = _tatoeba(tmp_path / "cmn.txt")
+  data_dir = str(tmp_path / "data")
+  code, out, err = _run(["prepare", "--task", "cmn", "--train", export, "--columns", "0,1",
+                         "--split", "validation=0.1,test=0.1", "--seed", "0",
+                         f"--config.data.data_dir={data_dir}"], capsys)
+  assert code == 0, err
+  splits = _splits(data_dir, "cmn")
+  assert [len(splits[s]) for s in ("train", "validation", "test")] == [40, 5, 5]
+  assert splits["train"][0]["targets"].startswith(tuple(CHINESE))
+  source, target = tmp_path / "a.txt", tmp_path / "b.txt"
+  source.write_text("one\ntwo\n")
+  target.write_text("eins\nzwei\n")
+  assert inputs.guess_format(str(source), 2) == "text"
+  code, _, err = _run(["prepare", "--task", "lonely", "--train", str(source),
+                       f"--config.data.data_dir={data_dir}"], capsys)
+  assert code == 2 and "takes --format tsv" in err and len(err.splitlines()) == 1, err

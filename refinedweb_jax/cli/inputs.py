@@ -3,6 +3,7 @@
 Every problem is a UserError of one line naming the flag, the file or the line.
 """
 
+import gzip
 import json
 import os
 import sys
@@ -33,7 +34,7 @@ def own_task_spec(args) -> dict:
   """`prepare --task` flags -> the own_data.build arguments (also a config.own_tasks entry)."""
   if not args.train:
     raise UserError("--task needs --train FILE...")
-  fmt = args.format or guess_format(args.train[0])
+  fmt = args.format or guess_format(args.train[0], len(args.train))
   spec = dict(task=args.task, format=fmt, skip_malformed=args.skip_malformed)
   for split in ("train", "validation", "test"):
     files = getattr(args, split)
@@ -43,7 +44,8 @@ def own_task_spec(args) -> dict:
     if fmt == "text":
       if len(files) % 2:
         raise UserError(f"--{split} for format text takes source and target files in pairs, "
-                        f"got {len(files)} files")
+                        f"got {len(files)} file(s); a file of input<TAB>target lines takes "
+                        "--format tsv")
       files = [(files[i], files[i + 1]) for i in range(0, len(files), 2)]
     spec[split] = files
   _check_fields(fmt, args, args.train[0])
@@ -118,10 +120,21 @@ def _language(args) -> str | None:
   return args.language
 
 
-def guess_format(path: str) -> str:
+def guess_format(path: str, files: int = 1) -> str:
+  """The format of `files` files named like `path`: from the extension, else "tsv" for one
+  file whose first line holds a tab (a Tatoeba export's cmn.txt), else "text" (pairs)."""
   name = path[:-3] if path.endswith(".gz") else path
-  return {".tsv": "tsv", ".jsonl": "jsonl", ".json": "squad"}.get(os.path.splitext(name)[1],
-                                                                   "text")
+  known = {".tsv": "tsv", ".jsonl": "jsonl", ".json": "squad"}.get(os.path.splitext(name)[1])
+  if known:
+    return known
+  if files == 1:
+    try:
+      with (gzip.open if path.endswith(".gz") else open)(path, "rt", errors="replace") as f:
+        if "\t" in f.readline():
+          return "tsv"
+    except OSError:
+      pass  # a missing file is reported with the build's own message
+  return "text"
 
 
 def prepare_own(args, config):
