@@ -329,3 +329,16 @@ def _with(config, **distill):
   for key, value in distill.items():
     config.distill[key] = str(value)
   return config
+
+
+def test_an_imported_run_describes_its_own_model(imported, capsys):
+  """config.json at the top of an imported run and `refinedweb config --workdir` give the T5's
+  real sizes, position kind and vocabulary, not a preset's."""
+  _, _, workdir = imported["t5_v1_1"]
+  saved = json.loads(open(os.path.join(workdir, "config.json")).read())["model"]
+  assert cli.main(["config", "--workdir", workdir]) == 0
+  shown = json.loads(capsys.readouterr().out)["model"]
+  for model in (saved, shown):
+    assert model["preset"] == "custom" and model["position"] == "t5_bias"
+    assert (model["d_model"], model["d_ff"], model["vocab_size"]) == (32, 48, VOCAB)
+    assert (model["num_encoder_layers"], model["num_decoder_layers"]) == (2, 3)
