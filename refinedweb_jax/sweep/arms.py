@@ -18,7 +18,6 @@ sweeps:
 import dataclasses
 import importlib.util
 import itertools
-import os
 import re
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
@@ -217,9 +216,3 @@ def parse_shard(text: str) -> tuple:
   if not match or not int(match[1]) < int(match[2]):
     raise ValueError(f"bad --shard {text!r}; use i/n with 0 <= i < n, e.g. --shard 0/2")
   return int(match[1]), int(match[2])
-
-
-def spec_path(spec: str) -> str:
-  """The experiment file of a `path.py[:arg]` spec, made absolute (runs start elsewhere)."""
-  path, colon, arg = spec.partition(":")
-  return os.path.abspath(path) + colon + arg
