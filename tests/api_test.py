@@ -1,6 +1,7 @@
 """The applications API, the notebook workflow (train / evaluate / predict) and the CLI."""
 
 import io
+import subprocess
 import sys
 
 import pytest
@@ -198,3 +199,22 @@ def test_a_byte_order_mark_is_no_input_text(tmp_path):
   path = tmp_path / "inputs.txt"
   path.write_bytes("\ufeffchat: hello\nchat: hi\n".encode("utf-8"))
   assert inputs.file_lines(str(path)) == ["chat: hello", "chat: hi"]
+
+
+def test_text_the_tokenizer_cannot_take_and_files_without_tests_are_one_line(trained, tmp_path):
+  """Once tracebacks: chat with non-UTF-8 bytes on stdin, generate with an undecodable byte in
+  --text (a lone surrogate once in Python), and pass@1 asked of a TSV (no tests to run)."""
+  workdir = trained[0]
+  good = tmp_path / "good.tsv"
+  good.write_text("a\tb\n")
+  for argv, stdin, message in (
+      (["chat", "--workdir", workdir], b"hello \xff\n", "stdin line 1 is not valid UTF-8"),
+      (["generate", "--workdir", workdir, "--text", "caf\udce9"], b"",
+       "text is not valid UTF-8"),
+      (["eval", "--workdir", workdir, "--input", str(good), "--task-metrics", "pass@1"], b"",
+       "has none: it needs a jsonl file with a tests field")):
+    out = subprocess.run([sys.executable, "-m", "refinedweb_jax.cli"] + argv, input=stdin,
+                         capture_output=True, timeout=300)
+    err = out.stderr.decode("utf-8", "replace")
+    assert out.returncode == 2 and message in err, err[-2000:]
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-2000:]
