@@ -314,3 +314,31 @@ def test_readme_demo_table_is_the_demo_scripts(monkeypatch):
               prompt.endswith("...") and p.startswith(prompt[:-3].rstrip())]
     assert target == targets[full], row
     assert marks.split(", ")[0] == ("yes" if output == target else "no"), row
+
+
+def test_chinese_samples_align_and_pass_at_1_keeps_its_name_in_tensorboard(tmp_path):
+  """8: the samples table lines its arrows up in terminal columns whatever the script, and
+  TensorBoard's tag for pass@1 says pass_at_1 (TensorBoard would show pass_1)."""
+  import unicodedata
+  from refinedweb_jax.evaluate import evaluator
+  rows = [{"task": "translate_zh_en", "inputs": "translate Chinese to English: " + "苹果在哪里" * 9,
+           "prediction": "Where is the apple?", "targets": "Where is the apple?"},
+          {"task": "translate_en_de", "inputs": "translate English to German: 42",
+           "prediction": "zweiundvierzig", "targets": "zweiundvierzig"}]
+  columns = lambda text: sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+  lines = evaluator.samples_text(rows).splitlines()[1:]
+  assert len({columns(line[:line.index(" -> ")]) for line in lines}) == 1, lines
+  assert logger.tensorboard_tag("eval/code/pass@1") == "eval/code/pass_at_1"
+  from tensorboardX.proto import event_pb2
+  log = logger.MetricLogger(str(tmp_path))
+  log.scalars(1, "eval", {"eval/code/pass@1": 50.0})
+  log.close()
+  tags = set()
+  for name in os.listdir(tmp_path / "tensorboard"):
+    data = (tmp_path / "tensorboard" / name).read_bytes()
+    while data:  # TFRecord frames: length (8 bytes), its CRC (4), the event, its CRC (4)
+      length = int.from_bytes(data[:8], "little")
+      event = event_pb2.Event.FromString(data[12:12 + length])
+      tags |= {value.tag for value in event.summary.value}
+      data = data[16 + length:]
+  assert "eval/code/pass_at_1" in tags, tags
