@@ -19,13 +19,13 @@ torch.compile's tokens/s, large >= 50% MFU, base traced and compiled in <= 60 s.
 import argparse
 import datetime
 import platform
-import time
 
 import jax
 import numpy as np
 
 from refinedweb_jax import backend
 from refinedweb_jax.model.config import ModelConfig
+import train_throughput  # benchmarks/train_throughput.py
 from train_throughput import T5_SMALL, analytic_flops, train_step_of
 from decode import _median_seconds  # benchmarks/decode.py: a warm-up call, then the median
 
@@ -67,19 +67,8 @@ def auto_batch(cfg: ModelConfig, source: int, target: int) -> int:
 
 def ours(cfg: ModelConfig, batch: int, source: int, target: int, steps: int) -> dict:
   """tokens/s, s/step and compile seconds (trace + compile + first step) of our step."""
-  step_fn, state, data, rng = train_step_of(cfg, batch, source, target)
-  start = time.perf_counter()
-  state, metrics = step_fn(state, data, rng)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - start
-  holder = [state]
-
-  def one():
-    holder[0], m = step_fn(holder[0], data, rng)
-    jax.block_until_ready(m)
-  seconds = _median_seconds(one, steps)
-  return {"tokens": batch * (source + target) / seconds, "seconds": seconds,
-          "compile": compile_s}
+  tokens, seconds, compile_s, _ = train_throughput.ours(cfg, batch, source, target, steps)
+  return {"tokens": tokens, "seconds": seconds, "compile": compile_s}
 
 
 def hf_peer(shape: str, batch: int, source: int, target: int, steps: int, compiled: bool,
