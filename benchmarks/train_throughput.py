@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from refinedweb_jax import configs
+from refinedweb_jax import backend, configs
 from refinedweb_jax.model.config import ModelConfig
 from refinedweb_jax.model.transformer import EncoderDecoder, count_params
 from refinedweb_jax.train import losses as train_losses, optim, setup, step as step_lib
@@ -175,7 +175,8 @@ def peer(batch: int, source: int, target: int, steps: int):
 def bigbird_row(source: int, target: int, steps: int, dtype: str) -> str:
   """The long-input training step: FLOPs count only the pairs BigBird computes."""
   from attention_scaling import density  # benchmarks/attention_scaling.py
-  cfg = ModelConfig.from_preset("small", **BIGBIRD, dtype=dtype)
+  cfg = ModelConfig.from_preset("small", **BIGBIRD, dtype=dtype,
+                                scan_layers=backend.auto_scan_layers())
   pairs = density(("bigbird", cfg.attention), source, False) * source ** 2
   tokens, seconds, compile_s, n = ours(cfg, 1, source, target, steps)
   flops = analytic_flops(cfg, 1, source, target, encoder_pairs=pairs)
@@ -208,9 +209,11 @@ def main():
   print(f"# {platform.node()}, {os.cpu_count()} CPUs, {jax.devices()[0].device_kind}, "
         f"jax {jax.__version__}, {datetime.date.today()}; batch {b} x ({s} + {t}), "
         f"{args.dtype}")
-  small = ModelConfig(**T5_SMALL, dtype=args.dtype)
+  # Layers scanned or not as a run on this platform has them (backend.auto_scan_layers).
+  scan = backend.auto_scan_layers()
+  small = ModelConfig(**T5_SMALL, dtype=args.dtype, scan_layers=scan)
   rows = [("ours, T5-small shape", small)] + [
-      (f"ours, preset {name}", ModelConfig.from_preset(name, dtype=args.dtype))
+      (f"ours, preset {name}", ModelConfig.from_preset(name, dtype=args.dtype, scan_layers=scan))
       for name in args.presets.split(",") if name]
   peak = matmul_peak(small, b, s, t, max(args.steps, 3))
   header = "| model | parameters | tokens/s | s/step | GFLOP/step | GFLOP/s | of peak | compile s |"

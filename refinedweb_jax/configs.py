@@ -152,6 +152,7 @@ def model_config(config, vocab_size: int | None = None) -> ModelConfig:
                if k not in ("preset", "attention") and v is not None}
   if overrides.get("dtype") == "auto":
     overrides["dtype"] = backend.auto_dtype()
+  overrides.setdefault("scan_layers", backend.auto_scan_layers())
   overrides["attention"] = {k: v for k, v in config.model.get("attention", {}).items()
                             if v is not None}
   if vocab_size is not None:
@@ -275,7 +276,8 @@ def resolve(config):
   """Fills in what the config leaves to its tasks, so the saved config says it outright:
   the entries of prepared own tasks the mixture names (config.own_tasks), the
   tokenizer "auto" (builtin when a mixture or eval task is built-in, else mixture) and
-  the compute dtype "auto" (backend.auto_dtype: bfloat16 on GPU and TPU, else float32)."""
+  the compute dtype "auto" (backend.auto_dtype: bfloat16 on GPU and TPU, else float32) and
+  an unset model.scan_layers (backend.auto_scan_layers: scanned on GPU and TPU, else not)."""
   own = {t["task"] for t in config.get("own_tasks", []) or []}
   prepared = registry.prepared(config.data.data_dir)
   named = [n.strip() for key in ("tasks", "eval_tasks")
@@ -289,6 +291,8 @@ def resolve(config):
       config.data.tokenizer = "builtin" if builtin else "mixture"
     if config.model.get("dtype") == "auto":
       config.model.dtype = backend.auto_dtype()
+    if config.model.get("scan_layers") is None:
+      config.model.scan_layers = backend.auto_scan_layers()
   return config
 
 

@@ -154,7 +154,10 @@ def _load_for_decoding(workdir):
   # Without the optimizer state on disk the model still loads: only parameters are read.
   shutil.rmtree(os.path.join(workdir, "run", "checkpoints", "1", "optimizer"))
   loaded = api.RefinedWeb.load(os.path.join(workdir, "run"))
-  kernel = loaded.params["encoder_group_0"]["layer_0"]["mlp"]["wi_0"]["kernel"]  # scanned layers
+  params = loaded.params  # layers scanned or unrolled, as the platform's default has them
+  layer = params["encoder_group_0"]["layer_0"] if "encoder_group_0" in params else params[
+      "encoder_0"]
+  kernel = layer["mlp"]["wi_0"]["kernel"]
   return {"mesh": dict(loaded.mesh.shape), "spec": str(nn.meta.unbox(kernel).sharding.spec),
           "values": max_diff(state.params, loaded.params),
           "output": loaded.generate("chat: hello", max_new_tokens=4)}

@@ -150,16 +150,20 @@ def test_eval_tasks_can_hold_a_direction_no_arm_trains_on(tiny_data_dir):
 
 @pytest.mark.parametrize("platform, dtype", [("cpu", "float32"), ("gpu", "bfloat16"),
                                              ("tpu", "bfloat16")])
-def test_model_dtype_auto_resolves_per_backend(platform, dtype, monkeypatch):
-  """bfloat16 compute on GPU and TPU, float32 on CPU; an explicit dtype is kept."""
+def test_model_dtype_and_scan_layers_resolve_per_backend(platform, dtype, monkeypatch):
+  """bfloat16 compute and scanned layers on GPU and TPU, float32 and unrolled layers on CPU;
+  an explicit dtype or scan_layers is kept."""
   from refinedweb_jax import backend
   monkeypatch.setattr(backend, "platform", lambda: platform)
   config = configs.default_config()
-  assert config.model.dtype == "auto"
-  assert configs.resolve(config).model.dtype == dtype
+  assert config.model.dtype == "auto" and config.model.scan_layers is None
+  resolved = configs.resolve(config)
+  assert resolved.model.dtype == dtype and resolved.model.scan_layers == (platform != "cpu")
+  assert configs.model_config(configs.default_config()).scan_layers == (platform != "cpu")
   config = configs.default_config()
-  config.model.dtype = "float32"
-  assert configs.resolve(config).model.dtype == "float32"
+  config.model.dtype, config.model.scan_layers = "float32", platform == "cpu"
+  resolved = configs.resolve(config)
+  assert resolved.model.dtype == "float32" and resolved.model.scan_layers == (platform == "cpu")
 
 
 def test_the_non_finite_guard_is_a_select_not_a_conditional():

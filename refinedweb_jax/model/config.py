@@ -71,7 +71,8 @@ class ModelConfig:
   attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
   remat: str = "none"
   # nn.scan over each stack's layers (model/scan.py): compile time flat in depth. False
-  # unrolls them, the layout of runs saved before layers were scanned.
+  # unrolls them, the layout of runs saved before layers were scanned. A config that leaves
+  # it unset gets backend.auto_scan_layers (scanned on GPU and TPU, unrolled on CPU).
   scan_layers: bool = True
 
   def __post_init__(self):
