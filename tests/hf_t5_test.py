@@ -342,3 +342,4 @@ def test_an_imported_run_describes_its_own_model(imported, capsys):
     assert model["preset"] == "custom" and model["position"] == "t5_bias"
     assert (model["d_model"], model["d_ff"], model["vocab_size"]) == (32, 48, VOCAB)
     assert (model["num_encoder_layers"], model["num_decoder_layers"]) == (2, 3)
+    assert isinstance(model["scan_layers"], bool)  # the layout it was written in, on any machine

@@ -19,7 +19,7 @@ import tempfile
 import jax
 import numpy as np
 
-from refinedweb_jax import configs, sharding
+from refinedweb_jax import backend, configs, sharding
 from refinedweb_jax.convert import hf_t5
 from refinedweb_jax.data import tokenizer as tok
 from refinedweb_jax.model import scan
@@ -72,6 +72,8 @@ def import_hf(model_dir: str, workdir: str, config=None):
       configs.to_dict(config))
   config.model.preset = "custom"  # every size below is the T5's own
   config.model.update(fields)
+  if config.model.get("scan_layers") is None:  # the layout written below, said outright
+    config.model.scan_layers = backend.auto_scan_layers()
   config.data.update(dict(tokenizer=os.path.join(workdir, "spiece.model"),
                           vocab_size=tokenizer.vocab_size, input_length=INPUT_LENGTH,
                           target_length=TARGET_LENGTH))
