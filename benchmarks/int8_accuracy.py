@@ -23,7 +23,7 @@ from refinedweb_jax import api
 from refinedweb_jax.data import corpus, pipeline
 from refinedweb_jax.evaluate import metrics
 from refinedweb_jax.model.transformer import forward
-from refinedweb_jax.train import setup
+from refinedweb_jax.train import resume
 
 
 def main(argv=None) -> int:
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
   p.add_argument("--examples", type=int, default=256)
   p.add_argument("--batch-size", type=int, default=32)
   args = p.parse_args(argv)
-  config = setup.run_config(args.workdir)
+  config = resume.run_config(args.workdir)
   d = config.data
   examples = list(corpus.generate_split("validation", args.examples, d.corpus_seed,
                                         long_fraction=d.long_fraction))

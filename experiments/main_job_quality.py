@@ -23,7 +23,7 @@ import numpy as np
 from refinedweb_jax import api
 from refinedweb_jax.data import corpus, tasks
 from refinedweb_jax.evaluate import metrics
-from refinedweb_jax.train import logger, setup
+from refinedweb_jax.train import logger, resume
 
 TARGET = 0.6
 TARGET_KINDS = ("number", "date", "time")
@@ -99,14 +99,14 @@ def main(argv=None) -> int:
   if unknown:
     parser.error(f"unknown --kinds {sorted(unknown)}; allowed: "
                  f"{', '.join(corpus.TRANSLATION_KINDS)}")
-  workdir, ckpt_dir, _ = setup.locate(args.workdir)
+  workdir, ckpt_dir, _ = resume.locate(args.workdir)
   steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit())
   if not steps:
     parser.error(f"no checkpoint under {ckpt_dir}")
   if args.checkpoints == "last":
     steps = steps[-1:]
   minutes = minutes_by_step(workdir)
-  groups = validation_groups(setup.run_config(workdir), kinds, args.examples)
+  groups = validation_groups(resume.run_config(workdir), kinds, args.examples)
   points = []
   for step in steps:
     model = api.RefinedWeb.load(os.path.join(ckpt_dir, str(step)))
