@@ -6,8 +6,8 @@
 For each depth: the project's jitted train step (AdamW, cross-entropy + z-loss) on a
 batch of 8 x (256 + 64), traced and lowered (`lower` s: tracing and StableHLO), then
 compiled by XLA (`compile` s), with the StableHLO text's size and its dot_general count.
-Layers scanned (model.scan_layers=true, the default) should stay flat in depth; unrolled
-ones grow linearly. Ends with PASS/FAIL: the deepest scanned stack within
+Layers scanned (model.scan_layers=true, the default on GPU and TPU) should stay flat in
+depth; unrolled ones grow linearly. Ends with PASS/FAIL: the deepest scanned stack within
 --target (1.5x) of the shallowest in lowering time and program size.
 """
 

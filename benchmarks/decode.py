@@ -34,6 +34,7 @@ import time
 import jax
 import numpy as np
 
+from refinedweb_jax import backend
 from refinedweb_jax.model import decode, quantize
 from refinedweb_jax.model.config import ModelConfig
 from refinedweb_jax.model.transformer import EncoderDecoder, count_params
@@ -66,8 +67,10 @@ class Ours:
   batch, method and weights variant ("float32", "bfloat16", "int8")."""
 
   def __init__(self):
-    self.models = {w: EncoderDecoder(ModelConfig(**T5_SMALL, dtype=w if w == "bfloat16"
-                                                 else "float32")) for w in WEIGHTS}
+    # Layers scanned or not as a run on this platform has them (backend.auto_scan_layers).
+    self.models = {w: EncoderDecoder(ModelConfig(
+        **T5_SMALL, dtype=w if w == "bfloat16" else "float32",
+        scan_layers=backend.auto_scan_layers())) for w in WEIGHTS}
     dummy = jax.numpy.zeros((1, 8), jax.numpy.int32)
     self.params = {"float32": jax.jit(self.models["float32"].init)(
         jax.random.key(0), dummy, dummy[:, :4])["params"]}
