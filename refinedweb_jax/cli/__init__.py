@@ -17,8 +17,8 @@ def main(argv=None) -> int:
   if threading.current_thread() is threading.main_thread():
     # Until training takes SIGTERM over (stop.StopSignals), it ends the command in one line.
     previous = signal.signal(signal.SIGTERM, stop.raise_interrupted)
-  unraisable = sys.unraisablehook
-  sys.unraisablehook = lambda u: isinstance(u.exc_value, stop.Interrupted) or unraisable(u)
+  if not getattr(sys.unraisablehook, "quiets_interrupted", False):  # kept until exit: objects
+    sys.unraisablehook = _quiet_interrupted(sys.unraisablehook)    # are collected after main
   try:
     from refinedweb_jax.cli import app  # JAX and the library load here, after the handler
     return app.main(sys.argv[1:] if argv is None else argv)
@@ -26,9 +26,19 @@ def main(argv=None) -> int:
     print(f"refinedweb: {e}", file=sys.stderr)
     return e.exit_code
   finally:
-    sys.unraisablehook = unraisable
     if previous is not None:
       signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_interrupted(hook):
+  """sys.unraisablehook without the stop.Interrupted a signal raised where nothing could
+  catch it (a finalizer, a thread): the command has said it in one line."""
+  def quiet(unraisable):
+    if not isinstance(unraisable.exc_value, stop.Interrupted):
+      hook(unraisable)
+  quiet.__dict__.update(getattr(hook, "__dict__", {}))  # what the hook it wraps quiets
+  quiet.quiets_interrupted = True
+  return quiet
 
 
 def settle(command, args, overrides):

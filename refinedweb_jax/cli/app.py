@@ -55,7 +55,8 @@ def main(argv) -> int:
   logging.getLogger("asyncio").setLevel(logging.CRITICAL)
   absl_logging.get_absl_logger().addFilter(
       lambda record: not (record.levelno >= logging.ERROR and "/orbax/" in record.pathname))
-  sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
+  if not getattr(sys.unraisablehook, "quiets_orbax", False):  # once: kept until exit
+    sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
   try:
     if not argv:
       print(parser.build().format_help(), file=sys.stderr)
@@ -128,6 +129,8 @@ def _quiet_closed_loop(hook):
     if code is not None and "/orbax/" in code.co_filename:
       return
     hook(unraisable)
+  quiet.__dict__.update(getattr(hook, "__dict__", {}))  # what the hook it wraps quiets
+  quiet.quiets_orbax = True
   return quiet
 
 
