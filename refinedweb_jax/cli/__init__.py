@@ -17,8 +17,8 @@ def main(argv=None) -> int:
   if threading.current_thread() is threading.main_thread():
     # Until training takes SIGTERM over (stop.StopSignals), it ends the command in one line.
     previous = signal.signal(signal.SIGTERM, stop.raise_interrupted)
-  if not getattr(sys.unraisablehook, "quiets_interrupted", False):  # kept until exit: objects
-    sys.unraisablehook = _quiet_interrupted(sys.unraisablehook)    # are collected after main
+  if not getattr(sys.unraisablehook, "quiets_echoes", False):  # kept until exit: objects
+    sys.unraisablehook = _quiet_echoes(sys.unraisablehook)    # are collected after main
   try:
     from refinedweb_jax.cli import app  # JAX and the library load here, after the handler
     return app.main(sys.argv[1:] if argv is None else argv)
@@ -30,14 +30,19 @@ def main(argv=None) -> int:
       signal.signal(signal.SIGTERM, previous)
 
 
-def _quiet_interrupted(hook):
-  """sys.unraisablehook without the stop.Interrupted a signal raised where nothing could
-  catch it (a finalizer, a thread): the command has said it in one line."""
+def _quiet_echoes(hook):
+  """sys.unraisablehook without the echoes of what the command has said in one line: a
+  stop.Interrupted raised where nothing could catch it (a finalizer, a thread), TensorStore's
+  late callbacks into an event loop Orbax has closed (a failed save), and the orphaned read
+  coroutines of a checkpoint that did not read back (a fallback's)."""
   def quiet(unraisable):
-    if not isinstance(unraisable.exc_value, stop.Interrupted):
-      hook(unraisable)
-  quiet.__dict__.update(getattr(hook, "__dict__", {}))  # what the hook it wraps quiets
-  quiet.quiets_interrupted = True
+    error, code = unraisable.exc_value, getattr(unraisable.object, "cr_code", None)
+    if (isinstance(error, stop.Interrupted)
+        or isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+        or code is not None and "/orbax/" in code.co_filename):
+      return
+    hook(unraisable)
+  quiet.quiets_echoes = True
   return quiet
 
 

@@ -55,8 +55,6 @@ def main(argv) -> int:
   logging.getLogger("asyncio").setLevel(logging.CRITICAL)
   absl_logging.get_absl_logger().addFilter(
       lambda record: not (record.levelno >= logging.ERROR and "/orbax/" in record.pathname))
-  if not getattr(sys.unraisablehook, "quiets_orbax", False):  # once: kept until exit
-    sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
   try:
     if not argv:
       print(parser.build().format_help(), file=sys.stderr)
@@ -115,23 +113,6 @@ def _make_workdir(path: str):
     raise UserError(f"--workdir {path!r} cannot be created: {e.strerror or e}") from e
   if not epath.Path(path).is_dir():
     raise UserError(f"--workdir {path!r} is not a directory")
-
-
-def _quiet_closed_loop(hook):
-  """sys.unraisablehook without the echoes of a failure already reported in one line:
-  TensorStore's late callbacks into an event loop Orbax has closed (a failed save), and the
-  orphaned read coroutines of a checkpoint that did not read back (a fallback's)."""
-  def quiet(unraisable):
-    code = getattr(unraisable.object, "cr_code", None)
-    if isinstance(unraisable.exc_value, RuntimeError) and str(
-        unraisable.exc_value) == "Event loop is closed":
-      return
-    if code is not None and "/orbax/" in code.co_filename:
-      return
-    hook(unraisable)
-  quiet.__dict__.update(getattr(hook, "__dict__", {}))  # what the hook it wraps quiets
-  quiet.quiets_orbax = True
-  return quiet
 
 
 def _storage_error(error: ValueError) -> bool:
