@@ -7,7 +7,6 @@
 Each method takes one string (returns one string) or a list (returns a list).
 """
 
-import json
 import math
 import os
 import warnings
@@ -261,13 +260,13 @@ def predict(workdir: str, inputs, *, task: str | None = None, **decoding):
 def read_history(workdir: str) -> dict:
   """metrics.jsonl -> {"step", "history": {metric: [[step, value], ...]}, "eval": {...}}."""
   history, last_eval, step = {}, {}, 0
-  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-    for line in f:
-      row = json.loads(line)
-      at, split = row.pop("step"), row.pop("split")
-      step = max(step, at)
-      for name, value in row.items():
-        history.setdefault(name, []).append([at, value])
-      if split == "eval":
-        last_eval.update(row)
+  if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+    raise FileNotFoundError(f"{workdir} has no metrics.jsonl")
+  for row in logger.read_rows(os.path.join(workdir, "metrics.jsonl")):
+    at, split = row.pop("step"), row.pop("split", None)
+    step = max(step, at)
+    for name, value in row.items():
+      history.setdefault(name, []).append([at, value])
+    if split == "eval":
+      last_eval.update(row)
   return {"step": step, "history": history, "eval": last_eval}

@@ -15,6 +15,8 @@ import re
 
 from etils import epath
 
+from refinedweb_jax.train import logger
+
 SWEEP = "sweep.json"
 DONE, ERROR, LOCK, LOG = "sweep_done.json", "sweep_error.txt", "sweep_lock.json", "sweep_log.txt"
 
@@ -71,15 +73,8 @@ def finished(run_dir, num_steps: int | None) -> bool:
 
 def read_rows(run_dir) -> list:
   """metrics.jsonl rows (null values as nan); no file: no rows."""
-  target = path(run_dir, "metrics.jsonl")
-  if not target.exists():
-    return []
-  rows = []
-  for line in target.read_text(encoding="utf-8").splitlines():
-    if line.strip():
-      row = json.loads(line)
-      rows.append({k: float("nan") if v is None else v for k, v in row.items()})
-  return rows
+  rows = logger.read_rows(str(path(run_dir, "metrics.jsonl")))
+  return [{k: float("nan") if v is None else v for k, v in row.items()} for row in rows]
 
 
 def params_from_log(text: str) -> int | None:

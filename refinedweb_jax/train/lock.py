@@ -2,8 +2,10 @@
 
 <workdir>/run.lock holds the holder's host, pid, start time and a token. A second start
 is refused in one line naming the holder. A holder that died leaves the lock stale: on
-its own host a pid that no longer runs, anywhere a heartbeat (the file's time, renewed
-every HEARTBEAT_S by a thread) older than STALE_S; a stale lock is taken over, saying so.
+its own host a pid that no longer runs, anywhere (its own host too: pids are reused) a
+heartbeat (the file's time, renewed every HEARTBEAT_S by a thread) older than STALE_S; a
+lock file that is empty, not a record or names an impossible pid, once older than EMPTY_S
+(a start that crashed between creating and writing it); each is taken over, saying so.
 Local folders are created with O_EXCL, so two starts cannot both win; on a bucket
 (gs://) creating an object is not exclusive through epath: two starts in the same
 second could both take it, and the later heartbeat wins; one of them then stops at its
@@ -15,6 +17,7 @@ import json
 import os
 import platform
 import secrets
+import sys
 import threading
 import time
 
@@ -23,6 +26,8 @@ from etils import epath
 NAME = "run.lock"
 HEARTBEAT_S = 30.0
 STALE_S = 300.0
+EMPTY_S = 5.0  # a lock file still empty or unreadable after this long is a crashed start's
+PID_MAX = 2**22  # Linux's PID_MAX_LIMIT: no process anywhere has a larger id
 
 
 class Busy(ValueError):
@@ -68,38 +73,84 @@ class Lock:
     return True
 
   def holder(self) -> dict | None:
+    """The lock's record, or None when there is none or it is not a record."""
     try:
-      return json.loads(self.path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, OSError):
+      record = json.loads(self.path.read_text())
+    except (FileNotFoundError, ValueError, OSError):
+      return None
+    return record if isinstance(record, dict) else None
+
+  def _age(self) -> float | None:
+    """Seconds since the lock was last written (its heartbeat); None: it is gone."""
+    try:  # os.stat locally: epath's mtime is whole seconds
+      mtime = (self.path.stat().mtime if "://" in str(self.path)
+               else os.stat(self.path).st_mtime)
+      return max(time.time() - mtime, 0.0)
+    except (FileNotFoundError, OSError):
       return None
 
-  def _stale(self, holder: dict) -> bool:
-    if holder.get("host") == platform.node():
-      return not _alive(int(holder.get("pid", -1)))
+  def _damage(self) -> str | None:
+    """Why the lock file cannot be a live holder's record (None: it can, or it is gone)."""
     try:
-      age = time.time() - self.path.stat().mtime
+      text = self.path.read_text()
     except (FileNotFoundError, OSError):
-      return True
-    return age > STALE_S
+      return None
+    if not text.strip():
+      return "it is empty"
+    try:
+      record = json.loads(text)
+    except ValueError:
+      return f"it is not JSON ({text[:40]!r})"
+    if not isinstance(record, dict):
+      return f"it holds a JSON {type(record).__name__}, not a lock record"
+    pid = record.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_MAX:
+      return f"it names pid {pid!r}, which no process can have"
+    return None
+
+  def _stale(self, holder: dict) -> str | None:
+    """Why a holder counts as gone: a pid that no longer runs here, or a heartbeat older
+    than STALE_S (on this host too: a pid is reused); None while it lives."""
+    age = self._age()
+    if age is None:
+      return "gone"
+    if holder.get("host") == platform.node() and not _alive(holder["pid"]):
+      return "gone"
+    if age > STALE_S:
+      return f"its heartbeat stopped {age:.0f}s ago (over {STALE_S:.0f}s)"
+    return None
 
   def acquire(self):
     """Takes the lock or raises Busy naming the holder."""
-    for _ in range(3):
+    deadline = time.time() + EMPTY_S + 5
+    while True:
       if self._write(exclusive=True):
         break
-      holder = self.holder()
-      if holder is None:
-        continue  # removed (or half written) meanwhile: try again
-      if not self._stale(holder):
+      if time.time() > deadline:
+        raise Busy(f"could not take {self.path}: it keeps changing; is another start running?")
+      damage, age = self._damage(), self._age()
+      if age is None:
+        continue  # removed meanwhile: try again
+      if damage and age < EMPTY_S:  # perhaps a start between creating and writing it
+        time.sleep(0.2)
+        continue
+      holder = None if damage else self.holder()
+      if holder is None and not damage:
+        continue  # rewritten meanwhile
+      why = damage or self._stale(holder)
+      if why is None:
         raise Busy(f"{self.path.parent} is in use by pid {holder.get('pid')} on host "
                    f"{holder.get('host')} (since {holder.get('since')}); wait for it to finish, "
                    f"or remove {self.path} if that process is gone")
-      self.took_over = holder
+      if why == "gone":
+        self.took_over = holder  # the caller says so, naming the holder
+      else:
+        who = "" if damage else f" of pid {holder.get('pid')} on host {holder.get('host')}"
+        print(f"refinedweb: took over the lock{who} ({self.path}): {why}", file=sys.stderr,
+              flush=True)
       self._write(exclusive=False)
       if (self.holder() or {}).get("token") == self.token:
         break
-    else:
-      raise Busy(f"could not take {self.path}: it keeps changing; is another start running?")
     self._thread = threading.Thread(target=self._beat, daemon=True, name="run.lock")
     self._thread.start()
     return self

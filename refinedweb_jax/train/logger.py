@@ -1,7 +1,9 @@
 """Metric sinks: metrics.jsonl, TensorBoard events and a progress bar."""
 
+import datetime
 import json
 import os
+import sys
 
 import numpy as np
 import tqdm
@@ -13,8 +15,61 @@ def is_remote(path: str) -> bool:
   return "://" in str(path)
 
 
+def warn(message: str):
+  """One warning line on stderr."""
+  print(f"refinedweb: warning: {message}", file=sys.stderr, flush=True)
+
+
+def heal(path: str):
+  """Repairs a jsonl log whose last line was cut (a crash or a full disk mid-write): the
+  partial line moves to <path>.partial-<time> and the file ends at its last whole row."""
+  target = epath.Path(path)
+  if not is_remote(path):  # the common case costs one byte's read
+    try:
+      with open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) == 0 or (f.seek(-1, os.SEEK_END), f.read(1))[1] == b"\n":
+          return
+    except FileNotFoundError:
+      return
+  elif not target.exists():
+    return
+  data = target.read_bytes()
+  if not data or data.endswith(b"\n"):
+    return
+  cut = data.rfind(b"\n") + 1
+  tail = data[cut:]
+  try:
+    json.loads(tail)
+    whole = True
+  except ValueError:
+    whole = False
+  if whole:  # only the newline is missing
+    _replace_bytes(path, data + b"\n", keep=len(data))
+    return
+  stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+  aside = f"{path}.partial-{stamp}"
+  epath.Path(aside).write_bytes(tail)
+  _replace_bytes(path, data[:cut], keep=cut)
+  warn(f"{path}: its last line was cut ({len(tail)} bytes, a crash or a full disk); "
+       f"repaired, the partial line kept in {aside}")
+
+
+def _replace_bytes(path: str, data: bytes, *, keep: int):
+  """Sets a file's bytes; a local one keeps its first `keep` bytes in place (truncate or
+  append), so rows another writer adds meanwhile are not lost to a rewrite."""
+  if is_remote(path):
+    epath.Path(path).write_bytes(data)
+    return
+  with open(path, "r+b") as f:
+    f.truncate(keep)
+    f.seek(keep)
+    f.write(data[keep:])
+
+
 def append_text(path: str, text: str):
-  """Appends to a local file, or rewrites a remote object (GCS objects cannot be appended to)."""
+  """Appends to a local file, or rewrites a remote object (GCS objects cannot be appended to);
+  a cut last line is repaired first (heal), so a new row never joins a partial one."""
+  heal(path)
   if not is_remote(path):
     with open(path, "a", encoding="utf-8") as f:
       f.write(text)
@@ -36,29 +91,61 @@ def write_atomic(path: str, text: str):
   os.replace(tmp, path)
 
 
+_WARNED = set()
+
+
+def parse_lines(path: str, lines: list[str]) -> list[tuple[str, dict | None]]:
+  """Each line of a jsonl log with its row: None for a line that is not a JSON object with an
+  integer step (warned once, naming file and line; a cut last line is left to heal)."""
+  out = []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    problem = None
+    try:
+      row = json.loads(line)
+    except ValueError as e:
+      row, problem = None, f"not JSON ({e})"
+    if problem is None and not isinstance(row, dict):
+      row, problem = None, f"a JSON {type(row).__name__}, not an object"
+    if problem is None and (not isinstance(row.get("step"), int)
+                            or isinstance(row.get("step"), bool)):
+      row, problem = None, "a row without an integer 'step'"
+    cut = number == len(lines) and not line.endswith("\n")
+    if problem and not (cut and problem.startswith("not JSON")) and (path, number) not in _WARNED:
+      _WARNED.add((path, number))
+      warn(f"{path}:{number}: skipped, {problem}")
+    out.append((line, row))
+  return out
+
+
 def drop_rows_from(path: str, step: int, split: str | None = None):
   """Rewrites a jsonl log without its rows at or after `step` (only those of `split` and
-  exactly at `step` when a split is given; no file: nothing to do)."""
+  exactly at `step` when a split is given; no file: nothing to do). Lines that are not rows
+  are kept as they are (skipped with a warning when read)."""
+  heal(path)
   target = epath.Path(path)
   if not target.exists():
     return
   lines = target.read_text(encoding="utf-8").splitlines(keepends=True)
-  rows = [(line, json.loads(line)) for line in lines if line.strip()]
+  rows = parse_lines(path, lines)
   if split is None:
-    kept = [line for line, row in rows if row["step"] < step]
+    kept = [line for line, row in rows if row is None or row["step"] < step]
   else:
-    kept = [line for line, row in rows if (row["step"], row.get("split")) != (step, split)]
+    kept = [line for line, row in rows
+            if row is None or (row["step"], row.get("split")) != (step, split)]
   if len(kept) != len(lines):
     target.write_text("".join(kept), encoding="utf-8")
 
 
 def read_rows(path: str, split: str | None = None) -> list[dict]:
-  """The rows of a jsonl log (of one split), in file order."""
+  """The rows of a jsonl log (of one split), in file order; a line that is not a row is
+  skipped with a warning naming file and line (a cut last line silently: heal repairs it)."""
   target = epath.Path(path)
   if not target.exists():
     return []
-  rows = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()
-          if line.strip()]
+  lines = target.read_text(encoding="utf-8").splitlines(keepends=True)
+  rows = [row for _, row in parse_lines(path, lines) if row is not None]
   return [r for r in rows if split is None or r.get("split") == split]
 
 
