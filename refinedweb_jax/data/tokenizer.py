@@ -11,6 +11,8 @@ from __future__ import annotations
 import collections
 import io
 import itertools
+import json
+import logging
 import os
 import re
 import tempfile
@@ -19,6 +21,8 @@ from typing import Iterable, Iterator, NamedTuple
 import numpy as np
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
+
+log = logging.getLogger(__name__)
 
 PAD_ID = 0
 EOS_ID = 1
@@ -252,29 +256,63 @@ def prepare_builtin(data_dir: str, *, num_train: int, num_validation: int, num_t
 
 
 def prepare_for_sources(data_dir: str, name: str, sources, *, vocab_size: int = 8000,
-                        fit: bool = False) -> str:
+                        fit: bool = False, names=None,
+                        max_sentences: int = 200_000) -> str:
   """A tokenizer trained on the inputs and targets of `sources` (train splits), if missing.
 
-  `name` identifies the mixture (its tasks and sizes), so a changed mixture
-  trains a new tokenizer instead of reusing a stale one.
+  `name` identifies the mixture (its tasks and sizes), so a changed mixture trains a new
+  tokenizer instead of reusing a stale one. Each source gives records in proportion to its
+  size (evenly spaced when they exceed max_sentences); what each gave is recorded beside
+  the model (SOURCES_SUFFIX). A model without that record was trained by an earlier
+  version, which read only the last source, and is trained again.
   """
   path = os.path.join(data_dir, "tokenizers", f"{name}_spm_{vocab_size}.model")
-  if not os.path.exists(path):
-    def texts():
-      # Round-robin over the sources so a large task cannot crowd out a small one
-      # within max_sentences.
-      iterators = [iter(source[i] for i in range(len(source))) for source in sources]
-      while iterators:
-        for it in list(iterators):
-          record = next(it, None)
-          if record is None:
-            iterators.remove(it)
-            continue
-          yield record["inputs"]
-          yield record["targets"]
-
-    train_tokenizer(texts(), path, vocab_size=vocab_size, fit=fit)
+  names = list(names) if names is not None else [f"source {i}" for i in range(len(sources))]
+  if os.path.exists(path) and os.path.exists(path + SOURCES_SUFFIX):
+    return path
+  if os.path.exists(path):
+    log.warning("tokenizer %s was trained by an earlier version on the last task's text "
+                "only; training it again on every task (runs that use it keep their copy)",
+                path)
+  counts = mixture_counts([len(s) for s in sources], max_sentences // 2)
+  picked = [_evenly_spaced(source, n) for source, n in zip(sources, counts)]
+  train_tokenizer(_round_robin(picked), path, vocab_size=vocab_size, fit=fit,
+                  max_sentences=max_sentences)
+  record = [dict(task=n, size=len(s), records=c) for n, s, c in zip(names, sources, counts)]
+  _write_atomic(path + SOURCES_SUFFIX, json.dumps(dict(sources=record), indent=1).encode())
   return path
+
+
+SOURCES_SUFFIX = ".sources.json"  # beside a mixture tokenizer: the records each task gave
+
+
+def mixture_counts(sizes: list, budget: int) -> list:
+  """Records taken from sources of these sizes: all of them, or a share in proportion to
+  each size when together they exceed `budget` (at least one from a non-empty source)."""
+  total = sum(sizes)
+  if total <= budget:
+    return list(sizes)
+  return [min(size, max(1 if size else 0, size * budget // total)) for size in sizes]
+
+
+def _evenly_spaced(source, n: int) -> Iterator[dict]:
+  """n records of a random-access source, evenly spaced over it."""
+  size = len(source)
+  for j in range(n):
+    yield source[j * size // n]
+
+
+def _round_robin(record_iterators) -> Iterator[str]:
+  """Inputs and targets of the sources' records, one record of each source in turn."""
+  iterators = list(record_iterators)
+  while iterators:
+    for it in list(iterators):
+      record = next(it, None)
+      if record is None:
+        iterators.remove(it)
+        continue
+      yield record["inputs"]
+      yield record["targets"]
 
 
 # How well a tokenizer covers a task's text (checked by `refinedweb prepare --task`).
@@ -340,8 +378,9 @@ def coverage_warning(task: str, field: str, measured: Coverage, tokenizer_name: 
   if str(tokenizer_name).endswith(".model"):
     advice = ("this tokenizer does not cover these characters; pick one that does, e.g. an "
               "mT5 spiece.model")
-  elif trained_on_it:  # too few pieces for the text's characters
-    advice = ("the tokenizer trained on this text is too small for its characters: a larger "
+  elif trained_on_it:  # a tokenizer that saw this text should spell it in whole pieces
+    advice = ("a tokenizer trained on this task's text should not need them, so it saw too "
+              "little of it or has too few pieces for its characters: a larger "
               "--config.data.vocab_size (Chinese needs thousands of pieces)")
   else:
     advice = ("train a tokenizer on this data: --config.data.tokenizer=mixture (and a larger "

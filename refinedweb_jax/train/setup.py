@@ -134,7 +134,8 @@ def _prepare_tokenizer(config, run_tasks_: list) -> str:
       sources = [t.source("train") for t in run_tasks_]
       text = ",".join(f"{t.name}:{len(s)}" for t, s in zip(run_tasks_, sources))
       key = hashlib.sha256(text.encode()).hexdigest()[:12]  # the mixture's tasks and sizes
-      return tok.prepare_for_sources(d.data_dir, key, sources, vocab_size=vocab_size, fit=fit)
+      return tok.prepare_for_sources(d.data_dir, key, sources, vocab_size=vocab_size, fit=fit,
+                                      names=[t.name for t in run_tasks_])
   except tok.VocabTooLarge as e:
     raise ValueError(f"config.data.vocab_size={e.requested} is more than the {d.tokenizer} "
                      f"tokenizer's training text holds; the largest that fits is {e.largest}: "
