@@ -92,6 +92,17 @@ def test_launch_checks_repo_and_workdir_before_creating_anything():
   assert out.returncode == 2 and "--workdir is required" in out.stderr
 
 
+@pytest.mark.parametrize("script", ["launch.sh", "install.sh"])
+def test_no_repository_is_one_line_even_in_a_dry_run(script):
+  """Without --repo or REFINEDWEB_REPO nothing is printed for a placeholder repository."""
+  out = subprocess.run(["bash", os.path.join(TPU_DIR, script), "--name", "t", "--zone", "z",
+                        "--workdir", "gs://b/r", "--dry-run"], capture_output=True, text=True,
+                       timeout=60, env={"PATH": os.defpath})
+  assert out.returncode == 2 and not out.stdout, out.stdout
+  assert out.stderr.strip() == (f"{script}: error: set --repo URL (or REFINEDWEB_REPO) to this "
+                                "project's git URL")
+
+
 def test_real_run_passes_the_printed_commands_to_gcloud(tmp_path):
   """Without --dry-run the same argv reaches gcloud (here a stub that records it)."""
   log = tmp_path / "calls.jsonl"

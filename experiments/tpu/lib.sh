@@ -15,9 +15,8 @@ USAGE="flags:
   --detach                   train in the background, logging to ~/refinedweb_train.log
   --dry-run                  print the gcloud commands, one a line, instead of running them"
 
-REPO_PLACEHOLDER="https://github.com/YOUR_ORG/refinedweb_jax.git"
 NAME="" ZONE="" PROJECT="" ACCELERATOR_TYPE="v5litepod-8" VERSION=""
-REPO="${REFINEDWEB_REPO:-$REPO_PLACEHOLDER}" WORKDIR="" CONFIG="" DETACH=0 DRY_RUN=0
+REPO="${REFINEDWEB_REPO:-}" WORKDIR="" CONFIG="" DETACH=0 DRY_RUN=0
 OVERRIDES=()
 # On each worker; the tilde is expanded there, not here.
 # shellcheck disable=SC2088
@@ -93,10 +92,9 @@ run() {
   fi
 }
 
+# Dry runs too: a printed command with a made-up repository would not run either.
 need_repo() {
-  if [[ $REPO == "$REPO_PLACEHOLDER" ]] && ! ((DRY_RUN)); then
-    die "set --repo URL (or REFINEDWEB_REPO) to this project's git URL"
-  fi
+  [[ -n $REPO ]] || die "set --repo URL (or REFINEDWEB_REPO) to this project's git URL"
 }
 
 need_workdir() {
