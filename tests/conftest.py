@@ -1,10 +1,41 @@
-"""Shared fixtures: a tiny built-in corpus and a tiny training config."""
+"""Shared fixtures: a tiny built-in corpus and a tiny training config; the marker of tests
+that read the public datasets (skipped, with the reason, where they are absent)."""
 
 import os
 
 import pytest
 
 from refinedweb_jax import configs
+from refinedweb_jax.data import fetch
+
+PUBLIC_DATA = "public_data"
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", f"{PUBLIC_DATA}(*names): reads these public datasets (all of them when none "
+      "is named) from the public data folder (refinedweb_jax/data/fetch.py data_root: "
+      "$REFINEDWEB_SHARED_DATA, ../shared/data, ~/.cache/refinedweb_jax/public); skipped "
+      "where one is missing")
+
+
+def missing_public_data(names=()) -> str | None:
+  """Why the public datasets `names` (all when empty) cannot be read, or None."""
+  for name in names or fetch.NAMES:
+    try:
+      fetch.require(name)
+    except fetch.FetchError as e:
+      return str(e)
+  return None
+
+
+def pytest_collection_modifyitems(config, items):
+  for item in items:
+    marks = list(item.iter_markers(PUBLIC_DATA))
+    if marks:
+      reason = missing_public_data(tuple(n for m in marks for n in m.args))
+      if reason:
+        item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def tiny_config(data_dir: str):

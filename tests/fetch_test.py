@@ -17,11 +17,7 @@ from refinedweb_jax.data import fetch
 from refinedweb_jax.data.datasets import own_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.abspath(os.environ.get("REFINEDWEB_SHARED_DATA") or os.path.join(
-    ROOT, "..", "shared", "data"))
-needs_shared = pytest.mark.skipif(
-    not all(os.path.isdir(os.path.join(SHARED, name)) for name in fetch.NAMES),
-    reason=f"shared data not found at {SHARED} (set REFINEDWEB_SHARED_DATA)")
+SHARED = fetch.data_root()  # every dataset there, for the tests marked public_data()
 PINNED = dict(fetch.DATASETS)  # before the fixture swaps the pins of synthesized inputs
 M30K = [o.name for o in fetch.DATASETS["multi30k"].outputs]
 
@@ -111,7 +107,7 @@ def fetched(mirror, tmp_path_factory):
   return out, written, log
 
 
-@needs_shared
+@pytest.mark.public_data()
 def test_layout_checksums_and_licences(fetched):
   out, written, log = fetched
   for name, dataset in PINNED.items():
@@ -130,7 +126,7 @@ def test_layout_checksums_and_licences(fetched):
       f"dialogsum: licence: {PINNED['dialogsum'].licence}"]
 
 
-@needs_shared
+@pytest.mark.public_data()
 def test_what_is_byte_identical_and_what_is_derived(fetched):
   out = fetched[0]
   identical = {"multi30k": [o.name for o in PINNED["multi30k"].outputs],
@@ -152,7 +148,7 @@ def test_what_is_byte_identical_and_what_is_derived(fetched):
   assert len(set(dev + test + unused)) == 3000 and max(dev + test + unused) < 20133
 
 
-@needs_shared
+@pytest.mark.public_data()
 def test_a_second_fetch_downloads_nothing(fetched, mirror, monkeypatch):
   out = fetched[0]
   before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
@@ -168,7 +164,7 @@ def test_a_second_fetch_downloads_nothing(fetched, mirror, monkeypatch):
   assert f"mbpp: up to date in {out / 'mbpp'}" in log
 
 
-@needs_shared
+@pytest.mark.public_data()
 def test_a_mirror_laid_out_like_the_output(tmp_path):
   written = fetch.fetch(out=str(tmp_path), source=SHARED, log=lambda line: None)
   for name, dataset in PINNED.items():
@@ -177,7 +173,7 @@ def test_a_mirror_laid_out_like_the_output(tmp_path):
       assert _read(tmp_path, name, output.name) == _read(SHARED, name, output.name)
 
 
-@needs_shared
+@pytest.mark.public_data()
 def test_only_missing_or_damaged_files_are_fetched_again(fetched, mirror, tmp_path):
   shutil.copytree(fetched[0], tmp_path, dirs_exist_ok=True)
   (tmp_path / "xquad" / "xquad.zh.json").unlink()
@@ -194,7 +190,7 @@ def test_only_missing_or_damaged_files_are_fetched_again(fetched, mirror, tmp_pa
         assert _read(tmp_path, name, file) == _read(fetched[0], name, file)
 
 
-@needs_shared
+@pytest.mark.public_data()
 @pytest.mark.parametrize("name, upstream_file, file", [
     ("mbpp", "data/mbpp.jsonl", "mbpp_sanitized.jsonl"),
     ("multi30k", "data/task1/raw/val.en.gz", "val.en.gz"),
@@ -238,7 +234,7 @@ def test_unknown_names_and_sources_are_refused(tmp_path):
   assert os.listdir(tmp_path / "out" / "mbpp") == []
 
 
-@needs_shared
+@pytest.mark.public_data()
 def test_data_root_and_the_missing_data_message(fetched, tmp_path, monkeypatch):
   monkeypatch.setenv("HOME", str(tmp_path / "home"))
   monkeypatch.delenv(fetch.ENV, raising=False)
@@ -261,7 +257,7 @@ def test_data_root_and_the_missing_data_message(fetched, tmp_path, monkeypatch):
   assert fetch.fetch_command(["xquad"], str(fetched[0])) == "refinedweb fetch xquad"
 
 
-@needs_shared
+@pytest.mark.public_data()
 def test_the_project_readers_parse_the_fetched_files(fetched):
   out = fetched[0]
   read = lambda fmt, *files, **kw: own_data.read_examples(task="t", format=fmt, files=list(files),
@@ -285,7 +281,7 @@ def test_the_project_readers_parse_the_fetched_files(fetched):
   assert len(problems) == 164 and problems[0]["inputs"].startswith("from typing import List")
 
 
-@needs_shared
+@pytest.mark.public_data()
 def test_the_multi30k_experiment_reads_the_fetched_files(fetched, monkeypatch):
   monkeypatch.setenv(fetch.ENV, str(fetched[0]))
   config = configs.load_config(os.path.join(ROOT, "experiments", "train_small_multi30k.py:smoke"))

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+PEERS = "the reference T5 these tests compare with: pip install -r requirements-peers.txt"
+torch = pytest.importorskip("torch", reason=f"no torch, {PEERS}")
+transformers = pytest.importorskip("transformers", reason=f"no transformers, {PEERS}")
 
 from refinedweb_jax import cli, configs  # noqa: E402
 from refinedweb_jax.convert import commands, hf_t5  # noqa: E402
@@ -218,6 +219,7 @@ def test_local_encoder_with_a_window_over_the_whole_input_equals_dense(imported)
                                err_msg=kind)
 
 
+@pytest.mark.public_data("multi30k")
 def test_sparse_fine_tune_then_distill_from_the_imported_teacher(imported, tiny_data_dir,
                                                                  tmp_path):
   """experiments/finetune_t5_multi30k.py:smoke from the import (local encoder, t5_bias),

@@ -10,14 +10,11 @@ import pytest
 from etils import epath
 import tensorflow_datasets as tfds
 
+from refinedweb_jax.data import fetch
 from refinedweb_jax.data.datasets import own_data
 from refinedweb_jax.data.datasets import public
 
-SHARED = os.environ.get("REFINEDWEB_SHARED_DATA") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "shared", "data")
-needs_shared = pytest.mark.skipif(
-    not os.path.isdir(SHARED),
-    reason=f"shared data not found at {SHARED} (set REFINEDWEB_SHARED_DATA)")
+SHARED = fetch.data_root()
 
 
 def _shared(*parts):
@@ -32,7 +29,7 @@ def _leftovers(data_dir):
   return [os.path.join(r, n) for r, ds, fs in os.walk(data_dir) for n in ds + fs]
 
 
-@needs_shared
+@pytest.mark.public_data("multi30k")
 def test_multi30k_aligned_gz(tmp_path):
   src, tgt = _shared("multi30k", "val.en.gz"), _shared("multi30k", "val.de.gz")
   settings = dict(task="multi30k_en_de", format="text", train=[(src, tgt)],
@@ -52,7 +49,7 @@ def test_multi30k_aligned_gz(tmp_path):
     own_data.data_source(str(tmp_path), "validation", **settings)
 
 
-@needs_shared
+@pytest.mark.public_data("tatoeba_cmn_eng")
 def test_tatoeba_tsv_both_directions(tmp_path):
   dev = _shared("tatoeba_cmn_eng", "dev.tsv")
   with open(dev, encoding="utf-8") as f:
@@ -67,7 +64,7 @@ def test_tatoeba_tsv_both_directions(tmp_path):
   assert len(os.listdir(tmp_path / "refinedweb_own")) == 2
 
 
-@needs_shared
+@pytest.mark.public_data("dialogsum", "mbpp")
 def test_jsonl_dialogsum_and_mbpp(tmp_path):
   dialogs = _all(own_data.data_source(
       str(tmp_path), "train", task="dialogsum", format="jsonl",
@@ -82,7 +79,7 @@ def test_jsonl_dialogsum_and_mbpp(tmp_path):
   assert code[0]["inputs"].startswith("mbpp: Write a function") and "def " in code[0]["targets"]
 
 
-@needs_shared
+@pytest.mark.public_data("xquad")
 def test_squad_xquad(tmp_path):
   records = _all(own_data.data_source(str(tmp_path), "train", task="xquad_en", format="squad",
                                       train=[_shared("xquad", "xquad.en.json")]))

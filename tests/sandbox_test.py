@@ -11,15 +11,12 @@ import time
 
 import pytest
 
+from refinedweb_jax.data import fetch
 from refinedweb_jax.data.corpus import code as code_task
 from refinedweb_jax.evaluate import metrics
 from refinedweb_jax.evaluate import sandbox
 
-DATA = os.environ.get("REFINEDWEB_SHARED_DATA",
-                      os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-needs_data = pytest.mark.skipif(
-    not os.path.isdir(DATA), reason=f"shared data not found at {os.path.abspath(DATA)} "
-                                    "(set REFINEDWEB_SHARED_DATA to its path)")
+DATA = fetch.data_root()
 # Where a forged verdict could go: the old harness's stdout nonce, and any descriptor.
 FORGE = '''
 import os, sys
@@ -204,7 +201,7 @@ def test_the_built_in_code_task():
   assert metrics.pass_at_1(references, wrong, tests) == {"pass@1": 0.0}
 
 
-@needs_data
+@pytest.mark.public_data("mbpp", "humaneval")
 def test_public_benchmarks_reference_solutions_pass():
   with open(os.path.join(DATA, "mbpp", "mbpp_sanitized.jsonl"), encoding="utf-8") as f:
     mbpp = [json.loads(line) for line, _ in zip(f, range(15))]
