@@ -48,6 +48,37 @@ def test_every_imported_distribution_is_declared_in_setup_cfg():
   assert OPTIONAL <= _declared("options.extras_require", "torch")
 
 
+def _pins(path) -> dict:
+  with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+    return dict(line.strip().split("==") for line in f if "==" in line and line[0] != "#")
+
+
+def test_the_peers_are_out_of_the_light_install():
+  """requirements.txt (the project and its tests) has no torch, transformers or CTranslate2:
+  requirements-peers.txt pins them, setup.cfg's extra `peers` names them, and a test module
+  that uses them skips without them (pytest.importorskip, saying how to install them)."""
+  peers = {"torch", "transformers", "ctranslate2"}
+  assert not peers & set(_pins("requirements.txt"))
+  assert set(_pins("requirements-peers.txt")) == peers == _declared("options.extras_require",
+                                                                    "peers")
+  with open(os.path.join(ROOT, "benchmarks", "requirements-decode.txt"), encoding="utf-8") as f:
+    assert "-r ../requirements-peers.txt" in f.read().splitlines()
+  tests = os.path.join(ROOT, "tests")
+  for name in sorted(os.listdir(tests)):
+    if name.endswith(".py"):
+      with open(os.path.join(tests, name), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+      plain = [node.lineno for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+               and {(a.name if isinstance(node, ast.Import) else node.module or "").split(".")[0]
+                    for a in node.names} & peers]
+      assert not plain, f"tests/{name}:{plain[0]} imports a peer: use pytest.importorskip"
+      skips = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+               and ast.unparse(node.func) == "pytest.importorskip" and node.args
+               and ast.literal_eval(node.args[0]).split(".")[0] in peers]
+      assert all(any(k.arg == "reason" for k in node.keywords) for node in skips), name
+      assert not skips or "requirements-peers.txt" in ast.unparse(tree), name
+
+
 def test_requirements_pin_what_setup_cfg_declares():
   with open(os.path.join(ROOT, "requirements.txt"), encoding="utf-8") as f:
     pinned = {line.split("==")[0].strip().lower().replace("_", "-") for line in f
