@@ -38,17 +38,7 @@ def main(argv=None) -> int:
                                         long_fraction=d.long_fraction))
   full = api.RefinedWeb.load(args.workdir)
   int8 = api.RefinedWeb.load(args.workdir, weights="int8")
-  logits = jax.jit(lambda params, features: forward(full.model, params, features))
-  worst, total, count, agree = 0.0, 0.0, 0, 0
-  for features, _ in pipeline.eval_batches(examples, full.tokenizer, batch_size=args.batch_size,
-                                           input_length=d.input_length,
-                                           target_length=d.target_length):
-    a, b = (np.asarray(logits(params, features)) for params in (full.params, int8.params))
-    mask = features["decoder_loss_weights"] > 0
-    diff = np.abs(a - b).max(-1)[mask]
-    worst, total, count = max(worst, float(diff.max())), total + float(diff.sum()), \
-        count + int(mask.sum())
-    agree += int((a.argmax(-1) == b.argmax(-1))[mask].sum())
+  worst, mean, count, agree = teacher_forced(full, int8, examples, batch_size=args.batch_size)
   prompts = [e["inputs"] for e in examples]
   began = time.perf_counter()
   out_full = full.generate(prompts, batch_size=args.batch_size)
@@ -61,12 +51,32 @@ def main(argv=None) -> int:
   print(f"# {os.path.abspath(args.workdir)} step {full.step}, {len(examples)} built-in "
         f"validation examples, {jax.devices()[0].device_kind}")
   print(f"teacher-forced logits, int8 vs float32 over {count} target positions: max |diff| "
-        f"{worst:.3f}, mean of each position's max |diff| {total / count:.4f}, same top token "
-        f"{agree / count:.2%}")
+        f"{worst:.3f}, mean of each position's max |diff| {mean:.4f}, same top token "
+        f"{agree:.2%}")
   print(f"greedy outputs identical: {same:.1%}; exact match float32 {em(out_full):.1f}%, int8 "
         f"{em(out_int8):.1f}%; decoding {seconds_full:.1f} s float32, {seconds_int8:.1f} s int8 "
         "(compilation included)")
   return 0
+
+
+def teacher_forced(full, int8, examples, *, batch_size: int = 32):
+  """(largest |diff|, mean of each position's largest |diff|, target positions, fraction with
+  the same top token) of the logits of `full`'s float32 parameters and of `int8`'s decoding
+  (int8) parameters on the reference targets of `examples`."""
+  d = full.config.data
+  logits = jax.jit(lambda params, features: forward(full.model, params, features))
+  worst, total, count, agree = 0.0, 0.0, 0, 0
+  for features, _ in pipeline.eval_batches(examples, full.tokenizer, batch_size=batch_size,
+                                           input_length=d.input_length,
+                                           target_length=d.target_length):
+    a, b = (np.asarray(logits(params, features)) for params in (full.params,
+                                                                  int8.decode_params))
+    mask = features["decoder_loss_weights"] > 0
+    diff = np.abs(a - b).max(-1)[mask]
+    worst, total, count = max(worst, float(diff.max())), total + float(diff.sum()), \
+        count + int(mask.sum())
+    agree += int((a.argmax(-1) == b.argmax(-1))[mask].sum())
+  return worst, total / max(count, 1), count, agree / max(count, 1)
 
 
 if __name__ == "__main__":
