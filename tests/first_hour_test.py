@@ -1,6 +1,7 @@
 """A newcomer's path end to end: own data by name, resume checks, the run's own config,
 test-split and file evaluations, console output, the run directory, evaluation cost."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from refinedweb_jax import cli, configs
 from refinedweb_jax.data import tasks
 from refinedweb_jax.data.corpus import verbalize
 from refinedweb_jax.evaluate.evaluator import Evaluator
+from refinedweb_jax.model.config import ModelConfig
 from refinedweb_jax.train import logger, optim, resume, setup
 from conftest import tiny_config
 
@@ -236,7 +238,10 @@ def test_the_run_directory_describes_itself(own, capsys):
   """7: config.json, `refinedweb config`, --version, --help, runs.jsonl."""
   workdir = own["workdir"]
   code, out, _ = _run(["config", "--workdir", workdir], capsys)
-  assert code == 0 and json.loads(out) == json.load(open(os.path.join(workdir, "config.json")))
+  shown, saved = json.loads(out), json.load(open(os.path.join(workdir, "config.json")))
+  assert code == 0 and {**shown, "model": None} == {**saved, "model": None}
+  assert all(shown["model"][k] == v for k, v in saved["model"].items() if v is not None
+             and k != "attention")
   code, out, _ = _run(["config", "--config.model.preset=tiny", "--config.train.num_steps=7"],
                       capsys)
   shown = json.loads(out)
@@ -253,6 +258,24 @@ def test_the_run_directory_describes_itself(own, capsys):
   assert start["packages"]["jax"] == jax.__version__ and "git_commit" in start
   readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
   assert "pip install tensorboard" in readme and "tensorboard --logdir runs/" in readme
+
+
+def test_config_shows_the_resolved_model_sizes(own, capsys):
+  """`refinedweb config` gives the model's sizes, not null: a run's are its real model's
+  (its tokenizer's vocabulary included); a config's are its preset's, with data.vocab_size."""
+  code, out, _ = _run(["config", "--workdir", own["workdir"]], capsys)
+  shown = json.loads(out)["model"]
+  real = dataclasses.asdict(setup.restore(own["workdir"]).run.model_cfg)
+  assert code == 0 and shown == json.loads(json.dumps({**real, "preset": "tiny"}))
+  assert shown["vocab_size"] == 320 and shown["d_model"] == 32
+  code, out, _ = _run(["config", "--config.model.preset=mini", "--config.data.vocab_size=700",
+                       "--config.model.num_decoder_layers=3"], capsys)
+  shown = json.loads(out)["model"]
+  preset = ModelConfig.from_preset("mini")
+  assert code == 0 and shown["vocab_size"] == 700 and shown["num_decoder_layers"] == 3
+  for key in ("d_model", "d_ff", "num_heads", "head_dim", "num_encoder_layers"):
+    assert shown[key] == getattr(preset, key) is not None, key
+  assert None not in shown.values() and None not in shown["attention"].values()
 
 
 def test_evaluation_cost_follows_tokens(tiny_data_dir):

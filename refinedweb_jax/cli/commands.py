@@ -1,5 +1,6 @@
 """The bodies of the `refinedweb` commands: each takes its parsed flags and settled config."""
 
+import dataclasses
 import json
 import os
 import sys
@@ -71,8 +72,26 @@ def evaluate(args, settled):
 
 
 def show_config(args, settled):
-  print(json.dumps(configs.to_dict(settled.config), indent=2, sort_keys=True,
-                   ensure_ascii=False))
+  """The settled config, with the model's sizes resolved (preset, overrides, vocabulary)."""
+  shown = configs.to_dict(settled.config)
+  model_cfg = configs.model_config(settled.config,
+                                   vocab_size=_vocab_size(settled.config, args.workdir))
+  resolved = dataclasses.asdict(model_cfg)
+  shown["model"] = {**resolved, **{k: v for k, v in shown["model"].items() if v is not None},
+                    "attention": {**resolved["attention"], **{
+                        k: v for k, v in shown["model"].get("attention", {}).items()
+                        if v is not None}}}
+  print(json.dumps(shown, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def _vocab_size(config, workdir: str | None) -> int:
+  """The tokenizer's vocabulary: a run's own (saved with its checkpoint), a *.model file's,
+  else the size a trained one is asked for (data.vocab_size, else the preset's)."""
+  if workdir and resume.has_run(workdir):
+    return tokenizer.Tokenizer(model_proto=resume.saved(workdir)[1]).vocab_size
+  if str(config.data.tokenizer).endswith(".model") and os.path.isfile(config.data.tokenizer):
+    return tokenizer.Tokenizer(config.data.tokenizer).vocab_size
+  return configs.tokenizer_vocab_size(config)[0]
 
 
 def generate(args, settled):
