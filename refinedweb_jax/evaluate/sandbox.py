@@ -27,19 +27,25 @@ to the end), which suits checks of the sandbox, not scoring.
 
 Isolation of each process, strongest layer first:
   1. bubblewrap (`bwrap`, Debian's package bubblewrap): new user, pid, network, ipc, uts and
-     cgroup namespaces, running as uid 65534; of the interpreter's installation only the
-     executable, libpython and the standard library are bound read-only, site-packages masked
-     by an empty read-only tmpfs (no third-party imports, no .pth files); the only writable path
-     is a fresh size-limited tmpfs (the working directory); it dies with its parent. Without
-     bwrap, pass@1 refuses to run unless REFINEDWEB_UNSAFE_SANDBOX=1 is set, which runs plain
-     processes (still with 2-4): UNSAFE, not least because C may then read T's memory.
+     cgroup namespaces, running as uid 65534 that is uid 65534 on the host too: run by root,
+     bwrap itself is started as 65534 (setpriv), so no uid or gid maps to host root and /proc/sys
+     is read-only to the program (a root-started bwrap maps it to host root). Of the
+     interpreter's installation only the executable, libpython and the standard library are
+     bound read-only (through a root bwrap's view when they live under a closed /root),
+     site-packages masked by an empty read-only tmpfs (no third-party imports, no .pth files);
+     / is read-only, /dev holds null, zero, full, random and urandom only (no /dev/shm); the
+     only writable path is a fresh tmpfs of DISK_BYTES (the working directory); it dies with
+     its parent. Without bwrap, pass@1 refuses to run unless REFINEDWEB_UNSAFE_SANDBOX=1 is set,
+     which runs plain processes (still with 2-4): UNSAFE, not least because C may then read T's
+     memory.
   2. Separate processes (`python -I -B`), never the calling (training) process, with a minimal
      environment, each in its own session so that a timeout kills the whole group.
-  3. Limits set first thing in each child: hard rlimits (address space, CPU seconds, file size,
-     no core dumps, no processes) and a seccomp filter under which fork, vfork, clone and clone3
-     fail (x86_64 and aarch64). The filter holds for root, whom RLIMIT_NPROC does not bind: run
-     by root, uid 65534 of the user namespace is root outside. (Starting bwrap as an unprivileged
-     uid cannot reach an interpreter under /root, mode 0700; a cgroup needs a writable hierarchy.)
+  3. Limits set first thing in each child: hard rlimits (address space and data, CPU seconds,
+     file size, 256 open files, no core dumps, processes, locked memory or message queues) and a
+     seccomp filter (x86_64 and aarch64) under which fork, clone, unshare, setns, mount,
+     ptrace, bpf, keyctl, memfd_create, SysV shm and the like fail (sandbox_child._DENIED).
+     Memory is bounded without a cgroup: the address-space limit, the sized tmpfs, and no
+     memfd, shm, /dev/shm or writable / that would hold pages outside it.
   4. A best-effort prelude that makes sockets, processes, signals and writes outside the
      working directory raise PermissionError (ctypes reaches the C functions; it is no boundary).
 """
@@ -52,6 +58,7 @@ import os
 import shutil
 import signal
 import site
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -138,10 +145,12 @@ def run_tests(code: str, tests: str, *, setup: str = "", entry_point: str | None
 
 def isolation() -> str:
   """A one-line description of the isolation this machine gives (for logs and reports)."""
-  guards = "rlimits + seccomp (no fork) + prelude guard; tests in their own process"
+  guards = ("rlimits + seccomp (no fork, namespaces, mounts, ptrace, memfd) + prelude guard; "
+            "tests in their own process")
   if _bwrap_works():
-    return ("bwrap (user/pid/net namespaces, uid 65534, read-only interpreter and stdlib only, "
-            f"tmpfs cwd) + {guards}")
+    host = "host root" if os.geteuid() == 0 and not _drop_root() else "not root"
+    return (f"bwrap (user/pid/net namespaces, uid 65534 ({host} on the host), read-only root, "
+            f"interpreter and stdlib, sized tmpfs cwd) + {guards}")
   return f"plain processes + {guards} (UNSAFE)"
 
 
@@ -225,8 +234,8 @@ def _child_source() -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _interpreter_binds() -> tuple:
-  """bwrap arguments: the interpreter, its libpython and stdlib read-only, site-packages empty."""
+def _interpreter_paths() -> tuple:
+  """(dest, source) pairs: the interpreter, its libpython and stdlib; site-packages dirs."""
   base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix,
           "installed_base": sys.base_prefix, "installed_platbase": sys.base_exec_prefix}
   paths = sysconfig.get_paths(vars=base)  # the base interpreter's, not a virtualenv's
@@ -237,24 +246,78 @@ def _interpreter_binds() -> tuple:
     lib = os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME"))
     if os.path.exists(lib):
       binds[lib] = os.path.realpath(lib)  # at the name the loader looks for
+  site_dirs = site.getsitepackages([sys.base_prefix]) + [paths["purelib"], paths["platlib"]]
+  masked = sorted({os.path.realpath(p) for p in site_dirs if os.path.isdir(p)})
+  return tuple(binds.items()), tuple(masked)
+
+
+def _interpreter_binds() -> list:
+  """bwrap arguments: the interpreter, its libpython and stdlib read-only, site-packages empty."""
+  binds, masked = _interpreter_paths()
   args = []
-  for dest, source in binds.items():
+  for dest, source in binds:
     if not dest.startswith("/usr/"):  # /usr is bound whole
       args += ["--ro-bind", source, dest]
-  site_dirs = site.getsitepackages([sys.base_prefix]) + [paths["purelib"], paths["platlib"]]
-  for path in sorted({os.path.realpath(p) for p in site_dirs if os.path.isdir(p)}):
+  for path in masked:
     args += ["--tmpfs", path, "--remount-ro", path]
-  return tuple(args)
+  return args
+
+
+def _reachable_view() -> list:
+  """Arguments of a root bwrap under which NOBODY can reach the interpreter ([] if it can).
+
+  An interpreter under /root (mode 0700) is out of NOBODY's reach, and an unprivileged bwrap
+  opens its bind sources as NOBODY: this view puts an open tmpfs over each closed directory
+  and binds only the interpreter's paths into it.
+  """
+  args, made = [], set()
+  for _, source in _interpreter_paths()[0]:
+    parts = source.split(os.sep)[1:]
+    ancestors = ["/" + "/".join(parts[:i]) for i in range(1, len(parts))]
+    closed = [a for a in ancestors if not os.stat(a).st_mode & stat.S_IXOTH]
+    if not closed:
+      continue
+    for ancestor in ancestors[ancestors.index(closed[0]):]:
+      if ancestor not in made:
+        made.add(ancestor)
+        args += ["--tmpfs", ancestor] if ancestor == closed[0] else [
+            "--perms", "0755", "--dir", ancestor]
+    args += ["--ro-bind", source, source]
+  return args
+
+
+@functools.lru_cache(maxsize=None)
+def _drop_root() -> tuple:
+  """The prefix that starts bwrap as NOBODY when we are root, so that no uid maps to host root.
+
+  Started by root, bwrap maps the sandbox's uid to host uid 0 (a write to /proc/sys reaches the
+  host); started by NOBODY, to NOBODY. () when not root or when setpriv is missing (said once).
+  """
+  if os.geteuid() != 0:
+    return ()
+  if shutil.which("setpriv") is None:
+    log.warning("sandbox: running as root without setpriv (util-linux): the sandboxed uid maps "
+                "to host root; install util-linux to run it as uid %d", NOBODY)
+    return ()
+  drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"]
+  view = _reachable_view()
+  if view:
+    drop = ["bwrap", "--dev-bind", "/", "/", *view, "--die-with-parent", "--", *drop]
+  return tuple(drop)
 
 
 def _bwrap_prefix() -> list[str]:
-  """The bwrap command line: read-only system libraries and interpreter, a tmpfs cwd."""
-  prefix = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
-            "--uid", str(NOBODY), "--gid", str(NOBODY)]
+  """The bwrap command line: read-only root, system libraries and interpreter, a tmpfs cwd."""
+  prefix = [*_drop_root(), "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent",
+            "--new-session", "--uid", str(NOBODY), "--gid", str(NOBODY)]
   for path in ("/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/etc/localtime"):
     prefix += ["--ro-bind-try", path, path]
-  return prefix + [*_interpreter_binds(), "--proc", "/proc", "--dev", "/dev",
-                   "--size", str(DISK_BYTES), "--tmpfs", _WORK, "--chdir", _WORK]
+  # A few device nodes, no devpts (which would make bwrap nest a user namespace whose map
+  # reads "65534 0 1"), no /dev/shm; the only writable path is the sized tmpfs cwd.
+  for device in ("null", "zero", "full", "random", "urandom"):
+    prefix += ["--dev-bind", f"/dev/{device}", f"/dev/{device}"]
+  return prefix + [*_interpreter_binds(), "--proc", "/proc", "--size", str(DISK_BYTES),
+                   "--tmpfs", _WORK, "--remount-ro", "/", "--chdir", _WORK]
 
 
 @functools.lru_cache(maxsize=None)

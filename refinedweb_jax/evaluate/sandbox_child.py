@@ -19,8 +19,24 @@ MESSAGE_BYTES = 4 * 2**20  # one call or answer between T and C
 FILE_SIZE_BYTES = 16 * 2**20
 SETUP_EXIT = 120  # the child could not set up its limits or guards
 CPU_EXIT = 121  # the child ran out of CPU time
-# Per architecture: seccomp's audit arch and the syscalls that create processes or threads.
-_FORKS = {"x86_64": (0xC000003E, (56, 57, 58, 435)), "aarch64": (0xC00000B7, (220, 435))}
+OPEN_FILES = 256  # RLIMIT_NOFILE: also bounds the memory pipes can hold
+# Per architecture: seccomp's audit arch, then the syscalls that fail with EPERM: the ones that
+# create processes or threads (fork, vfork, clone, clone3, whatever their flags), namespaces and
+# mounts (unshare, setns, mount, umount2, pivot_root, chroot, the new mount API), other
+# processes' memory (ptrace, process_vm_*, kcmp, pidfd_getfd), the kernel's keyrings, BPF, perf,
+# modules, kexec, swap, reboot, acct, syslog, quotactl, file handles, io_uring, and memory that
+# no limit counts (memfd_create, memfd_secret, userfaultfd, SysV shm/msg/sem, POSIX mqueues).
+_DENIED = {
+    "x86_64": (0xC000003E, (
+        57, 58, 56, 435, 272, 308, 165, 166, 155, 161, 428, 429, 430, 431, 432, 433, 442,
+        101, 310, 311, 312, 438, 250, 248, 249, 321, 298, 175, 313, 176, 246, 320, 167, 168,
+        169, 163, 103, 179, 303, 304, 425, 426, 427, 319, 447, 323, 29, 30, 68, 64, 240, 172,
+        173)),
+    "aarch64": (0xC00000B7, (
+        220, 435, 97, 268, 40, 39, 41, 51, 428, 429, 430, 431, 432, 433, 442, 117, 270, 271,
+        272, 438, 219, 217, 218, 280, 241, 105, 273, 106, 104, 294, 224, 225, 142, 89, 116, 60,
+        264, 265, 425, 426, 427, 279, 447, 282, 194, 196, 186, 190, 180)),
+}
 
 
 class _Lost(BaseException):
@@ -311,8 +327,10 @@ def _describe(error: BaseException, with_type: bool = True) -> str:
 
 
 def _set_limits(memory_mb: int, cpu_s: int) -> None:
-  limits = [(resource.RLIMIT_AS, memory_mb * 2**20), (resource.RLIMIT_FSIZE, FILE_SIZE_BYTES),
-            (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, 0)]
+  limits = [(resource.RLIMIT_AS, memory_mb * 2**20), (resource.RLIMIT_DATA, memory_mb * 2**20),
+            (resource.RLIMIT_FSIZE, FILE_SIZE_BYTES), (resource.RLIMIT_CORE, 0),
+            (resource.RLIMIT_NPROC, 0), (resource.RLIMIT_NOFILE, OPEN_FILES),
+            (resource.RLIMIT_MEMLOCK, 0), (resource.RLIMIT_MSGQUEUE, 0)]
   for kind, value in limits:
     resource.setrlimit(kind, (value, value))
   # Hard above soft, so that SIGXCPU (a clean "timeout" exit) comes before SIGKILL.
@@ -320,14 +338,14 @@ def _set_limits(memory_mb: int, cpu_s: int) -> None:
 
 
 def _forbid_new_processes() -> None:
-  """A seccomp filter: fork, vfork, clone and clone3 fail with EPERM (root or not)."""
+  """A seccomp filter: the _DENIED syscalls (fork, clone, unshare, mount, ...) fail with EPERM."""
   import ctypes
   import errno
   import platform
   import struct
-  if platform.machine() not in _FORKS:
-    return  # RLIMIT_NPROC alone, which does not bind root
-  arch, forks = _FORKS[platform.machine()]
+  if platform.machine() not in _DENIED:
+    return  # RLIMIT_NPROC alone (sandbox.isolation() says so)
+  arch, forks = _DENIED[platform.machine()]
   load, equal, at_least, ret = 0x20, 0x15, 0x35, 0x06  # classic BPF opcodes
   program = [(load, 0, 0, 4), (equal, 0, len(forks) + 3, arch), (load, 0, 0, 0),
              (at_least, len(forks) + 1, 0, 0x40000000)]  # x32 system calls
