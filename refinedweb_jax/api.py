@@ -215,7 +215,8 @@ class RefinedWeb:
       log.close()
     if main:
       logger.rewrite_tensorboard(self.workdir, evaluator.namespace)
-      print(f"predictions: {path}", flush=True)
+      if evaluator.samples:  # nothing decoded (decode_examples=0): no predictions file
+        print(f"predictions: {path}", flush=True)
     return metrics
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 
 import ml_collections
@@ -100,6 +101,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 # The allowed range of every numeric key whose range is known: "(" / ")" exclude an end,
 # "[" / "]" include it. validate() checks them all before any data or checkpoint is touched.
+INT_MAX = 2**31 - 1  # every integer setting is at most this (steps, sizes and seeds are int32)
 RANGES = {
     "data.input_length": "(0, inf)", "data.target_length": "(0, inf)",
     "data.batch_size": "(0, inf)", "data.num_train": "(0, inf)",
@@ -121,6 +123,8 @@ RANGES = {
     "distill.shard_examples": "(0, inf)", "distill.dump_batch_size": "(0, inf)",
     "distill.sequence_kd_beam": "(0, inf)",
     "data.workers": "[0, 256]", "data.prefetch": "[0, 1024]",
+    "seed": f"[0, {INT_MAX}]", "data.corpus_seed": f"[0, {INT_MAX}]",
+    "data.shuffle_seed": f"[0, {INT_MAX}]",
 }
 
 
@@ -135,6 +139,27 @@ def check_range(key: str, value, interval: str):
     else:
       allowed = f"in {interval}"
     raise ValueError(f"config.{key} must be {allowed}, got {value}")
+
+
+def check_integers(config, prefix: str = "config"):
+  """Every integer setting (at any depth) lies within +-INT_MAX: larger ones overflow the
+  int32 steps, shapes and seeds they become."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      check_integers(value, f"{prefix}.{key}")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
+      raise ValueError(f"{prefix}.{key}={value} is out of range; allowed: integers up to "
+                       f"{INT_MAX:,} in size")
+
+
+def check_sections(config, where: str):
+  """A config holds every section of the default one (an experiment file's get_config()
+  starts from default_config() and changes it)."""
+  missing = [key for key in default_config() if key not in config]
+  if missing:
+    raise ValueError(f"{where} has no {', '.join(missing)} (section(s) of the default config); "
+                     "build it from refinedweb_jax.configs.default_config() and change what "
+                     "differs")
 
 
 def _field_type(field):
@@ -197,11 +222,15 @@ def load_config(spec: str | None) -> ml_collections.ConfigDict:
     if str(e).startswith(f"config file {path!r}"):
       raise
     raise ValueError(f"config file {_where(path, e)}: {e}") from None
+  except SystemExit as e:  # exit() at import: the file ends the program instead of configuring it
+    raise ValueError(f"config file {_where(path, e)}: it calls exit({e.code!r}) while loading; "
+                     "a config file defines get_config() and returns its config") from None
   except Exception as e:  # pylint: disable=broad-except  (the file's own errors, in one line)
     raise ValueError(f"config file {_where(path, e)}: {type(e).__name__}: {e}") from None
   if not isinstance(config, ml_collections.ConfigDict):
     raise ValueError(f"config file {path!r}: get_config({arg!r}) returned "
                      f"{type(config).__name__}, not an ml_collections.ConfigDict")
+  check_sections(config, f"config file {path!r}: its config")
   return config
 
 
@@ -345,10 +374,13 @@ def choices() -> dict:
 
 def validate(config):
   """Fails early, naming the bad value, before any data or checkpoint is touched."""
+  check_sections(config, "the config")
+  check_integers(config)
   for key, interval in RANGES.items():
-    section, name = key.split(".")
-    if config[section].get(name) is not None:  # unset: a default that follows other keys
-      check_range(key, config[section][name], interval)
+    section, _, name = key.rpartition(".")
+    node = config[section] if section else config
+    if node.get(name) is not None:  # unset: a default that follows other keys
+      check_range(key, node[name], interval)
   for key, allowed in choices().items():
     section, name = key.split(".")
     if config[section][name] not in allowed:
@@ -373,6 +405,10 @@ def validate(config):
                          f"{', '.join(public.PUBLIC)}")
   # Rates on unit sizes: checks the method, cap, temperature and weights before any data.
   weights = tasks.parse_weights(config.mixture.weights)
+  for name, weight in weights.items():
+    if not math.isfinite(weight) or weight < 0:
+      raise ValueError(f"config.mixture.weights gives {name!r} the weight {weight}; a weight "
+                       "must be a finite number >= 0")
   unknown = sorted(set(weights) - set(task_names(config)))
   if unknown:
     raise ValueError(f"config.mixture.weights names {', '.join(map(repr, unknown))}, not a task "

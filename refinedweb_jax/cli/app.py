@@ -4,6 +4,7 @@ Every expected failure is one line on stderr and an exit status: 2 for input the
 fix, 1 for a run that stopped (a non-finite loss, a storage error), 130 for an interrupt.
 """
 
+import importlib.util
 import logging
 import os
 import shlex
@@ -22,6 +23,8 @@ from refinedweb_jax.train import resume, stop
 def settle(command, args, overrides):
   """The command's config (resume.settle), by the table's `config` rule; None for none."""
   mode = command.config
+  for flag in ("workdir", "teacher", "logits", "out"):
+    check_storage(f"--{flag}", getattr(args, flag, None))
   if mode in ("none", "raw"):
     return None
   if command.name == "distill train":
@@ -101,6 +104,15 @@ def _start_jax(overrides):
            if key.startswith("distributed.")}
   sharding.initialize_distributed(given.get("coordinator_address"),
                                   given.get("num_processes"), given.get("process_id"))
+
+
+def check_storage(flag: str, path) -> None:
+  """A gs:// path needs gcsfs (through etils.epath); without it, one line saying so."""
+  if not isinstance(path, str) or not path.startswith("gs://"):
+    return
+  if importlib.util.find_spec("gcsfs") is None:
+    raise UserError(f"{flag} {path!r} is on Google Cloud Storage, which needs the gcsfs "
+                    "package: pip install gcsfs (or use a local folder)")
 
 
 def _make_workdir(path: str):

@@ -12,7 +12,7 @@ from refinedweb_jax.convert import commands as convert
 from refinedweb_jax.data import fetch as fetch_lib, registry, tasks, tokenizer
 from refinedweb_jax.distill import dump
 from refinedweb_jax.sweep import arms, report, runner
-from refinedweb_jax.train import resume, run, setup, teacher
+from refinedweb_jax.train import memory, resume, run, setup, teacher
 
 
 def prepare(args, settled):
@@ -29,6 +29,7 @@ def prepare(args, settled):
 
 
 def train(args, settled):
+  memory.check(settled.config)
   run.train(settled, args.workdir, command=args.command_line)
 
 
@@ -40,6 +41,7 @@ def distill_train(args, settled):
   if kd.logits and not kd.online and not os.path.isdir(kd.logits):
     raise UserError(f"logits directory {kd.logits!r} does not exist; write it with: "
                     f"refinedweb distill dump --teacher WORKDIR --out {kd.logits}")
+  memory.check(settled.config)
   run.train(settled, args.workdir, command=args.command_line)
 
 
@@ -106,9 +108,10 @@ def generate(args, settled):
   if args.text:
     texts, where = args.text, "--text #{}"
   elif args.input:
-    texts, where = inputs.file_lines(args.input), f"--input {args.input} line {{}}"
+    texts = inputs.file_lines(args.input, args.max_input_bytes)
+    where = f"--input {args.input} line {{}}"
   else:
-    texts, where = inputs.stdin_lines(), "stdin line {}"
+    texts, where = inputs.stdin_lines(args.max_input_bytes), "stdin line {}"
   for i, text in enumerate(texts):
     if not text.strip():
       raise UserError(f"empty input text ({where.format(i + 1)}); give a non-empty string")

@@ -6,6 +6,7 @@ Every problem is a UserError of one line naming the flag, the file or the line.
 import gzip
 import json
 import os
+import stat
 import sys
 
 from refinedweb_jax import configs
@@ -16,6 +17,40 @@ from refinedweb_jax.model import decode
 from refinedweb_jax.train import setup
 
 BOM = "\ufeff"  # a UTF-8 byte-order mark at the start of a file is no input text
+PEEK_BYTES = 1 << 16  # what a look at a file's first line reads at most
+MAX_INPUT_BYTES = 1 << 32  # an own-data file's size limit (--max-input-bytes raises it)
+MAX_TEXT_BYTES = 1 << 26  # generate's inputs, held in memory whole (--max-input-bytes too)
+
+
+def check_input_file(path: str, flag: str, limit: int | None):
+  """An input is a regular file of at most `limit` bytes (None: MAX_INPUT_BYTES), so that no
+  read is unbounded (/dev/zero, a pipe, a file larger than memory)."""
+  limit = MAX_INPUT_BYTES if limit is None else limit
+  if limit < 1:
+    raise UserError(f"--max-input-bytes must be >= 1, got {limit}")
+  try:
+    st = os.stat(path)
+  except OSError:
+    return  # missing: the reader's own message names it
+  if not stat.S_ISREG(st.st_mode):
+    raise UserError(f"{flag} {path!r} is not a regular file (a device, pipe or folder); "
+                    "give a file")
+  if st.st_size > limit:
+    raise UserError(f"{flag} {path!r} has {st.st_size:,} bytes, more than --max-input-bytes="
+                    f"{limit:,}; raise --max-input-bytes to read it")
+
+
+def read_bounded(f, limit: int | None, what: str) -> bytes:
+  """All of a binary stream, refused in one line past `limit` bytes (None: MAX_TEXT_BYTES)."""
+  limit = MAX_TEXT_BYTES if limit is None else limit
+  if limit < 1:
+    raise UserError(f"--max-input-bytes must be >= 1, got {limit}")
+  raw = f.read(limit + 1)
+  if len(raw) > limit:
+    raise UserError(f"{what} has more than --max-input-bytes={limit:,} bytes; raise "
+                    "--max-input-bytes to read it")
+  return raw
+
 
 
 def decoding_settings(args) -> dict:
@@ -26,14 +61,38 @@ def decoding_settings(args) -> dict:
                   seed=args.seed)
   if args.max_new_tokens is not None:
     settings["max_new_tokens"] = args.max_new_tokens
+  check_seed(args.seed, "--seed")
   decode.Decoding(**settings)
   return settings
+
+
+def check_seed(seed, flag: str):
+  """A seed is an integer in [0, configs.INT_MAX]."""
+  if seed is not None and not 0 <= seed <= configs.INT_MAX:
+    raise UserError(f"{flag} must be in [0, {configs.INT_MAX}], got {seed}")
+
+
+def _check_own_name(task: str):
+  """An own task may not take a built-in or public task's name: training would use that one."""
+  from refinedweb_jax.data.datasets import public  # TFDS: prepare loads it anyway
+  taken = tuple(tasks.BUILTIN) + tuple(public.PUBLIC)
+  if task in taken:
+    raise UserError(f"--task {task!r} is the name of a built-in task; give your own task "
+                    f"another name (taken: {', '.join(taken)})")
 
 
 def own_task_spec(args) -> dict:
   """`prepare --task` flags -> the own_data.build arguments (also a config.own_tasks entry)."""
   if not args.train:
     raise UserError("--task needs --train FILE...")
+  _check_own_name(args.task)
+  if "pass@1" in (_metrics(args) or ()):
+    raise UserError("--metrics pass@1 runs each example's tests, and own files (tsv, text, "
+                    "jsonl, squad) carry none; score the task with bleu, chrf, rouge or "
+                    "exact_match instead")
+  for path in args.train + (args.validation or []) + (args.test or []):
+    check_input_file(path, "--train" if path in args.train else "--validation/--test",
+                     args.max_input_bytes)
   fmt = args.format or guess_format(args.train[0], len(args.train))
   spec = dict(task=args.task, format=fmt, skip_malformed=args.skip_malformed)
   for split in ("train", "validation", "test"):
@@ -80,6 +139,7 @@ def _carve(args) -> dict:
     if getattr(args, split):
       raise UserError(f"--split {split}={carve[split]:g} and --{split} FILE both give the "
                       f"{split} split; drop one")
+  check_seed(args.seed, "--seed")
   return dict(carve=carve, carve_seed=0 if args.seed is None else args.seed)
 
 
@@ -94,8 +154,8 @@ def _check_fields(fmt: str, args, first_file: str):
   keys = "?"
   try:
     with open(first_file, encoding="utf-8") as f:
-      keys = ", ".join(sorted(json.loads(f.readline())))
-  except (OSError, ValueError, TypeError, AttributeError):
+      keys = ", ".join(sorted(json.loads(f.readline(PEEK_BYTES))))
+  except (OSError, ValueError, TypeError, AttributeError, RecursionError):
     pass
   raise UserError(f"format jsonl needs --input-field and --target-field, the keys of the "
                   f"input and the target; {first_file} line 1 has keys: {keys}")
@@ -130,7 +190,7 @@ def guess_format(path: str, files: int = 1) -> str:
   if files == 1:
     try:
       with (gzip.open if path.endswith(".gz") else open)(path, "rt", errors="replace") as f:
-        if "\t" in f.readline():
+        if "\t" in f.readline(PEEK_BYTES):
           return "tsv"
     except OSError:
       pass  # a missing file is reported with the build's own message
@@ -180,10 +240,10 @@ def _coverage_warnings(config, builder, task: str) -> list:
   return tokenizer.coverage_warnings(tokenizer.Tokenizer(path), source, task, d.tokenizer)
 
 
-def file_lines(path: str):
+def file_lines(path: str, limit: int | None = None):
   try:
     with open(path, "rb") as f:
-      raw = f.read()
+      raw = read_bounded(f, limit, f"--input {path!r}")
   except OSError as e:
     raise UserError(f"cannot read --input {path!r}: {e.strerror}") from None
   try:
@@ -193,8 +253,8 @@ def file_lines(path: str):
                     "pass UTF-8 text") from None
 
 
-def stdin_lines():
-  raw = sys.stdin.buffer.read()
+def stdin_lines(limit: int | None = None):
+  raw = read_bounded(sys.stdin.buffer, limit, "stdin")
   try:
     text = raw.decode("utf-8")
   except UnicodeDecodeError as e:
@@ -212,6 +272,7 @@ def file_task(args, config):
       raise UserError(f"unknown --task {args.task!r}; this run knows: "
                       f"{', '.join(known.names())}")
     like = known.get(args.task)
+  check_input_file(args.input, "--input", args.max_input_bytes)
   fmt = args.format or guess_format(args.input)
   if fmt == "text":
     raise UserError("--input takes one file (tsv, jsonl or squad), not a text pair; join the "

@@ -90,6 +90,13 @@ def _file_flags(p):
                       "(default: squad for squad files, else bleu,chrf)")
   p.add_argument("--language", default=None, help="the targets' language (en, de, fr, zh; "
                  "zh: BLEU tokenizes Chinese; default en)")
+  _max_input(p)
+
+
+def _max_input(p, default="4 GiB"):
+  p.add_argument("--max-input-bytes", type=int, default=None,
+                 help=f"larger input files (or stdin) are refused, not read (default: {default})")
+
 
 
 def _train(p):
@@ -155,6 +162,7 @@ def _generate(p):
   p.add_argument("--input", default=None, help="a UTF-8 file with one input per line")
   p.add_argument("--task", default=None, help="prefix each input with this task's prefix")
   p.add_argument("--batch-size", type=int, default=16, help="inputs decoded together")
+  _max_input(p, "64 MiB")
 
 
 def _dump(p):

@@ -2,6 +2,7 @@
 
 import os
 import resource
+import shlex
 import sys
 import textwrap
 import time
@@ -190,7 +191,7 @@ def has_test_split(config, task) -> bool:
 
 def hints(run, workdir: str, continue_with: str) -> list[str]:
   """The commands that follow a finished run, each one that works as printed."""
-  t, workdir = run.config.train, shown(workdir)
+  t, workdir = run.config.train, shlex.quote(shown(workdir))  # a path with spaces works too
   split = " --split test" if all(has_test_split(run.config, task) for task in run.tasks) else ""
   return [f"refinedweb eval --workdir {workdir}{split}",
           f"refinedweb generate --workdir {workdir} --text \"...\"",

@@ -24,15 +24,45 @@ class Problem(NamedTuple):
   fatal: bool = False  # Not skippable: the file as a whole is unusable.
 
 
-def _lines(path: str) -> Iterator[tuple[int, bytes]]:
-  """(1-based line number, bytes without the line end); .gz is decompressed, a BOM dropped."""
+class _Long(bytes):
+  """The first bytes of a line longer than the reader keeps; `length` is the whole line's."""
+  length: int = 0
+
+
+def _bounded(f, limit: int | None) -> Iterator[bytes]:
+  """The lines of a binary file; one longer than `limit` bytes is cut to limit + 1 (a _Long),
+  the rest of it skipped in pieces, so no line is held whole (a file with no line ends)."""
+  while True:
+    raw = f.readline() if limit is None else f.readline(limit + 1)
+    if not raw:
+      return
+    if limit is None or len(raw) <= limit or raw.endswith(b"\n"):
+      yield raw
+      continue
+    length = len(raw)
+    while True:
+      more = f.readline(1 << 16)
+      length += len(more) - more.endswith(b"\n")
+      if not more or more.endswith(b"\n"):
+        break
+    line = _Long(raw)
+    line.length = length
+    yield line
+
+
+def _lines(path: str, limit: int | None = None) -> Iterator[tuple[int, bytes]]:
+  """(1-based line number, bytes without the line end); .gz is decompressed, a BOM dropped;
+  a line longer than `limit` bytes comes cut (a _Long, reported by _decode)."""
   opener = gzip.open if path.endswith(".gz") else open
   n = 0
   try:
     with opener(path, "rb") as f:
       # Bytes, not text mode: text mode would split on U+2028, U+0085 etc. inside
       # sentences and break the alignment of parallel files.
-      for n, raw in enumerate(f, 1):
+      for n, raw in enumerate(_bounded(f, limit), 1):
+        if isinstance(raw, _Long):
+          yield n, raw
+          continue
         if n == 1 and raw.startswith(_BOM):  # a UTF-8 byte-order mark is no text
           raw = raw[len(_BOM):]
         raw = raw[:-1] if raw.endswith(b"\n") else raw
@@ -44,8 +74,8 @@ def _lines(path: str) -> Iterator[tuple[int, bytes]]:
 def _decode(raw: bytes, path: str, line: int, max_bytes: int | None = None) -> str | Problem:
   """A line's text, or the problem with it: too long, a NUL byte, invalid UTF-8."""
   if max_bytes is not None and len(raw) > max_bytes:
-    return Problem(f"{path}:{line}: line of {len(raw)} bytes, more than max_line_bytes="
-                   f"{max_bytes} (--max-line-bytes)", path)
+    return Problem(f"{path}:{line}: line of {getattr(raw, 'length', len(raw))} bytes, more "
+                   f"than max_line_bytes={max_bytes} (--max-line-bytes)", path)
   if b"\x00" in raw:
     at = raw.index(b"\x00") + 1
     return Problem(f"{path}:{line}: NUL byte at byte {at} of the line (a binary file?)", path)
@@ -70,7 +100,7 @@ def _example(config, where: tuple, inputs: str, targets: str, record_id: str,
 def _read_tsv(config, path: str):
   need = max(config.columns) + 1
   name = os.path.basename(path)
-  for n, raw in _lines(path):
+  for n, raw in _lines(path, config.max_line_bytes):
     text = _decode(raw, path, n, config.max_line_bytes)
     if isinstance(text, Problem):
       yield text
@@ -88,7 +118,8 @@ def _read_tsv(config, path: str):
 def _read_text(config, pair: tuple):
   src, tgt = pair
   name = os.path.basename(src)
-  src_lines, tgt_lines = _lines(src), _lines(tgt)
+  src_lines = _lines(src, config.max_line_bytes)
+  tgt_lines = _lines(tgt, config.max_line_bytes)
   n = 0
   for n, (a, b) in enumerate(itertools.zip_longest(src_lines, tgt_lines), 1):
     if a is None or b is None:
@@ -109,7 +140,7 @@ def _read_text(config, pair: tuple):
 
 def _read_jsonl(config, path: str):
   name = os.path.basename(path)
-  for n, raw in _lines(path):
+  for n, raw in _lines(path, config.max_line_bytes):
     text = _decode(raw, path, n, config.max_line_bytes)
     if isinstance(text, Problem):
       yield text
@@ -120,6 +151,9 @@ def _read_jsonl(config, path: str):
       obj = json.loads(text)
     except json.JSONDecodeError as e:
       yield Problem(f"{path}:{n}: invalid JSON: {e.msg} (column {e.colno})", path)
+      continue
+    except RecursionError:
+      yield Problem(f"{path}:{n}: JSON nested too deeply to read", path)
       continue
     if not isinstance(obj, dict):
       yield Problem(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}", path)
@@ -153,6 +187,9 @@ def _read_squad(config, path: str):
     return
   except json.JSONDecodeError as e:
     yield Problem(f"{path}:{e.lineno}: invalid JSON: {e.msg} (column {e.colno})", path, True)
+    return
+  except RecursionError:  # a bomb of nested brackets, not SQuAD
+    yield Problem(f"{path}:1: JSON nested too deeply to read (not SQuAD v1.1)", path, True)
     return
   if not isinstance(squad, dict) or not isinstance(squad.get("data"), list):
     yield Problem(f"{path}:1: not SQuAD v1.1 JSON (no top-level 'data' list)", path, True)
