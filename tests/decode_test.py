@@ -205,7 +205,7 @@ def test_the_stop_check_interval_keeps_the_state_of_a_plain_while_loop():
   body = lambda state, cache: ((state[0] + 1, state[1] + state[0] % 4), cache + 1)
   want = jax.lax.while_loop(cond, lambda s: body(s, 0)[0], (jnp.int32(0), jnp.int32(0)))
   for k in (1, 2, 3, 4, 8):
-    got = decode._while(cond, body, (jnp.int32(0), jnp.int32(0)), jnp.int32(0), k)
+    got = decode._while(cond, body, (jnp.int32(0), jnp.int32(0)), jnp.int32(0), k)[0]
     assert [int(x) for x in got] == [int(x) for x in want], k
   with pytest.raises(ValueError, match="check_every must be an int >= 1, got 0"):
     decode.resolve_check_every(0)
@@ -304,31 +304,6 @@ def test_bad_decoding_settings_name_the_flag(settings, flag):
     decode.Decoding(**settings)
 
 
-def _reference_beam_search(forward, inputs_1xS, *, beams, alpha, length, eos, vocab):
-  """Beam search over full forward passes, T5X's rule: of the best 2 * beams extensions,
-  those ending at EOS (or at the length limit) join the finished set, and the best
-  `beams` of the others stay live. Returns (tokens, score) of the best finished one."""
-  live = [((), 0.0)]
-  finished = []
-  for step in range(length):
-    candidates = []
-    for number, (seq, logp) in enumerate(live):
-      decoder_inputs = np.zeros((1, length), np.int32)
-      decoder_inputs[0, 1: step + 1] = seq
-      step_logp = np.asarray(forward(inputs_1xS, decoder_inputs))[0, step]
-      candidates += [(logp + float(step_logp[t]), number * vocab + t, seq + (t,))
-                     for t in range(vocab)]
-    candidates.sort(key=lambda c: (-c[0], c[1]))
-    live = []
-    for logp, _, seq in candidates[: 2 * beams]:
-      if seq[-1] == eos or step == length - 1:
-        finished.append((logp / decode.length_penalty(len(seq), alpha), seq))
-      elif len(live) < beams:
-        live.append((seq, logp))
-    finished = sorted(finished, key=lambda f: -f[0])[:beams]
-  return finished[0][1], finished[0][0]
-
-
 def test_beam_search_keeps_its_beams_like_a_full_forward_reference():
   vocab, beams, length = 512, 4, 8
   model, params, inputs = _model(vocab_size=vocab, scale=2.0)
@@ -344,7 +319,7 @@ def test_beam_search_keeps_its_beams_like_a_full_forward_reference():
     for alpha in (0.0, 0.6):
       tokens, scores = search(params, inputs, eos, alpha)
       for row in range(inputs.shape[0]):
-        want, want_score = _reference_beam_search(
+        want, want_score = reference.full_forward_beam_search(
             forward, inputs[row: row + 1], beams=beams, alpha=alpha, length=length, eos=eos,
             vocab=vocab)
         got = [int(t) for t in np.asarray(tokens[row])]

@@ -1,9 +1,14 @@
 """Key/value-cached decoding inside a jitted lax.while_loop: greedy, sampling, beam search.
 
-Every decoder step runs one token through the decoder, reading and extending the
-self-attention cache; the encoder's cross-attention keys/values are projected once
-when the cache is created. Rows stop at EOS; the loop stops when every row has,
-a condition tested every `check_every` steps (CHECK_EVERY: per backend).
+Every decoder step runs one token through the decoder, writing its keys/values into the
+self-attention cache at its position only; the encoder's cross-attention keys/values
+are projected once, one row per example, when the cache is created. The decoder runs
+layer by layer (a scanned stack's parameters are sliced per layer), so every layer's
+cache is its own loop-carried buffer, updated in place. The loop runs in phases of
+cache_spans' lengths: phase p attends over the cache's first spans[p] positions, so
+attention covers the positions decoded so far, rounded up to a block. Rows stop at EOS;
+the loop stops when every row has, a condition tested every `check_every` steps
+(CHECK_EVERY: per backend).
 """
 
 import dataclasses
@@ -11,10 +16,12 @@ import functools
 import math
 import os
 
+import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 
-from refinedweb_jax.model import quantize
+from refinedweb_jax.model import quantize, scan
 
 NEG_INF = -jnp.inf
 LENGTH_PENALTY_STYLES = ("t5x", "hf")
@@ -28,6 +35,14 @@ CHECK_EVERY = {"cpu": 1, "gpu": 8, "tpu": 1}
 # few of the same sums). lax.approx_max_k would be faster on TPU but can miss tokens.
 CUTOFF_SEARCH = {"cpu": "bisection", "gpu": "top_k", "tpu": "top_k"}
 CUTOFF_SEARCHES = ("bisection", "top_k")
+# The self-attention cache grows by blocks of at least CACHE_BLOCK positions, in at most
+# MAX_CACHE_PHASES phases: each phase is one more compiled decoder step, so few and long.
+CACHE_BLOCK = 64
+MAX_CACHE_PHASES = 8
+# Kinds whose pattern for a position depends on the whole length (BigBird's random blocks
+# are drawn per length): their cache keeps the full length from the start.
+LENGTH_DEPENDENT_KINDS = ("bigbird",)
+SELF_CACHE = ("cached_key", "cached_value")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,11 +153,12 @@ def resolve_check_every(check_every: int | None = None) -> int:
 
 
 def _while(cond, body, state, cache, check_every: int):
-  """The state of lax.while_loop(cond, body) over (state, cache), cond(state) tested by the
-  loop every check_every steps: a step taken once it fails keeps the state (so it keeps
-  failing) and changes only the cache, which is dropped. The state is check_every=1's."""
+  """(state, cache) of lax.while_loop(cond, body), cond(state) tested by the loop every
+  check_every steps: a step taken once it fails keeps the state (so it keeps failing) and
+  writes the cache only at the step's own position, never read again (_phases). The
+  state is check_every=1's."""
   if check_every == 1:
-    return jax.lax.while_loop(lambda c: cond(c[0]), lambda c: body(*c), (state, cache))[0]
+    return jax.lax.while_loop(lambda c: cond(c[0]), lambda c: body(*c), (state, cache))
 
   def masked_step(_, carry):
     state, cache = carry
@@ -151,33 +167,90 @@ def _while(cond, body, state, cache, check_every: int):
     return jax.tree.map(lambda new, old: jnp.where(live, new, old), new_state, state), cache
 
   chunk = lambda carry: jax.lax.fori_loop(0, check_every, masked_step, carry)
-  return jax.lax.while_loop(lambda c: cond(c[0]), chunk, (state, cache))[0]
+  return jax.lax.while_loop(lambda c: cond(c[0]), chunk, (state, cache))
 
 
-def init_cache(model, params, enc_BxSxD, inputs_BxS, max_length: int):
-  """The decoder cache: zeroed self-attention K/V of length L, encoder K/V projected once."""
-  batch = inputs_BxS.shape[0]
-  dummy_BxL = jnp.zeros((batch, max_length), jnp.int32)
-  _, variables = model.apply({"params": params}, enc_BxSxD, inputs_BxS, dummy_BxL,
+def cache_spans(cfg, max_length: int, check_every: int) -> tuple:
+  """The cache's length in each phase of a decode: multiples of a block (at least
+  CACHE_BLOCK, a multiple of check_every, at most MAX_CACHE_PHASES of them), then max_length.
+
+  A phase ends on a multiple of check_every, so no masked step of _while writes past
+  its phase's cache.
+  """
+  kinds = {cfg.attention_kind("decoder", i) for i in range(cfg.num_decoder_layers)}
+  if kinds & set(LENGTH_DEPENDENT_KINDS):
+    return (max_length,)
+  block = max(CACHE_BLOCK, -(-max_length // MAX_CACHE_PHASES))
+  block = -(-block // check_every) * check_every
+  return tuple(range(block, max_length, block)) + (max_length,)
+
+
+def _phases(cond, body, state, cache, check_every: int, spans: tuple):
+  """_while phase by phase: phase p runs while step < spans[p] over a cache of spans[p]
+  positions, grown by zeros between phases (state[0] is the step)."""
+  for end in spans:
+    cache = _grow(cache, end)
+    state, cache = _while(lambda s, end=end: cond(s) & (s[0] < end), body, state, cache,
+                          check_every)
+  return state
+
+
+def _grow(cache, length: int):
+  """The self-attention cache (BxHxLxK) padded with zeros to `length` positions."""
+  def grow(path, leaf):
+    if _is_self_cache(path) and leaf.shape[2] < length:
+      return jnp.pad(leaf, [(0, 0), (0, 0), (0, length - leaf.shape[2]), (0, 0)])
+    return leaf
+  return jax.tree_util.tree_map_with_path(grow, cache)
+
+
+def _is_self_cache(path) -> bool:
+  return any(getattr(p, "key", None) in SELF_CACHE for p in path)
+
+
+def layer_by_layer(model, params):
+  """(model, params) whose decoder runs one layer after another: as given when unrolled;
+  for scanned stacks, the same model unrolled with each layer's parameters sliced out.
+
+  A scan over the layers would read every layer's cache and write it whole again each
+  step; unrolled, each layer's cache is its own buffer, written at one position.
+  """
+  if not model.cfg.scan_layers:
+    return model, params
+  flat = traverse_util.flatten_dict(nn.meta.unbox(params))
+  unrolled = scan.to_unrolled(flat, model.cfg)
+  return (model.clone(cfg=dataclasses.replace(model.cfg, scan_layers=False)),
+          traverse_util.unflatten_dict(unrolled))
+
+
+def init_cache(model, params, enc_BxSxD, inputs_BxS, max_length: int, beams: int = 1):
+  """The decoder cache: zeroed self-attention K/V of length L for B * beams rows (beams of
+  an example adjacent), the encoder's K/V projected once per example."""
+  rows = inputs_BxS.shape[0] * beams
+  dummy_NxL = jnp.zeros((rows, max_length), jnp.int32)
+  _, variables = model.apply({"params": params}, enc_BxSxD, inputs_BxS, dummy_NxL,
                              decode=True, method="decode", mutable=["cache"])
   return variables["cache"]
 
 
-def _step(model, params, cache, enc_BxSxD, inputs_BxS, prev_B, step):
-  """Runs one decoder position; returns (float32 logits_BxV, updated cache)."""
-  batch = prev_B.shape[0]
-  logits_Bx1xV, updated = model.apply(
-      {"params": params, "cache": cache}, enc_BxSxD, inputs_BxS, prev_B[:, None],
-      decoder_positions=jnp.full((batch, 1), step, jnp.int32), decode=True, method="decode",
+def _step(model, params, cache, enc_BxSxD, inputs_BxS, prev_N, step):
+  """Runs one decoder position for N = B * beams rows; returns (float32 logits_NxV, cache)."""
+  rows = prev_N.shape[0]
+  logits_Nx1xV, updated = model.apply(
+      {"params": params, "cache": cache}, enc_BxSxD, inputs_BxS, prev_N[:, None],
+      decoder_positions=jnp.full((rows, 1), step, jnp.int32), decode=True, method="decode",
       mutable=["cache"])
-  return logits_Bx1xV[:, 0], updated["cache"]
+  return logits_Nx1xV[:, 0], updated["cache"]
 
 
 def _token_by_token(model, params, inputs_BxS, choose, *, max_length: int, eos_id: int,
                     check_every: int | None = None):
   """One token per row per step, chosen by choose(logits_BxV, step); 0 after a row's EOS."""
   enc_BxSxD = model.apply({"params": params}, inputs_BxS, method="encode")
-  cache = init_cache(model, params, enc_BxSxD, inputs_BxS, max_length)
+  check_every = resolve_check_every(check_every)
+  spans = cache_spans(model.cfg, max_length, check_every)
+  model, params = layer_by_layer(model, params)
+  cache = init_cache(model, params, enc_BxSxD, inputs_BxS, spans[0])
   batch = inputs_BxS.shape[0]
 
   def cond(state):
@@ -193,7 +266,7 @@ def _token_by_token(model, params, inputs_BxS, choose, *, max_length: int, eos_i
 
   zeros_B = jnp.zeros((batch,), jnp.int32)
   state = (jnp.int32(0), zeros_B, jnp.zeros((batch, max_length), jnp.int32), zeros_B == 1)
-  return _while(cond, body, state, cache, resolve_check_every(check_every))[2]
+  return _phases(cond, body, state, cache, check_every, spans)[2]
 
 
 def greedy_decode(model, params, inputs_BxS, *, max_length: int, eos_id: int,
@@ -299,19 +372,26 @@ def length_penalty(length, alpha: float, style: str = "t5x"):
   return ((5.0 + length) / 6.0) ** alpha
 
 
-def _gather_beams(tree, parents_BxW, batch: int, beams: int):
-  """Reorders the (B*W, ...) self-attention cache rows to follow the chosen beams."""
-  flat = (jnp.arange(batch)[:, None] * beams + parents_BxW).reshape(-1)
+def _reorder_beams(cache, parents_BxW, batch: int, beams: int):
+  """The (B*W, ...) self-attention cache rows gathered to follow the chosen beams, or
+  left in place when every beam continues its own parent.
 
-  def gather(path, leaf):
-    # Cross-attention K/V are the same for every beam of a row: no need to move them.
-    keys = [getattr(p, "key", None) for p in path]
-    if any(k in ("cached_key", "cached_value") for k in keys):
-      # A scanned stack's cache has a leading layers axis before the rows.
-      stacked = any("_group_" in str(k) for k in keys)
-      return jnp.take(leaf, flat, axis=1 if stacked else 0)
-    return leaf
-  return jax.tree_util.tree_map_with_path(gather, tree)
+  The gather sits in a loop of zero or one trip: unlike lax.cond, whose untaken identity
+  branch XLA copies (and copies again into the loop's carry), a loop that is skipped
+  leaves the buffers where they are. Cross-attention K/V hold one row per example,
+  shared by its beams: never moved.
+  """
+  leaves, tree = jax.tree_util.tree_flatten_with_path(cache)
+  at = [i for i, (path, _) in enumerate(leaves) if _is_self_cache(path)]
+  flat = (jnp.arange(batch)[:, None] * beams + parents_BxW).reshape(-1)
+  gather = lambda carry: (False, [jnp.take(x, flat, axis=0) for x in carry[1]])
+  moved = ~jnp.all(parents_BxW == jnp.arange(beams))
+  values = [leaf for _, leaf in leaves]
+  reordered = jax.lax.while_loop(lambda carry: carry[0], gather,
+                                 (moved, [values[i] for i in at]))[1]
+  for i, x in zip(at, reordered):
+    values[i] = x
+  return jax.tree_util.tree_unflatten(tree, values)
 
 
 def beam_search(model, params, inputs_BxS, *, beam_size: int, alpha: float, max_length: int,
@@ -335,9 +415,11 @@ def beam_search(model, params, inputs_BxS, *, beam_size: int, alpha: float, max_
   penalty = lambda length: length_penalty(length, alpha, style)
   batch, beams = inputs_BxS.shape[0], beam_size
   enc_BxSxD = model.apply({"params": params}, inputs_BxS, method="encode")
-  enc_NxSxD = jnp.repeat(enc_BxSxD, beams, axis=0)  # N = B*W rows, beams of a row adjacent
-  inputs_NxS = jnp.repeat(inputs_BxS, beams, axis=0)
-  cache = init_cache(model, params, enc_NxSxD, inputs_NxS, max_length)
+  check_every = resolve_check_every(check_every)
+  spans = cache_spans(model.cfg, max_length, check_every)
+  model, params = layer_by_layer(model, params)
+  # N = B*W decoder rows (beams of an example adjacent); the encoder side stays B rows.
+  cache = init_cache(model, params, enc_BxSxD, inputs_BxS, spans[0], beams)
   best_reachable = lambda logp_BxW: jnp.max(logp_BxW, axis=-1) / penalty(max_length)
 
   def cond(state):
@@ -350,7 +432,7 @@ def beam_search(model, params, inputs_BxS, *, beam_size: int, alpha: float, max_
   def body(state, cache):
     (step, alive_BxWxL, alive_logp_BxW, finished_BxWxL, finished_score_BxW, prev_BxW,
      open_B) = state
-    logits_NxV, cache = _step(model, params, cache, enc_NxSxD, inputs_NxS,
+    logits_NxV, cache = _step(model, params, cache, enc_BxSxD, inputs_BxS,
                               prev_BxW.reshape(-1), step)
     vocab = logits_NxV.shape[-1]
     logp_BxWxV = jax.nn.log_softmax(logits_NxV).reshape(batch, beams, vocab)
@@ -373,7 +455,7 @@ def beam_search(model, params, inputs_BxS, *, beam_size: int, alpha: float, max_
     alive_logp_BxW, pick_BxW = jax.lax.top_k(jnp.where(ends_Bx2W, NEG_INF, top_logp_Bx2W), beams)
     take = lambda x_Bx2W: jnp.take_along_axis(x_Bx2W, pick_BxW, axis=1)
     alive_BxWxL = jnp.take_along_axis(seqs_Bx2WxL, pick_BxW[..., None], axis=1)
-    cache = _gather_beams(cache, take(parent_Bx2W), batch, beams)
+    cache = _reorder_beams(cache, take(parent_Bx2W), batch, beams)
     if hf:  # the best live beam at the current length against the worst finished one
       open_B &= alive_logp_BxW[:, 0] / penalty(step + 1) > finished_score_BxW[:, -1]
     return (step + 1, alive_BxWxL, alive_logp_BxW, finished_BxWxL, finished_score_BxW,
@@ -384,7 +466,7 @@ def beam_search(model, params, inputs_BxS, *, beam_size: int, alpha: float, max_
   state = (jnp.int32(0), zeros_BxWxL, alive_logp_BxW, zeros_BxWxL,
            jnp.full((batch, beams), NEG_INF), jnp.zeros((batch, beams), jnp.int32),
            jnp.ones((batch,), bool))
-  state = _while(cond, body, state, cache, resolve_check_every(check_every))
+  state = _phases(cond, body, state, cache, check_every, spans)
   return state[3][:, 0], state[4][:, 0]
 
 

@@ -45,8 +45,13 @@ class MultiHeadAttention(nn.Module):
           cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD)))
       value = self.variable("cache", "cross_value", lambda: _heads_major(_dense(
           cfg, hk, -1, ("embed", "heads", "kv"), "value")(kv_BxSxD)))
-      mask = dense.make_attention_mask(segment_ids_BxT, kv_segment_ids_BxS, causal=False)
-      out = dense.cached_attention(q, key.value, value.value, mask)
+      # Beam search keeps one cache row per example: the W beams of an example (adjacent
+      # rows) attend to it as W query positions, so the cache is never copied per beam.
+      rows = key.value.shape[0]
+      q_BxWTxHxK = q.reshape((rows, -1) + q.shape[2:])
+      mask = dense.make_attention_mask(segment_ids_BxT.reshape(rows, -1), kv_segment_ids_BxS,
+                                       causal=False)
+      out = dense.cached_attention(q_BxWTxHxK, key.value, value.value, mask).reshape(q.shape)
       return _dense(cfg, cfg.d_model, (-2, -1), ("heads", "kv", "embed"), "out")(out)
     else:
       k = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD)
