@@ -192,6 +192,22 @@ def test_bfloat16():
            grad_atol=5e-2, block_q=16, block_k=32, causal=True)
 
 
+def test_float16():
+  table, valid = flash.dense_table(PACKED, PACKED, 16, 32, True)
+  _compare(_qkv(64, 64, dtype=jnp.float16), _side(PACKED, PACKED, table, valid), atol=5e-3,
+           grad_atol=2e-2, block_q=16, block_k=32, causal=True)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_tiles_smaller_than_the_table_blocks_with_bias_on_packed_rows(causal):
+  """128-token table blocks cut into the kernels' 64 x 64 tiles; whole-segment tiles unmasked."""
+  seg = _packed(256, [[256], [100, 60, 70]])
+  table, valid = flash.dense_table(seg, seg, 128, 128, causal)
+  assert flash.tiling("forward", 16, jnp.float32, 128, 128).block_q == 64
+  _compare(_qkv(256, 256), _side(seg, seg, table, valid), bias_table=_normal((8, 2), seed=4),
+           block_q=128, block_k=128, causal=causal, bidirectional=not causal)
+
+
 def test_parts_merge_through_blocked_merge():
   """Even and odd key blocks as two parts: merged, they are softmax over all, gradients too."""
   qkv = _qkv(64, 64)
@@ -237,8 +253,8 @@ def test_bad_table_dtype_and_bias_name_the_value():
       q, q, q, seg, seg, table, valid, block_q=16, block_k=16, causal=False, **kw)
   with pytest.raises(ValueError, match=r"must both be \[1 or 2, 4, M\].*got \(3, 4, 2\)"):
     call(q, np.zeros((3, 4, 2), np.int32), np.ones((3, 4, 2), bool))
-  with pytest.raises(ValueError, match="must all be float32 or all bfloat16, got float16"):
-    call(q.astype(np.float16), table, valid)
+  with pytest.raises(ValueError, match="all bfloat16 or all float16, got int32"):
+    call(q.astype(np.int32), table, valid)
   with pytest.raises(ValueError, match="bias table has 3 heads, the queries 2"):
     call(q, table, valid,
          bias=relative.RelativeBias(jnp.zeros((8, 3)), bidirectional=True, max_distance=20))

@@ -159,7 +159,10 @@ def _generate(p):
   _decoding(p)
   p.add_argument("--text", action="append", help="input text; repeat for several; "
                  "without it (and --input), one input per line on stdin")
-  p.add_argument("--input", default=None, help="a UTF-8 file with one input per line")
+  p.add_argument("--input", default=None, help="a UTF-8 file with one input per line, or "
+                 "with --input-field a JSONL file (one JSON object per line)")
+  p.add_argument("--input-field", default=None, help="with --input: read it as JSONL and take "
+                 "this key of each object as one input (multi-line inputs stay whole)")
   p.add_argument("--task", default=None, help="prefix each input with this task's prefix")
   p.add_argument("--batch-size", type=int, default=16, help="inputs decoded together")
   _max_input(p, "64 MiB")
