@@ -23,8 +23,9 @@ HEAD_DIM = 16  # Pallas flash's smallest tile
     ("dense", "gpu", "bfloat16", False, "auto", True, False, "pallas"),
     ("dense", "gpu", "float32", True, "auto", False, False, "pallas"),
     ("dense", "gpu", "bfloat16", False, "auto", False, True, "pallas"),
-    ("dense", "gpu", "float32", False, "cudnn", True, False, "xla"),  # cuDNN takes bf16 only
-    ("dense", "gpu", "bfloat16", False, "cudnn", True, False, "cudnn"),
+    ("dense", "gpu", "float32", False, "cudnn", True, False, "pallas"),  # packed: never cuDNN
+    ("dense", "gpu", "bfloat16", False, "cudnn", True, False, "pallas"),  # packed: never cuDNN
+    ("dense", "gpu", "float16", False, "auto", True, False, "pallas"),
     ("dense", "tpu", "bfloat16", False, "auto", False, True, "splash"),
     ("dense", "tpu", "bfloat16", False, "auto", True, False, "splash"),
     ("dense", "tpu", "bfloat16", True, "auto", False, False, "xla"),  # splash has no bias
@@ -152,3 +153,52 @@ def test_choices_are_recorded_once_per_layer_type_and_kernel():
   assert list(dispatch.CHOICES) == [("decoder self-attention (dense)", "xla"),
                                     ("cross-attention", "xla")]
   assert "cross-attention -> xla" in dispatch.report()
+
+
+@pytest.mark.parametrize("dtype, bias, implementation, kernel", [
+    ("bfloat16", False, "auto", "cudnn"), ("float16", False, "auto", "cudnn"),
+    ("float16", False, "cudnn", "cudnn"), ("float32", False, "auto", "pallas"),
+    ("bfloat16", True, "auto", "pallas"), ("float32", False, "cudnn", "xla"),
+])
+def test_unpacked_bf16_fp16_rows_without_bias_get_cudnn_on_a_gpu(dtype, bias, implementation,
+                                                                 kernel):
+  choice = dispatch.choose("dense", causal=True, cross=False, dtype=jnp.dtype(dtype), head_dim=64,
+                           bias=bias, implementation=implementation, platform="gpu",
+                           packed=False)
+  assert choice.kernel == kernel, choice
+
+
+def _lowered_for_cuda(monkeypatch, fn, *args):
+  """fn's gradient lowered for CUDA with the dispatcher seeing a GPU: the StableHLO text."""
+  from refinedweb_jax import backend
+  monkeypatch.setattr(backend, "platform", lambda: "gpu")
+  loss = lambda *a: jnp.sum(fn(*a).astype(jnp.float32) ** 2)
+  return jax.jit(jax.grad(loss, (0, 1, 2))).trace(*args).lower(
+      lowering_platforms=("cuda",)).as_text()
+
+
+def test_packed_rows_named_cudnn_run_on_a_kernel_that_sees_segments(monkeypatch):
+  """cuDNN takes lengths: on packed rows (the default) a hand-chosen cudnn becomes Pallas."""
+  q = jax.ShapeDtypeStruct((2, 128, 2, 64), jnp.bfloat16)
+  seg = jnp.asarray(_packed(128, (40, 50)))
+  dispatch.CHOICES.clear()
+  text = _lowered_for_cuda(monkeypatch, lambda q, k, v: attention.self_attention(
+      q, k, v, seg, kind="dense", causal=True, implementation="cudnn"), q, q, q)
+  assert "__cudnn" not in text and "__gpu$xla.gpu.triton" in text
+  assert "cannot express packed rows" in dispatch.report()
+
+
+def test_float16_runs_where_bfloat16_does():
+  """Pallas flash (the GPU's kernel for packed rows) in float16 equals the reference."""
+  q, k, v = (x.astype(jnp.float16) for x in _qkv(40, 40))
+  seg = _packed(40, (13, 7, 20))
+  mask = dense.make_attention_mask(seg, seg, causal=True)
+  f32 = lambda x: x.astype(jnp.float32)
+  out = attention.self_attention(q, k, v, seg, kind="dense", causal=True, implementation="pallas")
+  want = dense.einsum_attention(f32(q), f32(k), f32(v), mask)
+  assert out.dtype == jnp.float16
+  real = (seg != 0)[:, :, None, None]
+  np.testing.assert_allclose(np.where(real, f32(out), 0), np.where(real, want, 0), atol=5e-3)
+  grads = jax.grad(lambda q: jnp.sum(f32(attention.self_attention(
+      q, k, v, seg, kind="dense", causal=True, implementation="pallas")) ** 2))(q)
+  assert grads.dtype == jnp.float16 and np.isfinite(np.asarray(f32(grads))).all()

@@ -15,13 +15,15 @@ FLASH_BLOCK = 128  # Pallas flash's query and key block (smaller lengths: their 
 
 
 def self_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, kind: str, causal: bool,
-                   cfg=None, implementation: str = "auto", bias=None, layer=0):
+                   cfg=None, implementation: str = "auto", bias=None, layer=0,
+                   packed: bool = True):
   """Self-attention of one kind: `dense` over the whole row, sparse kinds never O(N^2).
 
   cfg: the model's AttentionConfig (sparse kinds). Packed rows give every example
   the pattern it has alone. bias: T5's relative position bias (relative.RelativeBias)
   or None; within an example, offsets of row indices are offsets of own positions.
-  layer: the layer's index (an int, or traced in a scan over layers).
+  layer: the layer's index (an int, or traced in a scan over layers). packed: whether a
+  row may hold several examples (then no kernel that takes only lengths runs it).
   """
   if kind != "dense" and kind not in kinds.KINDS:
     raise ValueError(f"unknown attention kind {kind!r}; allowed: "
@@ -29,7 +31,7 @@ def self_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, kind: st
   choice = dispatch.choose(kind, causal=causal, cross=False, dtype=q_BxNxHxK.dtype,
                            head_dim=q_BxNxHxK.shape[-1], bias=bias is not None,
                            implementation=implementation,
-                           block_size=None if cfg is None else cfg.block_size)
+                           block_size=None if cfg is None else cfg.block_size, packed=packed)
   dispatch.record(f"{'decoder' if causal else 'encoder'} self-attention ({kind})", choice)
   if kind == "dense":
     return _dense(choice, q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, segment_ids_BxN,
@@ -43,12 +45,12 @@ def self_attention(q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, kind: st
 
 
 def cross_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, q_segments_BxT, kv_segments_BxS, *,
-                    implementation: str = "auto"):
+                    implementation: str = "auto", packed: bool = True):
   """Dense cross-attention: each query sees the keys of its own example (segment), none of
-  the padding."""
+  the padding. packed: as in self_attention."""
   choice = dispatch.choose("dense", causal=False, cross=True, dtype=q_BxTxHxK.dtype,
                            head_dim=q_BxTxHxK.shape[-1], bias=False,
-                           implementation=implementation)
+                           implementation=implementation, packed=packed)
   dispatch.record("cross-attention", choice)
   return _dense(choice, q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, q_segments_BxT, kv_segments_BxS,
                 causal=False, bias=None, cross=True)

@@ -3,16 +3,20 @@
 model.dense_implementation="auto" (the default) picks, for dense layers:
   TPU  splash (self-attention causal or not, cross-attention; segment ids as structure),
        XLA when T5's relative bias is on (splash cannot add it)
-  GPU  Pallas flash attention (flash.py; Triton) with segment ids, causal block skipping
-       and T5's bias in the kernel; XLA when the head dim is not a power of two >= 16
+  GPU  cuDNN (jax.nn.dot_product_attention) for bf16/fp16 layers without a bias on rows
+       that hold one example each (packed=False: lengths say all); otherwise Pallas
+       flash attention (flash.py; Triton) with segment ids, causal block skipping and
+       T5's bias in the kernel, in float32, bfloat16 or float16; XLA when the head dim is
+       not a power of two >= 16
   CPU  XLA (jax.nn.dot_product_attention's, fp32 scores)
 and for the sparse kinds the blocked kernel (blocked.py), whose blocked parts run in the
 Pallas kernel on GPU (block and head dims powers of two >= 16), plus splash for `local` on
 TPU (its window is the same at every offset, so packed rows are exact). A named
 implementation ("xla", "einsum", "cudnn", "pallas", "splash") is taken for dense layers
 where it can run; "pallas" and "splash" run in Pallas interpret mode on CPU (tests).
-"cudnn" passes causality and sequence lengths (counted from segment ids) as structure:
-rows must not be packed. Every choice is recorded once per (layer type, kernel, reason)
+"cudnn" passes causality and sequence lengths (counted from segment ids) as structure,
+so packed rows (packed=True, the default: the model cannot know) never reach it: named
+by hand on them, the layer runs on Pallas flash (or XLA), and the log says so. Every choice is recorded once per (layer type, kernel, reason)
 in CHOICES, which the training loop prints after the first step compiles.
 """
 
@@ -41,8 +45,11 @@ def _pow2(n: int) -> bool:
 
 def choose(kind: str, *, causal: bool, cross: bool, dtype, head_dim: int, bias: bool,
            implementation: str = "auto", block_size: int | None = None,
-           platform: str | None = None) -> Choice:
-  """The kernel of one attention layer (see the module docstring)."""
+           platform: str | None = None, packed: bool = True) -> Choice:
+  """The kernel of one attention layer (see the module docstring).
+
+  packed: whether a row may hold several examples (segment ids 1, 2, ...).
+  """
   platform = platform or backend.platform()
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"unknown model.dense_implementation {implementation!r}; allowed: "
@@ -55,8 +62,9 @@ def choose(kind: str, *, causal: bool, cross: bool, dtype, head_dim: int, bias: 
     why = {"tpu": "TPU: its pattern follows each packed example, which splash's one mask "
                   "cannot", "gpu": "GPU: block or head dim not a power of two >= 16"}
     return Choice("blocked", why.get(platform, f"{platform}: the XLA blocked kernel"))
+  sixteen = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
   if implementation == "auto":
-    return _auto_dense(platform, head_dim, bias)
+    return _auto_dense(platform, head_dim, bias, sixteen, packed)
   interpret = platform == "cpu" and implementation in ("pallas", "splash")
   if implementation == "splash" and bias:
     return Choice("xla", "splash cannot add T5's relative position bias")
@@ -67,20 +75,28 @@ def choose(kind: str, *, causal: bool, cross: bool, dtype, head_dim: int, bias: 
     if platform != "gpu":
       raise ValueError(f"model.dense_implementation='cudnn' needs a GPU; this is {platform}: "
                        "use auto")
-    if jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16) or bias:
+    if packed:  # lengths cannot say where packed examples end: a kernel that can
+      kernel = "pallas" if _pow2(head_dim) else "xla"
+      return Choice(kernel, f"model.dense_implementation='cudnn' cannot express packed rows "
+                            f"(segment ids): {kernel} instead")
+    if not sixteen or bias:
       return Choice("xla", "cuDNN attention takes bf16/fp16 without a bias tensor")
   return Choice(implementation, "model.dense_implementation", interpret)
 
 
-def _auto_dense(platform: str, head_dim: int, bias: bool) -> Choice:
+def _auto_dense(platform: str, head_dim: int, bias: bool, sixteen: bool,
+                packed: bool) -> Choice:
   if platform == "tpu":
     if bias:
       return Choice("xla", "TPU: splash cannot add T5's relative position bias")
     return Choice("splash", "TPU: splash with segment ids")
   if platform == "gpu":
+    if sixteen and not bias and not packed:
+      return Choice("cudnn", "GPU: cuDNN for bf16/fp16 without a bias on unpacked rows")
     if _pow2(head_dim):
-      return Choice("pallas", "GPU: Pallas flash with segment ids (packed rows), causal block "
-                              "skipping" + (" and T5's bias" if bias else ""))
+      why = ("T5's bias" if bias else "packed rows (segment ids)" if packed
+             else "float32 (cuDNN takes bf16/fp16)")
+      return Choice("pallas", f"GPU: Pallas flash for {why}, causal block skipping")
     return Choice("xla", f"GPU: head dim {head_dim} is not a power of two >= 16")
   return Choice("xla", f"{platform}: XLA")
 
