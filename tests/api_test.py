@@ -1,6 +1,7 @@
 """The applications API, the notebook workflow (train / evaluate / predict) and the CLI."""
 
 import io
+import json
 import subprocess
 import sys
 
@@ -128,6 +129,28 @@ def test_cli_generate_decoding_flags_and_input_file(trained, tmp_path, capsys):
   assert capsys.readouterr().out.splitlines() == first and len(first) == 3
   assert main.main(args + ["--beam", "3", "--length-penalty", "1.0"]) == 0
   assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_cli_generate_reads_a_jsonl_field_whole(trained, model, tmp_path, capsys):
+  """--input FILE --input-field KEY: one input per JSON object, its newlines kept."""
+  workdir, _ = trained
+  dialogue = "#Person1#: Hi, how are you?\n#Person2#: Fine, thanks.\n#Person1#: Good to hear."
+  path = tmp_path / "dialogues.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in (
+      {"id": 1, "dialogue": dialogue}, {"id": 2, "dialogue": "a b c"})), encoding="utf-8")
+  args = ["generate", "--workdir", workdir, "--task", "summarize", "--input", str(path),
+          "--max-new-tokens", "5"]
+  assert main.main(args + ["--input-field", "dialogue"]) == 0
+  want = model.summarize([dialogue, "a b c"], max_new_tokens=5)
+  assert capsys.readouterr().out == "".join(f"{text}\n" for text in want)
+  for flags, message in ((["--input-field", "summary"], "line 1 has no key 'summary' for "
+                          "--input-field; it has: dialogue, id"),
+                         (["--input-field", "id"], "line 1 field 'id' is int, not a string")):
+    assert main.main(args + flags) == 2
+    assert message in capsys.readouterr().err
+  path.write_text(dialogue + "\n", encoding="utf-8")
+  assert main.main(args + ["--input-field", "dialogue"]) == 2
+  assert "line 1 is not JSON" in capsys.readouterr().err
 
 
 def test_int8_weights_decode_through_the_api_and_the_cli(trained, model, capsys):

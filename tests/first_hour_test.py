@@ -4,6 +4,7 @@ test-split and file evaluations, console output, the run directory, evaluation c
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -342,6 +343,23 @@ def test_readme_demo_table_is_the_demo_scripts(monkeypatch):
       assert clipped(output, targets[full]), row
     else:
       assert marks.split(", ")[0] == "no" and output != targets[full], row
+
+
+def test_readme_chat_line_asks_each_question_in_a_conversation_of_its_own(monkeypatch):
+  """The table's chat rows are demo_outputs.py's questions with /reset between them (chat feeds
+  a conversation's earlier turns as context): the Quick start's chat line asks them so."""
+  root = os.path.join(os.path.dirname(__file__), "..")
+  monkeypatch.syspath_prepend(os.path.join(root, "experiments"))
+  import demo_outputs
+  readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+  quick = readme[readme.index("## Quick start"):readme.index("| kind | input | output (seed 0) |")]
+  [line] = [l for l in quick.splitlines() if "refinedweb chat --workdir runs/demo" in l]
+  piped, command = line.split(" | ")
+  assert command.strip() == "refinedweb chat --workdir runs/demo"
+  printf, text = shlex.split(piped)
+  asked = text.encode().decode("unicode_escape").splitlines()
+  assert printf == "printf" and asked == [x for q, _ in demo_outputs.CHAT
+                                          for x in ("/reset", q)][1:]
 
 
 def test_chinese_samples_align_and_pass_at_1_keeps_its_name_in_tensorboard(tmp_path):

@@ -105,8 +105,13 @@ def generate(args, settled):
     raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
   if args.text and args.input:
     raise UserError("give inputs by --text or by --input FILE, not both")
+  if args.input_field is not None and not args.input:
+    raise UserError("--input-field applies to --input FILE (a JSONL file) only")
   if args.text:
     texts, where = args.text, "--text #{}"
+  elif args.input and args.input_field is not None:
+    texts = inputs.jsonl_field(args.input, args.input_field, args.max_input_bytes)
+    where = f"--input {args.input} line {{}} field {args.input_field!r}"
   elif args.input:
     texts = inputs.file_lines(args.input, args.max_input_bytes)
     where = f"--input {args.input} line {{}}"

@@ -275,6 +275,28 @@ def jsonl_field(path: str, field: str, limit: int | None = None) -> list:
   return texts
 
 
+def jsonl_field(path: str, field: str, limit: int | None = None) -> list:
+  """The `field` string of each JSON object line of a JSONL file (blank lines skipped)."""
+  texts = []
+  for number, line in enumerate(file_lines(path, limit), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError as e:
+      raise UserError(f"--input {path} line {number} is not JSON ({e.msg}); --input-field "
+                      "takes a JSONL file, one JSON object per line") from None
+    if not isinstance(record, dict) or field not in record:
+      keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
+      raise UserError(f"--input {path} line {number} has no key {field!r} for --input-field; "
+                      f"it has: {keys}")
+    if not isinstance(record[field], str):
+      raise UserError(f"--input {path} line {number} field {field!r} is "
+                      f"{type(record[field]).__name__}, not a string")
+    texts.append(record[field])
+  return texts
+
+
 def stdin_lines(limit: int | None = None):
   raw = read_bounded(sys.stdin.buffer, limit, "stdin")
   try:
