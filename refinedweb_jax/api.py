@@ -9,7 +9,7 @@ Each method takes one string (returns one string) or a list (returns a list).
 
 import math
 import os
-import warnings
+import sys
 
 import jax
 import numpy as np
@@ -56,7 +56,7 @@ class RefinedWeb:
     self.config, self.tokenizer = self.run.config, self.run.tokenizer
     self.model, self.mesh = self.run.model, self.run.mesh
     self.on_long_input = on_long_input
-    self._decoders = {}
+    self._decoders, self._truncated = {}, []
 
   @classmethod
   def load(cls, path: str, *, on_long_input: str = "truncate", overrides: dict | None = None,
@@ -131,7 +131,9 @@ class RefinedWeb:
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows_step = sharding.batch_rows(self.mesh)
+    self._truncated = []
     encoded = [self._encode(i, p) for i, p in enumerate(prompts)]
+    self._report_truncated(prompts)
     largest = _round_up(2 ** math.ceil(math.log2(max(1, min(batch_size, len(encoded))))),
                         rows_step)
     decode.check_memory(self.model.cfg, rows=largest * settings.beam_size,
@@ -173,13 +175,23 @@ class RefinedWeb:
     ids = self.tokenizer.encode(text)
     limit = self.config.data.input_length - 1  # room for EOS
     if len(ids) > limit:
-      message = (f"input {index} has {len(ids)} tokens, more than the model's input length "
-                 f"{limit} (+EOS)")
       if self.on_long_input == "error":
-        raise ValueError(message + "; shorten it or load with on_long_input='truncate'")
-      warnings.warn(message + "; truncated", stacklevel=4)
+        raise ValueError(f"input {index} has {len(ids)} tokens, more than the model's input "
+                         f"length {limit} (+EOS); shorten it or load with "
+                         "on_long_input='truncate'")
+      self._truncated.append((index, len(ids)))
       ids = ids[:limit]
     return ids + [self.tokenizer.eos_id]
+
+  def _report_truncated(self, prompts):
+    """One line on stderr for the inputs of a call that were cut to the input length."""
+    cut, self._truncated = self._truncated, []
+    if cut and jax.process_index() == 0:
+      index, longest = max(cut, key=lambda c: c[1])
+      print(f"refinedweb: {len(cut)} of {len(prompts)} input(s) are longer than the model's "
+            f"input length {self.config.data.input_length - 1} tokens (+EOS) and were "
+            f"truncated (the longest: input {index}, {longest} tokens)", file=sys.stderr,
+            flush=True)
 
   def _input_length(self, longest: int) -> int:
     """A power-of-two bucket: padding changes no pattern, dense or sparse."""

@@ -4,12 +4,14 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 
 from refinedweb_jax import api
 from refinedweb_jax import cli as main
 from refinedweb_jax.cli import inputs
+from refinedweb_jax.data import registry
 from refinedweb_jax.model import quantize
 from conftest import tiny_config
 
@@ -68,13 +70,37 @@ def test_methods_take_one_string_or_a_list(model):
       "Who?", "Ada wrote it.", max_new_tokens=4)
 
 
-def test_long_inputs_are_truncated_with_a_warning_or_rejected(trained, model):
+def test_long_inputs_are_truncated_with_one_line_or_rejected(trained, model, capsys):
   long_text = "summarize: " + "word " * 400
-  with pytest.warns(UserWarning, match="truncated"):
-    assert isinstance(model.generate(long_text, max_new_tokens=4), str)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # a printed line, not a raw UserWarning
+    outputs = model.generate([long_text, "summarize: a b", long_text + "word "],
+                             max_new_tokens=4)
+  assert len(outputs) == 3 and all(isinstance(o, str) for o in outputs)
+  longest = len(model.tokenizer.encode(long_text + "word "))
+  err = capsys.readouterr().err
+  assert err.splitlines() == [
+      f"refinedweb: 2 of 3 input(s) are longer than the model's input length 63 tokens (+EOS) "
+      f"and were truncated (the longest: input 2, {longest} tokens)"]
+  model.generate("summarize: a b", max_new_tokens=4)
+  assert capsys.readouterr().err == ""
   strict = api.RefinedWeb.load(trained[0] + "/checkpoints", on_long_input="error")
   with pytest.raises(ValueError, match="more than the model's input length"):
     strict.generate(long_text)
+
+
+def test_eval_counts_the_inputs_its_model_cuts_in_one_line(trained, model, capsys):
+  """eval says how many of the split's inputs and targets the run's lengths cut (a trained
+  model's lengths are fixed: no advice to change them)."""
+  assert main.main(["eval", "--workdir", trained[0], "--tasks", "qa", "--examples", "0"]) == 0
+  lines = [l for l in capsys.readouterr().err.splitlines() if "truncation:" in l]
+  source = registry.for_config(model.config).get("qa").source("validation")  # by hand
+  d = model.config.data
+  long_in = sum(len(model.tokenizer.encode(source[i]["inputs"])) > d.input_length - 1
+                for i in range(len(source)))
+  assert long_in > 0 and len(lines) == 1
+  assert lines[0].startswith(f"refinedweb: truncation: {long_in:,} input(s) and ")
+  assert f"of {len(source):,} examples measured" in lines[0] and "--config" not in lines[0]
 
 
 def test_bad_api_input_names_the_problem(model):

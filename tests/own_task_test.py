@@ -218,14 +218,14 @@ def test_prepare_warns_about_tokenizer_coverage(tmp_path, capsys):
   data_dir = str(tmp_path / "data")
   code, out, err = _run(["prepare", "--task", "t", "--train", path,
                          f"--config.data.data_dir={data_dir}"], capsys)
-  assert code == 0 and "warning" not in out, err  # no tokenizer to check yet
+  assert code == 0 and "tokenizer coverage" not in out, err  # no tokenizer to check yet
   code, out, err = _run(["prepare", "--task", "t", "--train", path,
                          f"--config.data.tokenizer={tok.model_path}",
                          f"--config.data.data_dir={data_dir}"], capsys)
   assert code == 0, err
-  warnings = [line for line in out.splitlines() if line.startswith("warning:")]
-  assert len(warnings) == 1 and "'t' targets" in warnings[0], out
-  assert f"tokenizer {tok.model_path}" in warnings[0] and "mT5 spiece.model" in warnings[0]
+  warnings = [line for line in out.splitlines() if "tokenizer coverage" in line]
+  assert len(warnings) == 1 and "worst t targets" in warnings[0], out
+  assert f"{tok.model_path} does not cover" in warnings[0] and "mT5 spiece.model" in warnings[0]
   code, _, err = _run(["prepare", "--task", "t", "--train", path,
                        f"--config.data.tokenizer={tmp_path / 'nope.model'}",
                        f"--config.data.data_dir={data_dir}"], capsys)

@@ -9,7 +9,7 @@ from refinedweb_jax import api, configs, plots
 from refinedweb_jax.cli import inputs
 from refinedweb_jax.cli.parser import UserError
 from refinedweb_jax.convert import commands as convert
-from refinedweb_jax.data import fetch as fetch_lib, registry, tasks, tokenizer
+from refinedweb_jax.data import checks, fetch as fetch_lib, registry, tasks, tokenizer
 from refinedweb_jax.distill import dump
 from refinedweb_jax.sweep import arms, report, runner
 from refinedweb_jax.train import memory, resume, run, setup, teacher
@@ -26,6 +26,11 @@ def prepare(args, settled):
       d.data_dir, num_train=d.num_train, num_validation=d.num_validation, num_test=d.num_test,
       seed=d.corpus_seed, long_fraction=d.long_fraction, vocab_size=vocab_size, fit=fit)
   print(f"corpus: {builder.data_dir}\ntokenizer: {path}")
+  named = [(task.name, task.source("train")) for task in setup.run_tasks(config)]
+  line = checks.truncation_line(tokenizer.Tokenizer(path), named, d.input_length,
+                                d.target_length)
+  if line:
+    print(f"refinedweb: {line}", flush=True)
 
 
 def train(args, settled):
@@ -63,10 +68,19 @@ def evaluate(args, settled):
     known.get(name, "--tasks")
   task = None if args.input is None else inputs.file_task(args, settled.config)
   model = api.RefinedWeb.load(args.workdir, settled=settled)
+  d = model.config.data
   if task is not None:
-    for line in tokenizer.coverage_warnings(model.tokenizer, task.source("test"), task.name,
-                                            str(model.config.data.tokenizer)):
-      print(f"refinedweb: {line}", file=sys.stderr, flush=True)
+    named = [(task.name, task.source("test"))]
+    lines = [checks.coverage_line(model.tokenizer, named, str(d.tokenizer))]
+  else:
+    named = [(n, known.get(n).source(args.split))
+             for n in names or configs.eval_task_names(settled.config)]
+    lines = []
+  lines.append(checks.truncation_line(model.tokenizer, named, d.input_length, d.target_length,
+                                      advice=False))
+  for line in filter(None, lines):
+    print(f"refinedweb: {line}", file=sys.stderr, flush=True)
+  if task is not None:
     model.evaluate_file(task)
   else:
     model.evaluate(args.split, eval_examples=-1 if args.examples == -1 else None,

@@ -11,7 +11,7 @@ import sys
 
 from refinedweb_jax import configs
 from refinedweb_jax.cli.parser import UserError
-from refinedweb_jax.data import registry, tasks, tokenizer
+from refinedweb_jax.data import checks, registry, tasks, tokenizer
 from refinedweb_jax.data.datasets import builtin, own_data, own_splits
 from refinedweb_jax.model import decode
 from refinedweb_jax.train import setup
@@ -50,7 +50,6 @@ def read_bounded(f, limit: int | None, what: str) -> bytes:
     raise UserError(f"{what} has more than --max-input-bytes={limit:,} bytes; raise "
                     "--max-input-bytes to read it")
   return raw
-
 
 
 def decoding_settings(args) -> dict:
@@ -213,16 +212,17 @@ def prepare_own(args, config):
                     if split in splits)
   print(f"task {args.task} ({sizes} examples; metrics {', '.join(entry['metrics'])}): "
         f"{builder.data_dir}")
-  for warning in _coverage_warnings(config, builder, args.task):
-    print(warning)
+  for line in _tokenizer_lines(config, builder, args.task):
+    print(f"refinedweb: {line}")
   print(f"recorded in {os.path.join(config.data.data_dir, registry.PREPARED)}; train on it (and "
         f"others, comma-separated): refinedweb train --workdir runs/{args.task} "
         f"--config.mixture.tasks={args.task}")
 
 
-def _coverage_warnings(config, builder, task: str) -> list:
-  """How the tokenizer this config trains with covers the task's train split: a *.model
-  file, or the built-in corpus's once prepared (a mixture's is trained by train itself)."""
+def _tokenizer_lines(config, builder, task: str) -> list:
+  """How the tokenizer this config trains with covers the task's train split, and how many
+  examples data.input_length / target_length cut: with a *.model file, or the built-in
+  corpus's once prepared (a mixture's is trained by train itself)."""
   d = config.data
   if str(d.tokenizer).endswith(".model"):
     path = d.tokenizer
@@ -236,8 +236,11 @@ def _coverage_warnings(config, builder, task: str) -> list:
     return []
   if not os.path.isfile(path):
     return []
-  source = builtin.StrDataSource(builder.as_data_source("train"))
-  return tokenizer.coverage_warnings(tokenizer.Tokenizer(path), source, task, d.tokenizer)
+  named = [(task, builtin.StrDataSource(builder.as_data_source("train")))]
+  reader = tokenizer.Tokenizer(path)
+  lines = (checks.coverage_line(reader, named, d.tokenizer),
+           checks.truncation_line(reader, named, d.input_length, d.target_length))
+  return [line for line in lines if line]
 
 
 def file_lines(path: str, limit: int | None = None):
@@ -251,28 +254,6 @@ def file_lines(path: str, limit: int | None = None):
   except UnicodeDecodeError as e:
     raise UserError(f"--input {path!r} is not valid UTF-8 (byte {e.start}): "
                     "pass UTF-8 text") from None
-
-
-def jsonl_field(path: str, field: str, limit: int | None = None) -> list:
-  """The `field` string of each JSON object line of a JSONL file (blank lines skipped)."""
-  texts = []
-  for number, line in enumerate(file_lines(path, limit), 1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except ValueError as e:
-      raise UserError(f"--input {path} line {number} is not JSON ({e.msg}); --input-field "
-                      "takes a JSONL file, one JSON object per line") from None
-    if not isinstance(record, dict) or field not in record:
-      keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
-      raise UserError(f"--input {path} line {number} has no key {field!r} for --input-field; "
-                      f"it has: {keys}")
-    if not isinstance(record[field], str):
-      raise UserError(f"--input {path} line {number} field {field!r} is "
-                      f"{type(record[field]).__name__}, not a string")
-    texts.append(record[field])
-  return texts
 
 
 def jsonl_field(path: str, field: str, limit: int | None = None) -> list:

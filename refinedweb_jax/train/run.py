@@ -16,8 +16,8 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from refinedweb_jax import backend, sharding
-from refinedweb_jax.data import tasks, tokenizer
+from refinedweb_jax import backend, configs, sharding
+from refinedweb_jax.data import checks, tasks
 from refinedweb_jax.model.transformer import count_params
 from refinedweb_jax.train import checkpoint, lock, loop, optim, resume, setup, step as step_lib
 from refinedweb_jax.train import teacher as teacher_lib
@@ -129,17 +129,21 @@ def _train(settled: resume.Settled, workdir: str, command: str | None):
 
 
 def coverage(run) -> list[str]:
-  """Warnings for the tasks whose text the run's tokenizer spells badly (unknown pieces or
-  byte fallback over 1%): a fine-tuned T5 whose vocabulary lacks Chinese, say."""
-  config = run.config
+  """One line on how the run's tokenizer spells its tasks' text (the worst task; advice only
+  where following it helps) and one on the inputs and targets longer than the run's lengths."""
+  config, d = run.config, run.config.data
   name = (os.path.join(config.train.init_from, "spiece.model") if config.train.get("init_from")
-          else str(config.data.tokenizer))
-  out = []
-  for task in run.tasks:
-    trained = name == "mixture" or (name == "builtin" and task.name in tasks.BUILTIN)
-    out += tokenizer.coverage_warnings(run.tokenizer, task.source("train"), task.name, name,
-                                       trained_on_it=trained)
-  return out
+          else str(d.tokenizer))
+  named = [(task.name, task.source("train")) for task in run.tasks]
+  trained = [task.name for task in run.tasks
+             if name == "mixture" or (name == "builtin" and task.name in tasks.BUILTIN)]
+  advice = lambda texts, fraction: checks.vocab_advice(
+      run.tokenizer, *configs.tokenizer_vocab_size(config),
+      lambda: checks.tokenizer_texts(config, run.tasks), texts, fraction)
+  lines = (checks.coverage_line(run.tokenizer, named, name, trained_on=trained,
+                                vocab_advice=advice),
+           checks.truncation_line(run.tokenizer, named, d.input_length, d.target_length))
+  return [line for line in lines if line]
 
 
 def _from_init(config, shardings, model_cfg, state):
