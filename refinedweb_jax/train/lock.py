@@ -89,24 +89,25 @@ class Lock:
     except (FileNotFoundError, OSError):
       return None
 
-  def _damage(self) -> str | None:
-    """Why the lock file cannot be a live holder's record (None: it can, or it is gone)."""
+  def _read(self) -> tuple[dict | None, str | None]:
+    """(the holder's record, None), or (None, why the lock file cannot be a live holder's
+    record); (None, None): it is gone."""
     try:
       text = self.path.read_text()
     except (FileNotFoundError, OSError):
-      return None
+      return None, None
     if not text.strip():
-      return "it is empty"
+      return None, "it is empty"
     try:
       record = json.loads(text)
     except ValueError:
-      return f"it is not JSON ({text[:40]!r})"
+      return None, f"it is not JSON ({text[:40]!r})"
     if not isinstance(record, dict):
-      return f"it holds a JSON {type(record).__name__}, not a lock record"
+      return None, f"it holds a JSON {type(record).__name__}, not a lock record"
     pid = record.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_MAX:
-      return f"it names pid {pid!r}, which no process can have"
-    return None
+      return None, f"it names pid {pid!r}, which no process can have"
+    return record, None
 
   def _stale(self, holder: dict) -> str | None:
     """Why a holder counts as gone: a pid that no longer runs here, or a heartbeat older
@@ -128,15 +129,12 @@ class Lock:
         break
       if time.time() > deadline:
         raise Busy(f"could not take {self.path}: it keeps changing; is another start running?")
-      damage, age = self._damage(), self._age()
-      if age is None:
+      (holder, damage), age = self._read(), self._age()
+      if age is None or (holder is None and damage is None):
         continue  # removed meanwhile: try again
       if damage and age < EMPTY_S:  # perhaps a start between creating and writing it
         time.sleep(0.2)
         continue
-      holder = None if damage else self.holder()
-      if holder is None and not damage:
-        continue  # rewritten meanwhile
       why = damage or self._stale(holder)
       if why is None:
         raise Busy(f"{self.path.parent} is in use by pid {holder.get('pid')} on host "
