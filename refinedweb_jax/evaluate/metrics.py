@@ -8,6 +8,7 @@ import ast
 import collections
 import concurrent.futures
 import functools
+import logging
 import re
 import string
 import unicodedata
@@ -29,6 +30,8 @@ PUNCTUATION = frozenset(string.punctuation) | frozenset(
     ch for ch in map(chr, [*range(0x3000, 0x3040), *range(0xFF00, 0xFFF0)])
     if unicodedata.category(ch).startswith("P"))
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+log = logging.getLogger(__name__)
 
 
 def bleu(targets: list[str], predictions: list[str], language: str = "en") -> dict[str, float]:
@@ -127,7 +130,7 @@ def pass_at_1(targets: list[str], predictions: list[str], tests: list[str], time
 
   Each prediction runs in a sandboxed process and its tests (assert lines, or a check(...)
   call) in another, which calls the prediction's functions (sandbox.run_tests), never in this
-  process. setups: code each example's tests run first, its definitions used over the
+  process; tests with no assert statement score 0 (with one warning). setups: code each example's tests run first, its definitions used over the
   prediction's (MBPP's test_setup_code; HumanEval's prompt, so that helpers like its poly() stay
   the task's); entry_points: the function passed to tests that define check(candidate) without
   calling it (HumanEval).
@@ -141,8 +144,15 @@ def pass_at_1(targets: list[str], predictions: list[str], tests: list[str], time
           f"got {len(given)} {name} for {len(predictions)} predictions; expected one each")
   setups = setups or [""] * len(predictions)
   entry_points = entry_points or [None] * len(predictions)
+  # Tests that assert nothing would pass any program, the empty one included.
+  silent = {i for i, test in enumerate(tests) if not _asserts(test)}
+  if silent:
+    log.warning("pass@1: %d of %d examples have tests with no assert statement (example %d "
+                "first): they score 0", len(silent), len(tests), min(silent))
 
   def run(i):
+    if i in silent:
+      return False, "error"
     return sandbox.run_tests(predictions[i], tests[i], setup=setups[i] or "",
                              entry_point=entry_points[i], names=_defined_functions(targets[i]),
                              timeout_s=timeout_s, memory_mb=memory_mb)
@@ -151,6 +161,14 @@ def pass_at_1(targets: list[str], predictions: list[str], tests: list[str], time
   with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
     results = list(pool.map(run, range(len(predictions))))
   return {"pass@1": 100.0 * sum(passed for passed, _ in results) / len(results)}
+
+
+def _asserts(tests) -> bool:
+  """Whether tests (Python source) hold an assert statement."""
+  try:
+    return any(isinstance(node, ast.Assert) for node in ast.walk(ast.parse(tests)))
+  except (SyntaxError, TypeError, ValueError):
+    return False
 
 
 def _defined_functions(source: str) -> tuple[str, ...]:

@@ -11,15 +11,27 @@ program; three stdlib types are rebuilt in T from their contents: Counter and Or
 (defaultdict arrives as a dict) and re.Match (a stand-in with its groups and spans). An
 exception in C is raised in T as its first builtin base type (StopIteration and other
 non-Exceptions as RuntimeError). Only T writes the verdict the host reads; C's output never
-reaches it, and C (its own pid namespace) cannot reach T's memory: C can forge only its answers,
-which are what is tested. Messages are at most sandbox_child.MESSAGE_BYTES.
-Semantic differences from running program and tests in one interpreter:
-  - arguments are copies: in-place changes the program makes to them are not seen by the tests;
-  - the tests see the program's functions (and classes), not its other values; a function named
+reaches it, and C (its own pid namespace) cannot reach T's memory: C can forge only its answers
+and the contents of shared objects, which are what is tested. (The tests do not run in C's
+interpreter: whatever a driver there could do to report a pass, through a descriptor, a nonce or
+its exit, the program could do too, by frames, gc or ctypes.) Messages are at most
+sandbox_child.MESSAGE_BYTES.
+What one interpreter gives, the two give too (a plain `python program+tests` verdict):
+  - a mutable value (list, dict, set, bytearray, an instance of a class the tests define) that
+    crosses over is one shared object: a handle each side, its changes sent with the next call
+    or answer and applied in place, and it comes back as the same object, so argument
+    mutation, aliasing (`[row] * 2`, a returned module-level list) and identity (`b is a`) are
+    what the tests see; an iterator the program returns (a generator) is pulled item by item;
+    the tests read the program's module-level values; the tests' own classes are defined in C
+    too, and their instances are rebuilt from their attributes (with the tests' __eq__).
+Semantic differences that remain:
+  - the tests see the program's functions and values, not its modules; a function named
     like a builtin is used only if it is the entry point or the reference solution defines it
     (MBPP's `sum`), so that a redefined set() or abs() cannot satisfy `set(f(x)) == set(y)`;
     a stdlib module the tests use (`math.isclose`) is imported in T, whoever imported it;
-  - a result that is an iterator (a generator, map(...)) fails: the tests cannot consume it;
+  - instances of the program's own classes fail (they are not builtin values); a shared object
+    is synced whole (nested aliasing inside a change, or identity between objects inside two
+    different values, is not kept); a module-level value the program rebinds later is stale;
   - the program's top-level code runs once, when C starts; if it fails, so does the program;
   - the program cannot start threads (as under RLIMIT_NPROC=0, see below).
 run_python(code) has no tests: its verdict is the program's own (whether its top-level code ran
