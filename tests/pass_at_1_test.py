@@ -13,14 +13,9 @@ import os
 
 import pytest
 
+from refinedweb_jax.data import fetch
 from refinedweb_jax.evaluate import metrics
 from refinedweb_jax.evaluate import sandbox
-
-DATA = os.environ.get("REFINEDWEB_SHARED_DATA",
-                      os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-needs_data = pytest.mark.skipif(
-    not os.path.isdir(DATA), reason=f"shared data not found at {os.path.abspath(DATA)} "
-                                    "(set REFINEDWEB_SHARED_DATA to its path)")
 
 # (program, tests): one interpreter sees what the tests do to and with the program's values.
 CASES = {
@@ -131,9 +126,9 @@ def mutants(program: str, name: str) -> dict:
 
 def load_benchmarks(mbpp_every: int, humaneval_every: int) -> list:
   """(label, program, tests, setup, entry_point, plain tests) of every n-th problem."""
-  with open(os.path.join(DATA, "mbpp", "mbpp_sanitized.jsonl"), encoding="utf-8") as f:
+  with open(os.path.join(fetch.require("mbpp"), "mbpp_sanitized.jsonl"), encoding="utf-8") as f:
     mbpp = [json.loads(line) for line in f][::mbpp_every]
-  with gzip.open(os.path.join(DATA, "humaneval", "HumanEval.jsonl.gz"), "rt",
+  with gzip.open(os.path.join(fetch.require("humaneval"), "HumanEval.jsonl.gz"), "rt",
                  encoding="utf-8") as f:
     humaneval = [json.loads(line) for line in f][::humaneval_every]
   problems = []
@@ -156,9 +151,9 @@ def load_benchmarks(mbpp_every: int, humaneval_every: int) -> list:
   return runs
 
 
-@needs_data
+@pytest.mark.public_data("mbpp", "humaneval")  # skipped, with the reason, where absent
 def test_mbpp_and_humaneval_verdicts_are_the_plain_interpreters():
-  runs = load_benchmarks(mbpp_every=25, humaneval_every=12)
+  runs = load_benchmarks(mbpp_every=30, humaneval_every=15)
 
   def verdicts(run):
     label, program, tests, setup, entry, plain_tests = run

@@ -1,9 +1,9 @@
 """Runs generated Python programs against their tests in an OS-level sandbox (for pass@1).
 
 Verdicts come from code the program cannot reach. Each program gets two sandboxed processes
-(sandbox_child.py): the candidate C runs the program only; the test driver T runs the tests,
-with each function the tests take from the program bound to a proxy. A proxy call goes to C
-over a pipe; C runs the function and answers with its result in a strict encoding of exact
+(sandbox_child.py, with sandbox_wire.py and sandbox_guard.py): the candidate C runs the program
+only; the test driver T runs the tests, with each function the tests take from the program bound
+to a proxy. A proxy call goes to C over a pipe; C runs the function and answers with its result in a strict encoding of exact
 builtin types only (None, bool, int, float, complex, str, bytes, range, list, tuple, dict,
 set, frozenset, nested; `type(x) is int`, not isinstance), so T compares values it built. A
 result of any other type (a class whose __eq__ is always True, an int subclass) fails the
@@ -15,7 +15,7 @@ reaches it, and C (its own pid namespace) cannot reach T's memory: C can forge o
 and the contents of shared objects, which are what is tested. (The tests do not run in C's
 interpreter: whatever a driver there could do to report a pass, through a descriptor, a nonce or
 its exit, the program could do too, by frames, gc or ctypes.) Messages are at most
-sandbox_child.MESSAGE_BYTES.
+sandbox_wire.MESSAGE_BYTES.
 What one interpreter gives, the two give too (a plain `python program+tests` verdict):
   - a mutable value (list, dict, set, bytearray, an instance of a class the tests define) that
     crosses over is one shared object: a handle each side, its changes sent with the next call
@@ -55,7 +55,7 @@ Isolation of each process, strongest layer first:
   3. Limits set first thing in each child: hard rlimits (address space and data, CPU seconds,
      file size, 256 open files, no core dumps, processes, locked memory or message queues) and a
      seccomp filter (x86_64 and aarch64) under which fork, clone, unshare, setns, mount,
-     ptrace, bpf, keyctl, memfd_create, SysV shm and the like fail (sandbox_child._DENIED).
+     ptrace, bpf, keyctl, memfd_create, SysV shm and the like fail (sandbox_guard._DENIED).
      Memory is bounded without a cgroup: the address-space limit, the sized tmpfs, and no
      memfd, shm, /dev/shm or writable / that would hold pages outside it.
   4. A best-effort prelude that makes sockets, processes, signals and writes outside the
@@ -77,6 +77,8 @@ import sysconfig
 import tempfile
 
 from refinedweb_jax.evaluate import sandbox_child
+from refinedweb_jax.evaluate import sandbox_guard
+from refinedweb_jax.evaluate import sandbox_wire
 from refinedweb_jax.evaluate.sandbox_child import CPU_EXIT, SETUP_EXIT
 
 STATUSES = ("passed", "failed", "timeout", "error")
@@ -240,9 +242,12 @@ def _child_env(root: str) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _child_source() -> str:
-  """sandbox_child.py's source: run with `-c`, it needs no read access to the package."""
-  with open(sandbox_child.__file__, encoding="utf-8") as f:
-    return f.read()
+  """The child's source, run with `-c`: it needs no read access to the package."""
+  sources = []
+  for module in (sandbox_guard, sandbox_wire, sandbox_child):  # the child last: it runs main
+    with open(module.__file__, encoding="utf-8") as f:
+      sources.append(f.read())
+  return "\n\n".join(sources)
 
 
 @functools.lru_cache(maxsize=None)
