@@ -17,7 +17,7 @@ import numpy as np
 from refinedweb_jax import backend, sharding
 from refinedweb_jax.data import registry, tasks
 from refinedweb_jax.model import decode, quantize
-from refinedweb_jax.train import logger, resume, run, setup
+from refinedweb_jax.train import lock, logger, resume, run, setup
 
 LONG_INPUT = ("truncate", "error")
 WEIGHTS = ("float32", "int8")
@@ -74,8 +74,14 @@ class RefinedWeb:
       resume.locate(path)
       raise FileNotFoundError(f"no finished checkpoint in {path}; train first with: "
                               f"refinedweb train --workdir {path}")
-    return cls(setup.restore(path, settled.config), on_long_input=on_long_input,
-               weights=weights)
+    trained = setup.restore(path, settled.config)
+    ckpt_dir = resume.locate(path)[1]
+    if (trained.step != settled.step and settled.again is not None
+        and os.path.isdir(os.path.join(ckpt_dir, str(settled.step)))):  # not just deleted
+      # The settled step's parameters did not read back: the config of the step restored.
+      settled = settled.again(trained.step)
+      trained = setup.restore(os.path.join(ckpt_dir, str(trained.step)), settled.config)
+    return cls(trained, on_long_input=on_long_input, weights=weights)
 
   # -- applications ---------------------------------------------------------------------------
 
@@ -219,10 +225,13 @@ class RefinedWeb:
   def _evaluate(self, make_evaluator, split: str, name: str | None = None) -> dict:
     main = jax.process_index() == 0
     log = logger.MetricLogger(self.workdir, enabled=main, tensorboard=False)
+    # While a trainer holds the run (its lock), metrics.jsonl is only appended to: rewriting
+    # it to replace a row would race the trainer's own appends.
+    replace = not os.path.exists(os.path.join(self.workdir, lock.NAME))
     try:
       evaluator = make_evaluator(log)
       path = os.path.join(self.workdir, "predictions", f"{name or split}_step{self.step}.jsonl")
-      metrics = evaluator.run(self.params, step=self.step, replace=True, predictions=path)
+      metrics = evaluator.run(self.params, step=self.step, replace=replace, predictions=path)
     finally:
       log.close()
     if main:

@@ -57,6 +57,15 @@ def test_a_larger_vocabulary_is_advised_when_it_reads_the_worst_task_better(tiny
       vocab_advice=lambda worst, fraction: checks.vocab_advice(
           small, 400, False, lambda: iter(texts), worst, fraction))
   assert "--config.data.vocab_size=800 (now 400) spells it with" in line
+  record = tmp_path / "s.model.larger.json"  # the answer, kept beside the tokenizer
+  assert line == checks.coverage_line(small, named, "mixture", trained_on=[n for n, _ in named],
+                                      vocab_advice=lambda worst, fraction: checks.vocab_advice(
+                                          small, 400, False, lambda: iter(()), worst, fraction))
+  record.write_text("{not json")  # unreadable: tried again, same answer
+  assert line == checks.coverage_line(
+      small, named, "mixture", trained_on=[n for n, _ in named],
+      vocab_advice=lambda worst, fraction: checks.vocab_advice(
+          small, 400, False, lambda: iter(texts), worst, fraction))
   worst_task, field = line.split("; worst ")[1].split(":")[0].split()
   larger = tok.Tokenizer(tok.train_tokenizer(iter(texts), str(tmp_path / "l.model"),
                                              vocab_size=800))

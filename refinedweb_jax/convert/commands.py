@@ -106,7 +106,8 @@ def import_hf(model_dir: str, workdir: str, config=None):
     ckpt = checkpoint.Checkpointer(os.path.join(staging, "checkpoints"), async_save=False)
     try:
       ckpt.save(0, state, config=checkpoint.config_to_json(config),
-                tokenizer_proto=tokenizer.serialized_model_proto(), force=True)
+                tokenizer_proto=tokenizer.serialized_model_proto(), force=True,
+                fingerprint=resume.fingerprint(config))
     finally:
       ckpt.close()
   return config

@@ -87,12 +87,14 @@ def _larger(model_path: str | None, training_texts, n: int, texts) -> dict | Non
     return None
   record = model_path + ".larger.json"
   key = f"{n}:" + hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
-  saved = {}
-  if os.path.isfile(record):
+  try:
     with open(record, encoding="utf-8") as f:
       saved = json.load(f)
-    if key in saved:
-      return saved[key]
+  except (OSError, ValueError):  # none yet, or unreadable: tried again
+    saved = {}
+  if isinstance(saved, dict) and isinstance(saved.get(key), dict):
+    return saved[key]
+  saved = saved if isinstance(saved, dict) else {}
   sentences = list(training_texts())
   result, size = {"fits": None, "fraction": 1.0}, 2 * n
   with tempfile.TemporaryDirectory() as scratch:

@@ -7,6 +7,9 @@ without its optimizer state. Orbax commits a step atomically, so a run killed
 mid-save falls back to the one before. A step that does not read back (a truncated or
 garbled file, a missing item, or array contents whose checksums differ from those
 saved with them) is moved aside to <directory>-corrupt/ and the next older one is used.
+Only the run's one writer (the trainer, holding the run's lock) opens a Checkpointer that
+writes, deletes or cleans up; every other command opens it read-only and sees committed
+steps alone, so a read during a save reads the step before.
 """
 
 import base64
@@ -39,6 +42,14 @@ class NoGoodCheckpoint(ValueError):
   """Every saved step of a run fails to read back."""
 
 
+class ForeignCheckpoint(ValueError):
+  """A saved step whose fixed config (its fingerprint) is not the run's."""
+
+
+class NotFinite(ValueError):
+  """A state whose parameters or optimizer state hold a NaN or an infinity."""
+
+
 DATA = "data_state"  # the global data position (data/stream.py), one JSON record
 
 
@@ -46,28 +57,45 @@ class Checkpointer:
   """Thin wrapper around ocp.CheckpointManager with this project's items."""
 
   def __init__(self, directory: str, *, save_every: int = 1000, keep: int = 3,
-               async_save: bool = True):
+               async_save: bool = True, read_only: bool = False):
+    """`read_only`: for every command but the run's writer; it creates, cleans up (another
+    process's save in flight is a temporary folder), saves and deletes nothing."""
     self.directory = absolute(directory)
-    options = ocp.CheckpointManagerOptions(
-        save_interval_steps=max(int(save_every), 1), max_to_keep=keep,
-        enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
+    self.read_only = read_only
+    if read_only:
+      options = ocp.CheckpointManagerOptions(
+          read_only=True, save_interval_steps=0, max_to_keep=None,
+          enable_async_checkpointing=False, cleanup_tmp_directories=False, create=False)
+    else:
+      options = ocp.CheckpointManagerOptions(
+          save_interval_steps=max(int(save_every), 1), max_to_keep=keep,
+          enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self):
     return self.manager.latest_step()
 
   def save(self, step: int, state, *, data_iterator=None, config: dict | None = None,
-           tokenizer_proto: bytes | None = None, force: bool = False) -> bool:
+           tokenizer_proto: bytes | None = None, force: bool = False,
+           fingerprint: str | None = None) -> bool:
     """Saves when the step is due (or `force`); returns whether a save started.
 
     Every item is saved with a checksum: the arrays' bit sums, and the SHA-256 of the
-    data position, the config and the tokenizer, so a resume can verify each of them.
+    data position, the config and the tokenizer, so a resume can verify each of them;
+    `fingerprint` (the digest of the run's fixed config, resume.fingerprint) goes with them.
+    Raises NotFinite, saving nothing, when the parameters or optimizer state are not finite.
     """
+    if self.read_only:
+      raise ValueError(f"{self.directory} was opened read-only; only the run's trainer saves")
     if not force and not self.due(step):
       return False
+    if not bool(jax.device_get(all_finite(state.params, _optimizer_part(state)))):
+      raise NotFinite(f"the parameters or optimizer state after step {step} are not finite")
     optimizer = _optimizer_part(state)
     sums = {"params": checksums(state.params), "optimizer": checksums(optimizer),
             "step": int(step)}
+    if fingerprint is not None:
+      sums["fingerprint"] = fingerprint
     items = {"params": ocp.args.StandardSave(state.params),
              "optimizer": ocp.args.StandardSave(optimizer)}
     if data_iterator is not None:
@@ -139,13 +167,22 @@ class Checkpointer:
     it is not damage, and an older step is no better. With `required`, steps that all fail
     raise NoGoodCheckpoint naming them, instead of (None, None).
     """
-    failed = []
-    for step in sorted(self.manager.all_steps(), reverse=True):
+    failed, tried = [], set()
+    while True:
+      left = [s for s in sorted(self.manager.all_steps(), reverse=True) if s not in tried]
+      if not left:
+        break
+      step = left[0]
+      tried.add(step)
       try:
         found = restore_fn(step)
-      except OldFormat:
+      except (OldFormat, ForeignCheckpoint):
         raise
       except Exception as e:  # pylint: disable=broad-except  (any unreadable step falls back)
+        if not epath.Path(self.directory, str(step)).exists():
+          # The run's trainer deleted it meanwhile (train.keep_checkpoints): not damage.
+          self.manager.reload()
+          continue
         failed.append(step)
         report(f"warning: checkpoint step {step} in {self.directory} does not read back "
                f"({type(e).__name__}: {_one_line(e)}); trying the one before")
@@ -156,10 +193,12 @@ class Checkpointer:
       return step, found
     if failed and required:
       steps = ", ".join(map(str, failed))
+      runs = os.path.join(os.path.dirname(self.directory), "runs.jsonl")
       raise NoGoodCheckpoint(
           f"no checkpoint in {self.directory} reads back (steps {steps} are damaged); nothing "
-          f"was changed. To start this run again from step 0, move its checkpoints aside (mv "
-          f"{self.directory} {self.directory}-damaged) or train in a new --workdir")
+          f"was changed. To start this run again from step 0, move its checkpoints and its "
+          f"record of them aside (mv {self.directory} {self.directory}-damaged; mv {runs} "
+          f"{runs}.old) or train in a new --workdir")
     return None, None
 
   def move_aside(self, step: int) -> str:
@@ -187,20 +226,27 @@ class Checkpointer:
   def restore_metadata(self, step: int | None = None):
     """Returns (config dict, tokenizer model proto bytes) saved with a step, verified
     against the SHA-256s saved with them (steps saved before they were are not)."""
+    config, proto, _ = self.restore_metadata_and_fingerprint(step)
+    return config, proto
+
+  def restore_metadata_and_fingerprint(self, step: int | None = None):
+    """(config dict, tokenizer proto, fingerprint or None) saved with a step, verified."""
     step = self.latest_step() if step is None else step
     restored = self.manager.restore(step, args=ocp.args.Composite(
         config=ocp.args.JsonRestore(), assets=ocp.args.JsonRestore(),
         checksums=ocp.args.JsonRestore()))
     config, assets = dict(restored["config"]), dict(restored["assets"])
-    _verify_digest(step, "config", config, restored["checksums"])
-    _verify_digest(step, "assets", assets, restored["checksums"])
-    return config, base64.b64decode(assets["tokenizer_model"])
+    sums = dict(restored["checksums"])
+    _verify_digest(step, "config", config, sums)
+    _verify_digest(step, "assets", assets, sums)
+    return config, base64.b64decode(assets["tokenizer_model"]), sums.get("fingerprint")
 
   def wait(self):
     self.manager.wait_until_finished()
 
   def close(self):
-    self.manager.wait_until_finished()
+    if not self.read_only:
+      self.manager.wait_until_finished()
     self.manager.close()
 
 
@@ -217,6 +263,16 @@ def report(message: str):
 
 def _optimizer_part(state) -> dict:
   return {"step": state.step, "opt_state": state.opt_state, "skips": state.skips}
+
+
+@jax.jit
+def all_finite(*trees):
+  """Whether every float leaf of the trees is finite (one scalar, reduced where the arrays are)."""
+  ok = jnp.bool_(True)
+  for x in jax.tree.leaves(trees):
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+      ok &= jnp.all(jnp.isfinite(x))
+  return ok
 
 
 def _words(x):

@@ -49,25 +49,51 @@ class Throughput:
     return out
 
 
+class StepChanged(ValueError):
+  """The step restored is not the one the run's config was settled from (a newer step was
+  damaged and moved aside): the config and tokenizer must come from the restored step."""
+
+  def __init__(self, step: int, settled: int):
+    super().__init__(f"the checkpoint restored (step {step}) is not the one the run's config "
+                     f"was read from (step {settled}); nothing was trained: start again")
+    self.step = step
+
+
 def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedule,
-             describe: str, fresh=None, command: str | None = None, continue_with: str):
+             describe: str, fresh=None, command: str | None = None, continue_with: str,
+             settled_step: int | None = None):
   """The loop every run shares: resume (state and data iterator), evaluate at step 0,
   then step, log, evaluate and checkpoint on the config's schedule; returns the final state.
 
   SIGTERM / SIGINT or a pod's preemption notice end the current step, save it and raise
-  stop.Stopped; a non-finite loss raises stop.NonFiniteLoss (train.on_nonfinite) before
-  any checkpoint holds it; a failed asynchronous save raises at the next step. A run
-  that restores no checkpoint starts from fresh(state) when given (train.init_from).
-  continue_with: the command that continues this run (for the closing hints).
+  stop.Stopped; a non-finite loss, or parameters or optimizer state that are not finite
+  at a save, raise stop.NonFiniteLoss (train.on_nonfinite) before any checkpoint holds
+  them; a failed asynchronous save raises at the next step. A run that restores no
+  checkpoint starts from fresh(state) when given (train.init_from). Every item of a step
+  is verified (config and tokenizer too); a step with a damaged one goes aside whole, and
+  when the step restored is not `settled_step` (the one the config came from) StepChanged
+  is raised before anything is written. continue_with: the command that continues this run.
   """
   t = run.config.train
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  save_every=t.checkpoint_every, keep=t.keep_checkpoints,
                                  async_save=t.async_checkpointing)
   abstract = checkpoint.abstract_like(state, shardings)
-  start, restored = ckpt.restore_newest(
-      lambda step: ckpt.restore(step, abstract, data_iterator=train_iter),
-      report=checkpoint.report, required=True)
+
+  def read(step: int):
+    saved_config, _, mark = ckpt.restore_metadata_and_fingerprint(step)
+    resume.check_fingerprint(saved_config, mark, run.config,
+                             f"checkpoint step {step} in {ckpt.directory}", workdir)
+    return ckpt.restore(step, abstract, data_iterator=train_iter)
+
+  try:
+    start, restored = ckpt.restore_newest(read, report=checkpoint.report, required=True)
+  except BaseException:
+    ckpt.close()
+    raise
+  if settled_step is not None and start != settled_step:
+    ckpt.close()
+    raise StepChanged(start, settled_step)
   # A (re)started run logs again every step after its checkpoint: their old rows go.
   log = logger.MetricLogger(workdir, enabled=jax.process_index() == 0,
                             replay_from=0 if start is None else start + 1)
@@ -96,6 +122,9 @@ def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedu
   finally:
     try:
       ckpt.close()  # waits for a save in flight: the newest checkpoint is whole
+      newest = ckpt.latest_step()
+      if log.enabled and newest is not None:  # the run's record of its progress
+        resume.record_end(workdir, checkpoint_step=newest)
     finally:
       log.close()
   multihost_utils.sync_global_devices("training done")
@@ -108,7 +137,8 @@ def _steps(run, state, step_fn, train_iter, start, schedule, ckpt, log, signals,
   config, t = run.config, run.config.train
   evaluator = run.evaluator(log)
   save_kwargs = dict(data_iterator=train_iter, config=checkpoint.config_to_json(config),
-                     tokenizer_proto=run.tokenizer.serialized_model_proto())
+                     tokenizer_proto=run.tokenizer.serialized_model_proto(),
+                     fingerprint=resume.fingerprint(config))
   rng = jax.random.key(config.seed)
   throughput, last = Throughput(start, t.num_steps), {}
   if start == 0:
@@ -160,7 +190,7 @@ def _steps(run, state, step_fn, train_iter, start, schedule, ckpt, log, signals,
       last.update(evaluator.run(state.params, step=step, decode=True))
       throughput.pause(time.time() - eval_began)  # eval time is not training throughput
     if due:
-      ckpt.save(step, state, force=True, **save_kwargs)
+      _save_finite(ckpt, step, state, save_kwargs)
     if stopping:
       ckpt.wait()
       progress.close()
@@ -241,12 +271,27 @@ def _compiled_peak_gib(step_fn, state, batch, rng):
   return peak / 2**30
 
 
+def _kept(ckpt) -> str:
+  newest = ckpt.latest_step()
+  return (f"the newest checkpoint (step {newest}) is untouched" if newest is not None else
+          "no checkpoint was saved")
+
+
+def _save_finite(ckpt, step: int, state, save_kwargs: dict):
+  """Saves the step, or raises stop.NonFiniteLoss when its updated state is not finite (a
+  step whose loss and gradient norm were finite can still overflow the parameters)."""
+  try:
+    ckpt.save(step, state, force=True, **save_kwargs)
+  except checkpoint.NotFinite as e:
+    raise stop.NonFiniteLoss(
+        f"{e}, so step {step} was not saved; {_kept(ckpt)}; lower optimizer.learning_rate or "
+        "set optimizer.grad_clip_norm") from None
+
+
 def _check_finite(skips: dict, t, ckpt):
   """Raises stop.NonFiniteLoss per train.on_nonfinite (halt: any; skip: too many in a row)."""
   first, in_a_row = int(skips["first"]), int(skips["in_a_row"])
-  newest = ckpt.latest_step()
-  keep = (f"the newest checkpoint (step {newest}) is untouched" if newest is not None else
-          "no checkpoint was saved")
+  keep = _kept(ckpt)
   if t.on_nonfinite == "halt" and first >= 0:
     raise stop.NonFiniteLoss(
         f"the loss or gradient norm was not finite at step {first} (train.on_nonfinite=halt); "

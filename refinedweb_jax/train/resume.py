@@ -9,10 +9,16 @@ stream or the seed is refused naming the key and both values (RESUMABLE lists th
 later start may change); a shorter train.num_steps than the step a run has reached is
 refused too: config.json records what the run did. A new workdir takes --config FILE (or
 the default) with the flags.
+
+Every step carries a fingerprint of the run's fixed config (fingerprint): a step whose
+fixed config is not the one config.json records (a checkpoint copied from another run) is
+refused naming the keys, and a workdir whose runs.jsonl records progress but whose
+checkpoints/ holds no step stops instead of starting over (check_progress).
 """
 
 import copy
 import dataclasses
+import functools
 import datetime
 import importlib.metadata
 import json
@@ -66,16 +72,25 @@ def has_run(workdir: str) -> bool:
   return checkpoint.has_steps(os.path.join(checkpoint.absolute(workdir), "checkpoints"))
 
 
-def saved(path: str) -> tuple[dict, bytes, int]:
+def saved(path: str, at: int | None = None) -> tuple[dict, bytes, int]:
   """(config dict, tokenizer proto, step) saved with a run's newest checkpoint whose config and
-  tokenizer read back and match their checksums (or with the given checkpoints/STEP)."""
-  _, ckpt_dir, step = locate(path)
-  ckpt = checkpoint.Checkpointer(ckpt_dir, async_save=False)
+  tokenizer read back and match their checksums (or with the given checkpoints/STEP, or
+  step `at`), opened read-only. A step from another run (its fingerprint) is refused."""
+  workdir, ckpt_dir, step = locate(path)
+  step = step if at is None else at
+  ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)
+  run = read_config(workdir)
+
+  def read(at_step: int):
+    config, proto, mark = ckpt.restore_metadata_and_fingerprint(at_step)
+    check_fingerprint(config, mark, run, f"checkpoint step {at_step} in {ckpt_dir}", workdir)
+    return config, proto
+
   try:
     if step is not None:
-      return (*ckpt.restore_metadata(step), step)
-    step, found = ckpt.restore_newest(ckpt.restore_metadata, move_aside=False,
-                                      report=checkpoint.report, required=True)
+      return (*read(step), step)
+    step, found = ckpt.restore_newest(read, move_aside=False, report=checkpoint.report,
+                                      required=True)
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {ckpt_dir}; train first with: "
                               f"refinedweb train --workdir {os.path.dirname(ckpt_dir)}")
@@ -101,6 +116,35 @@ def flat(config) -> dict:
         out[prefix + key] = value
   walk(config, "")
   return out
+
+
+def fixed(config) -> dict:
+  """Dotted key -> JSON value of every key that fixes the run (not RESUMABLE)."""
+  return {k: _comparable(v) for k, v in flat(config).items() if not resumable(k)}
+
+
+def fingerprint(config) -> str:
+  """The digest of a run's fixed config, saved with each of its steps."""
+  return checkpoint.digest(fixed(config))
+
+
+def check_fingerprint(step_config: dict, mark: str | None, run: dict | None, what: str,
+                      workdir: str):
+  """Raises ForeignCheckpoint, naming the keys, when a step's fixed config is not the run's.
+
+  A step saved without a fingerprint, or a run without config.json, is not checked; keys
+  only one side knows (another version's) are not compared.
+  """
+  if mark is None or run is None or mark == fingerprint(run):
+    return
+  mine, theirs = fixed(run), fixed(step_config)
+  differ = [k for k in sorted(mine.keys() & theirs.keys()) if mine[k] != theirs[k]]
+  if differ:
+    raise checkpoint.ForeignCheckpoint(
+        f"{what} was saved by another run: " + "; ".join(
+            f"{k}: {theirs[k]!r} there, {mine[k]!r} in {os.path.join(workdir, CONFIG)}"
+            for k in differ[:5]) + ("; ..." if len(differ) > 5 else "")
+        + "; move that step out of checkpoints/ (nothing was changed)")
 
 
 def resumable(key: str, also: tuple = ()) -> bool:
@@ -152,10 +196,13 @@ class Settled:
   changes: list  # (key, run's value, new value) for a run continued with other settings
   step: int | None  # the step the run in the workdir has reached (None: a new run)
   notes: list  # lines to print once (e.g. what a fine-tune changes of its model)
+  # again(step): this settling redone against the run's saved step `step` (the one whose
+  # parameters were restored, when a newer step turned out damaged).
+  again: object = dataclasses.field(default=None, compare=False, repr=False)
 
 
 def settle(workdir: str | None, *, spec: str | None = None, overrides=(), also: tuple = (),
-           base=None) -> Settled:
+           base=None, at: int | None = None) -> Settled:
   """The config a command runs with (see the module docstring), resolved, validated, frozen.
 
   The config given (--config `spec`, or `base`: a ConfigDict) or, with a run in `workdir`
@@ -163,9 +210,10 @@ def settle(workdir: str | None, *, spec: str | None = None, overrides=(), also: 
   its saved config. A new train.init_from run takes that run's model.
   """
   found, step, notes = [], None, []
+  again = functools.partial(_settle_at, workdir, spec, tuple(overrides), also, base)
   given = configs.load_config(spec) if spec else base
   if workdir and has_run(workdir):
-    old, _, step = saved(workdir)
+    old, _, step = saved(workdir, at)
     # What the run's own config fixes, made explicit as a new run's would be ("auto" values
     # of a run saved before they were resolved); how this start joins its job is its own.
     old = configs.to_dict(configs.resolve(_this_start(configs.from_saved(old))))
@@ -185,7 +233,11 @@ def settle(workdir: str | None, *, spec: str | None = None, overrides=(), also: 
     if config.train.get("init_from"):
       notes = _take_model(config)
   configs.validate(config)
-  return Settled(configs.freeze(config), found, step, notes)
+  return Settled(configs.freeze(config), found, step, notes, again)
+
+
+def _settle_at(workdir, spec, overrides, also, base, at):
+  return settle(workdir, spec=spec, overrides=overrides, also=also, base=base, at=at)
 
 
 def _as_started(config, old: dict):
@@ -261,10 +313,37 @@ def record_start(workdir: str, *, step: int, command: str | None = None,
   logger.append_text(os.path.join(workdir, RUNS), json.dumps(row) + "\n")
 
 
+def record_end(workdir: str, *, checkpoint_step: int):
+  """Appends the end of this start to <workdir>/runs.jsonl: a row {"step": its newest
+  checkpoint, "end": true}, the run's record of progress (check_progress)."""
+  row = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+         "step": checkpoint_step, "end": True}
+  logger.append_text(os.path.join(workdir, RUNS), json.dumps(row) + "\n")
+
+
 def last_start(workdir: str) -> dict | None:
-  """The newest row of <workdir>/runs.jsonl, or None."""
-  rows = logger.read_rows(os.path.join(workdir, RUNS))
+  """The newest start row of <workdir>/runs.jsonl, or None."""
+  rows = [r for r in logger.read_rows(os.path.join(workdir, RUNS)) if "command" in r]
   return rows[-1] if rows else None
+
+
+def recorded_progress(workdir: str) -> int:
+  """The furthest checkpointed step runs.jsonl records (a start's step, an end's checkpoint)."""
+  rows = logger.read_rows(os.path.join(workdir, RUNS))
+  return max([0] + [r["step"] for r in rows if isinstance(r.get("step"), int)])
+
+
+def check_progress(workdir: str):
+  """Raises when runs.jsonl records a checkpointed step but checkpoints/ holds none: an
+  emptied or missing checkpoints/ is not a new run (that would rewrite its logs)."""
+  reached = recorded_progress(workdir)
+  if reached > 0 and not has_run(workdir):
+    runs = os.path.join(workdir, RUNS)
+    raise ValueError(
+        f"{workdir} records a run checkpointed at step {reached} ({runs}) but "
+        f"{os.path.join(workdir, 'checkpoints')} holds no step; nothing was changed. Put its "
+        "checkpoints back to continue it; to start it over from step 0 on purpose, train in "
+        f"a new --workdir, or move {runs} aside (mv {runs} {runs}.old)")
 
 
 def shape() -> dict:

@@ -62,7 +62,15 @@ def train(settled: resume.Settled, workdir: str, *, command: str | None = None):
   sharding.initialize_distributed(dist.coordinator_address, dist.num_processes, dist.process_id)
   prepare_workdir(workdir)
   with hold(workdir):
-    return _train(settled, workdir, command)
+    if settled.step is None:
+      resume.check_progress(workdir)  # an emptied checkpoints/ is no new run
+    try:
+      return _train(settled, workdir, command)
+    except loop.StepChanged as changed:
+      if settled.again is None:
+        raise
+      # A newer step was damaged and moved aside: config and tokenizer of the step restored.
+      return _train(settled.again(changed.step), workdir, command)
 
 
 @contextlib.contextmanager
@@ -125,7 +133,7 @@ def _train(settled: resume.Settled, workdir: str, command: str | None):
     fresh = functools.partial(_from_init, config, shardings, m)
   return loop.run_loop(run, state, shardings, step_fn, batches, workdir=workdir,
                        schedule=schedule, describe=describe, fresh=fresh, command=command,
-                       continue_with=again)
+                       continue_with=again, settled_step=settled.step)
 
 
 def coverage(run) -> list[str]:
