@@ -111,3 +111,14 @@ def test_without_setpriv_as_root_pass_at_1_says_so_once_and_runs(monkeypatch, ca
   finally:
     sandbox._drop_root.cache_clear()
   assert sum("setpriv" in r.message for r in caplog.records) == 1
+
+
+def test_a_limit_the_machine_cannot_enforce_is_said_once(monkeypatch, caplog):
+  monkeypatch.setattr(sandbox.platform, "machine", lambda: "sparc64")
+  sandbox._unenforced.cache_clear()
+  try:
+    for _ in range(2):
+      assert "seccomp" in sandbox._unenforced()[0]
+  finally:
+    sandbox._unenforced.cache_clear()
+  assert sum("cannot enforce" in r.message for r in caplog.records) == 1

@@ -368,3 +368,21 @@ def test_without_bwrap_pass_at_1_refuses_unless_asked(monkeypatch):
   monkeypatch.setenv(sandbox.UNSAFE, "1")
   assert sandbox.run_python("assert True") == (True, "passed")
   assert sandbox.run_python("import os\nos._exit(0)\nassert False") == (False, "failed")
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ({"value": ["ref", 99]}, 0.0), ({"value": ["same", 0]}, 0.0),
+    ({"value": ["obj", ["Node", []]]}, 0.0), ({"value": ["new", 0, ["list", []]]}, 0.0),
+    ({"sync": {"0": ["int", "0x1"]}, "value": None}, 0.0), ({"iter": "x"}, 0.0),
+    ({"stop": True}, 0.0),
+    ({"value": None}, 100.0)])  # a well-formed answer: what C may forge is what is tested
+def test_forged_answers_on_the_wire_fail(answer, expected):
+  # C writes its own frame to the answer pipe (the last argument of its command line), then
+  # ends: references to objects T never shared, to classes the tests do not define, a list
+  # turned into an int, or a stop outside next() fail the program.
+  wrong = ("import ctypes, json, sys\n"
+           "def f(xs):\n  data = json.dumps(" + repr(answer) + ").encode()\n"
+           "  frame = len(data).to_bytes(4, 'big') + data\n"
+           "  libc = ctypes.CDLL(None)\n  libc.write(int(sys.argv[-1]), frame, len(frame))\n"
+           "  libc._exit(0)\n")
+  assert score(wrong, "xs = [1]\nf(xs)\nassert True") == expected

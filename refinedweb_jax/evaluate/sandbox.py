@@ -67,6 +67,7 @@ import json
 import logging
 import math
 import os
+import platform
 import shutil
 import signal
 import site
@@ -353,8 +354,21 @@ def _bwrap_works() -> bool:
   return done.returncode == 0
 
 
+@functools.lru_cache(maxsize=None)
+def _unenforced() -> tuple:
+  """The limits this machine cannot enforce (each said once, when the first program runs)."""
+  missing = []
+  if platform.machine() not in sandbox_guard._DENIED:  # pylint: disable=protected-access
+    missing.append(f"the seccomp filter (no syscall table for {platform.machine()}): only "
+                   "RLIMIT_NPROC stops new processes, which does not bind root")
+  for what in missing:
+    log.warning("sandbox: cannot enforce %s", what)
+  return tuple(missing)
+
+
 def _launcher():
   """f(host dir of one child) -> (command prefix, cwd, home inside the sandbox)."""
+  _unenforced()
   if _bwrap_works():
     return lambda host: (_bwrap_prefix(), "/", _WORK)
   if os.environ.get(UNSAFE) == "1":
