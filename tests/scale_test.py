@@ -157,7 +157,7 @@ def _load_for_decoding(workdir):
   params = loaded.params  # layers scanned or unrolled, as the platform's default has them
   layer = params["encoder_group_0"]["layer_0"] if "encoder_group_0" in params else params[
       "encoder_0"]
-  kernel = layer["mlp"]["wi_0"]["kernel"]
+  kernel = layer["mlp"]["wi"]["kernel"]  # the gated MLP's fused input projections
   return {"mesh": dict(loaded.mesh.shape), "spec": str(nn.meta.unbox(kernel).sharding.spec),
           "values": max_diff(state.params, loaded.params),
           "output": loaded.generate("chat: hello", max_new_tokens=4)}

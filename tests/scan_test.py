@@ -148,11 +148,12 @@ def test_scanned_parameters_carry_the_layers_axis_and_shard_as_the_rules_say():
                                       target_length=4)
   boxed = jax.eval_shape(lambda: EncoderDecoder(cfg).init(
       jax.random.key(0), jnp.ones((1, 8), jnp.int32), jnp.ones((1, 4), jnp.int32)))["params"]
-  names = boxed["encoder_group_0"]["layer_0"]["mlp"]["wi_0"]["kernel"].names
-  assert names == ("layers", "embed", "mlp")
-  kernel = nn.meta.unbox(abstract)["encoder_group_0"]["layer_0"]["mlp"]["wi_0"]["kernel"]
-  assert kernel.shape == (2, 32, 64)
-  assert tuple(kernel.sharding.spec) == (None, "fsdp", "tensor")  # layers whole, as the rules say
+  names = boxed["encoder_group_0"]["layer_0"]["mlp"]["wi"]["kernel"].names
+  assert names == ("layers", "embed", None, "mlp")  # the gated MLP's two inputs, fused
+  kernel = nn.meta.unbox(abstract)["encoder_group_0"]["layer_0"]["mlp"]["wi"]["kernel"]
+  assert kernel.shape == (2, 32, 2, 64)
+  # layers whole, as the rules say; the fused axis whole too
+  assert tuple(kernel.sharding.spec) == (None, "fsdp", None, "tensor")
 
 
 def _dots(cfg) -> int:

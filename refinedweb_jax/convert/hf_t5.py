@@ -7,10 +7,11 @@ logits scaled by d_model^-0.5 when the embedding is tied. Weight names and layou
 
   shared.weight [V, D]                         token_embedding/embedding
   {en,de}coder.block.i.layer.0.SelfAttention   {en,de}coder_i/(self_)attention
-      .q/.k/.v.weight [H*K, D], .o.weight [D, H*K]    query/key/value [D, H, K], out [H, K, D]
+      .q/.k/.v.weight [H*K, D], .o.weight [D, H*K]    qkv [D, 3, H, K], out [H, K, D]
       .relative_attention_bias.weight [N, H] (block 0)  {en,de}coder_relative_bias [N, H]
-  decoder.block.i.layer.1.EncDecAttention      decoder_i/cross_attention
-  ....DenseReluDense.wi / wi_0, wi_1 [F, D], wo [D, F]  mlp/wi_0, wi_1 [D, F], wo [F, D]
+  decoder.block.i.layer.1.EncDecAttention      decoder_i/cross_attention: query [D, H, K],
+      .q, .k/.v                                    key_value [D, 2, H, K]
+  ....DenseReluDense.wi / wi_0, wi_1 [F, D], wo [D, F]  mlp/wi_0 [D, F] / wi [D, 2, F], wo [F, D]
   ....layer.j.layer_norm.weight, {en,de}coder.final_layer_norm.weight   .../scale
   lm_head.weight [V, D] (untied)               logits_dense/kernel [D, V]
 
@@ -185,42 +186,56 @@ def _layer_norms(stack: str) -> dict:
 
 
 def name_map(cfg) -> dict:
-  """Our parameter path (a tuple) -> (Hugging Face name, to_hf, from_hf) for a ModelConfig."""
+  """Our parameter path (a tuple) -> (Hugging Face names, to_hf, from_hf) for a ModelConfig.
+
+  to_hf maps our array to a tuple of Hugging Face arrays, one per name; from_hf the
+  reverse (its arguments in the names' order). A fused projection maps to several names:
+  qkv to q, k, v; key_value to k, v; a gated MLP's wi to wi_0, wi_1.
+  """
   h, k, d = cfg.num_heads, cfg.head_dim, cfg.d_model
-  out = {("token_embedding", "embedding"): ("shared.weight", _same, _same)}
-  q_in = (lambda x: x.reshape(d, h * k).T, lambda x: x.T.reshape(d, h, k))
-  o_in = (lambda x: x.reshape(h * k, d).T, lambda x: x.T.reshape(h, k, d))
+  one = lambda f: (lambda x: (f(x),))
+  same = (one(_same), _same)
+  out = {("token_embedding", "embedding"): (("shared.weight",), *same)}
+  q_in = (one(lambda x: x.reshape(d, h * k).T), lambda x: x.T.reshape(d, h, k))
+  o_in = (one(lambda x: x.reshape(h * k, d).T), lambda x: x.T.reshape(h, k, d))
   for stack in ("encoder", "decoder"):
     for i in range(getattr(cfg, f"num_{stack}_layers")):
       ours = f"{stack}_{i}"
       parts = ("attention",) if stack == "encoder" else ("self_attention", "cross_attention")
       for part in parts:
         hf = _attention_names(stack, i, part)
-        for name, short in (("query", "q"), ("key", "k"), ("value", "v")):
-          out[(ours, part, name, "kernel")] = (f"{hf}.{short}.weight", *q_in)
-        out[(ours, part, "out", "kernel")] = (f"{hf}.o.weight", *o_in)
+        if part == "cross_attention":
+          out[(ours, part, "query", "kernel")] = ((f"{hf}.q.weight",), *q_in)
+          out[(ours, part, "key_value", "kernel")] = (
+              (f"{hf}.k.weight", f"{hf}.v.weight"), *_stacked(q_in, 2, -3))
+        else:
+          out[(ours, part, "qkv", "kernel")] = (
+              tuple(f"{hf}.{s}.weight" for s in "qkv"), *_stacked(q_in, 3, -3))
+        out[(ours, part, "out", "kernel")] = ((f"{hf}.o.weight",), *o_in)
       for norm, layer in _layer_norms(stack).items():
-        out[(ours, norm, "scale")] = (f"{stack}.block.{i}.layer.{layer}.layer_norm.weight",
-                                      _same, _same)
+        out[(ours, norm, "scale")] = (
+            (f"{stack}.block.{i}.layer.{layer}.layer_norm.weight",), *same)
       ff = f"{stack}.block.{i}.layer.{len(_layer_norms(stack)) - 1}.DenseReluDense"
-      inputs = ("wi_0", "wi_1") if cfg.gated_mlp else ("wi",)
-      for j, name in enumerate(inputs):
-        out[(ours, "mlp", f"wi_{j}", "kernel")] = (f"{ff}.{name}.weight", _t, _t)
-      out[(ours, "mlp", "wo", "kernel")] = (f"{ff}.wo.weight", _t, _t)
-    out[(f"{stack}_norm", "scale")] = (f"{stack}.final_layer_norm.weight", _same, _same)
+      if cfg.gated_mlp:
+        out[(ours, "mlp", "wi", "kernel")] = (
+            (f"{ff}.wi_0.weight", f"{ff}.wi_1.weight"), *_stacked((one(_t), _t), 2, -2))
+      else:
+        out[(ours, "mlp", "wi_0", "kernel")] = ((f"{ff}.wi.weight",), one(_t), _t)
+      out[(ours, "mlp", "wo", "kernel")] = ((f"{ff}.wo.weight",), one(_t), _t)
+    out[(f"{stack}_norm", "scale")] = ((f"{stack}.final_layer_norm.weight",), *same)
     out[(f"{stack}_relative_bias",)] = (
-        f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight", _same, _same)
+        (f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",), *same)
   if not cfg.tie_embeddings:
-    out[("logits_dense", "kernel")] = ("lm_head.weight", _t, _t)
+    out[("logits_dense", "kernel")] = (("lm_head.weight",), one(_t), _t)
   return out
 
 
-def _same(x):
-  return x
-
-
-def _t(x):
-  return x.T
+def _stacked(pair, n: int, axis: int):
+  """(to_hf, from_hf) of n arrays stacked on `axis`, from the (to_hf, from_hf) of one."""
+  to_one, from_one = pair
+  to_hf = lambda x: tuple(to_one(x.take(i, axis=axis))[0] for i in range(n))
+  from_hf = lambda *xs: np.stack([from_one(x) for x in xs], axis=axis)
+  return to_hf, from_hf
 
 
 def checked_name_map(cfg, paths) -> dict:
@@ -233,18 +248,21 @@ def checked_name_map(cfg, paths) -> dict:
 
 def to_param(weights, entry: tuple, path: tuple, shape: tuple, hf: dict) -> np.ndarray:
   """One of our parameters (float32 NumPy, `shape`) from the Hugging Face weights;
-  entry: name_map's (Hugging Face name, to_hf, from_hf) for `path`."""
-  hf_name, to_hf, from_hf = entry
-  if hf_name == "lm_head.weight" and hf_name not in weights and hf.get(
-      "tie_word_embeddings", True):
-    # transformers 5 saves v1.1's head tied to the embedding (scale_decoder_outputs=false).
-    hf_name = "shared.weight"
-  want = jax.eval_shape(to_hf, jax.ShapeDtypeStruct(tuple(shape), np.float32)).shape
-  value = np.asarray(weights[hf_name], np.float32)
-  if value.shape != want:
-    raise ValueError(f"weight {hf_name} has shape {value.shape} but the model needs {want} "
-                     f"(for {'/'.join(path)} of shape {tuple(shape)})")
-  return from_hf(value)
+  entry: name_map's (Hugging Face names, to_hf, from_hf) for `path`."""
+  hf_names, to_hf, from_hf = entry
+  wants = jax.eval_shape(to_hf, jax.ShapeDtypeStruct(tuple(shape), np.float32))
+  values = []
+  for hf_name, want in zip(hf_names, wants):
+    if hf_name == "lm_head.weight" and hf_name not in weights and hf.get(
+        "tie_word_embeddings", True):
+      # transformers 5 saves v1.1's head tied to the embedding (scale_decoder_outputs=false).
+      hf_name = "shared.weight"
+    value = np.asarray(weights[hf_name], np.float32)
+    if value.shape != want.shape:
+      raise ValueError(f"weight {hf_name} has shape {value.shape} but the model needs "
+                       f"{want.shape} (for {'/'.join(path)} of shape {tuple(shape)})")
+    values.append(value)
+  return from_hf(*values)
 
 
 def from_params(params: dict, cfg) -> dict:
@@ -259,9 +277,10 @@ def from_params(params: dict, cfg) -> dict:
   names = name_map(cfg)
   out = {}
   for path, value in params.items():
-    hf_name, to_hf, _ = names[path]
-    value = np.asarray(value, np.float32)
-    if cfg.scale_attention and path[-2:] == ("query", "kernel"):
-      value = value / np.float32(math.sqrt(cfg.head_dim))
-    out[hf_name] = np.ascontiguousarray(to_hf(value))
+    hf_names, to_hf, _ = names[path]
+    values = [np.asarray(v, np.float32) for v in to_hf(np.asarray(value, np.float32))]
+    for hf_name, v in zip(hf_names, values):
+      if cfg.scale_attention and hf_name.endswith(".q.weight"):
+        v = v / np.float32(math.sqrt(cfg.head_dim))
+      out[hf_name] = np.ascontiguousarray(v)
   return out

@@ -51,8 +51,38 @@ def dense(cfg, features, axes, names, name, out_dtype=None):
   return Projection(features, num_contract, names, cfg.compute_dtype, out_dtype, name=name)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def rms_norm(x_BxTxD, scale_D, epsilon: float, dtype):
+  """x / rms(x) * scale in `dtype`, summed in float32; the backward keeps x and 1/rms only.
+
+  Autodiff of the float32 form would save a float32 copy of x (twice the bytes of a
+  bfloat16 activation) for the backward; this saves x as it came and one scalar per row.
+  """
+  return _rms_norm_fwd(x_BxTxD, scale_D, epsilon, dtype)[0]
+
+
+def _rms_norm_fwd(x, scale, epsilon, dtype):
+  x32 = x.astype(jnp.float32)
+  rinv = jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + epsilon)
+  return (x32 * rinv * scale).astype(dtype), (x, rinv, scale)
+
+
+def _rms_norm_bwd(epsilon, dtype, saved, g):
+  del epsilon, dtype
+  x, rinv, scale = saved
+  xn = x.astype(jnp.float32) * rinv
+  g32 = g.astype(jnp.float32)
+  dscale = jnp.sum(g32 * xn, axis=tuple(range(x.ndim - 1)))
+  dxn = g32 * scale
+  dx = rinv * (dxn - xn * jnp.mean(dxn * xn, axis=-1, keepdims=True))
+  return dx.astype(x.dtype), dscale
+
+
+rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
+
+
 class RMSNorm(nn.Module):
-  """T5-style root-mean-square layer norm (no mean subtraction, no bias)."""
+  """T5-style root-mean-square layer norm (no mean subtraction, no bias), out in `dtype`."""
   epsilon: float = 1e-6
   dtype: jnp.dtype = jnp.float32
 
@@ -60,22 +90,26 @@ class RMSNorm(nn.Module):
   def __call__(self, x_BxTxD):
     scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
                        (x_BxTxD.shape[-1],), jnp.float32)
-    x = x_BxTxD.astype(jnp.float32)
-    x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.epsilon)
-    return (x * scale).astype(self.dtype)
+    return rms_norm(x_BxTxD, scale, self.epsilon, self.dtype)
 
 
 class MLP(nn.Module):
-  """Feed-forward block, gated (GeGLU/SwiGLU style) or plain."""
+  """Feed-forward block, gated (GeGLU/SwiGLU style) or plain.
+
+  The gated block's two input projections are one matmul: kernel wi [D, 2, F], whose
+  [:, 0] is the activated half (Hugging Face's wi_0) and [:, 1] the gate (wi_1).
+  """
   cfg: Any  # model.ModelConfig
 
   @nn.compact
   def __call__(self, x_BxTxD, deterministic: bool):
     cfg = self.cfg
     act = ACTIVATIONS[cfg.activation]
-    h_BxTxF = act(dense(cfg, cfg.d_ff, -1, ("embed", "mlp"), "wi_0")(x_BxTxD))
     if cfg.gated_mlp:
-      h_BxTxF = h_BxTxF * dense(cfg, cfg.d_ff, -1, ("embed", "mlp"), "wi_1")(x_BxTxD)
+      h_BxTx2xF = dense(cfg, (2, cfg.d_ff), -1, ("embed", None, "mlp"), "wi")(x_BxTxD)
+      h_BxTxF = act(h_BxTx2xF[..., 0, :]) * h_BxTx2xF[..., 1, :]
+    else:
+      h_BxTxF = act(dense(cfg, cfg.d_ff, -1, ("embed", "mlp"), "wi_0")(x_BxTxD))
     h_BxTxF = nn.with_logical_constraint(h_BxTxF, ("batch", "length", "mlp"))
     h_BxTxF = nn.Dropout(cfg.dropout_rate)(h_BxTxF, deterministic=deterministic)
     return dense(cfg, cfg.d_model, -1, ("mlp", "embed"), "wo")(h_BxTxF)

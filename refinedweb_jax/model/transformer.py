@@ -34,17 +34,22 @@ class MultiHeadAttention(nn.Module):
     in its stack (an int, or traced in a scan over layers)."""
     cfg = self.cfg
     hk = (cfg.num_heads, cfg.head_dim)
-    q = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "query")(x_BxTxD)
+    names = ("embed", None, "heads", "kv")  # the stacked axis stays whole: heads split
+    if cross:  # the query from the decoder, keys and values (one matmul) from the encoder
+      q = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "query")(x_BxTxD)
+      kv_proj = _dense(cfg, (2,) + hk, -1, names, "key_value")
+    else:  # one matmul for queries, keys and values
+      qkv_BxTx3xHxK = _dense(cfg, (3,) + hk, -1, names, "qkv")(x_BxTxD)
+      q, k, v = (qkv_BxTx3xHxK[:, :, i] for i in range(3))
     if not cfg.scale_attention:
       # Every kernel divides by sqrt(K); T5's unscaled scores undo it here.
       q = q * jnp.asarray(cfg.head_dim ** 0.5, q.dtype)
     if decode and cross:
       # Encoder keys/values are projected once, when the cache is created, and kept
       # head-major (BxHxSxK) so that no decoding step has to transpose them.
-      key = self.variable("cache", "cross_key", lambda: _heads_major(_dense(
-          cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD)))
-      value = self.variable("cache", "cross_value", lambda: _heads_major(_dense(
-          cfg, hk, -1, ("embed", "heads", "kv"), "value")(kv_BxSxD)))
+      kv = None if self.has_variable("cache", "cross_key") else kv_proj(kv_BxSxD)
+      key = self.variable("cache", "cross_key", lambda: _heads_major(kv[:, :, 0]))
+      value = self.variable("cache", "cross_value", lambda: _heads_major(kv[:, :, 1]))
       # Beam search keeps one cache row per example: the W beams of an example (adjacent
       # rows) attend to it as W query positions, so the cache is never copied per beam.
       rows = key.value.shape[0]
@@ -53,9 +58,9 @@ class MultiHeadAttention(nn.Module):
                                        causal=False)
       out = dense.cached_attention(q_BxWTxHxK, key.value, value.value, mask).reshape(q.shape)
       return _dense(cfg, cfg.d_model, (-2, -1), ("heads", "kv", "embed"), "out")(out)
-    else:
-      k = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "key")(kv_BxSxD)
-      v = _dense(cfg, hk, -1, ("embed", "heads", "kv"), "value")(kv_BxSxD)
+    if cross:
+      kv_BxSx2xHxK = kv_proj(kv_BxSxD)
+      k, v = kv_BxSx2xHxK[:, :, 0], kv_BxSx2xHxK[:, :, 1]
     bias = None
     if relative_table is not None:
       bias = relative.RelativeBias(relative_table, bidirectional=not self.causal,
@@ -283,8 +288,9 @@ class EncoderDecoder(nn.Module):
 
   def decode(self, enc_BxSxD, inputs_BxS, decoder_input_tokens_BxT, inputs_segment_ids=None,
              decoder_segment_ids=None, decoder_positions=None, *, deterministic: bool = True,
-             decode: bool = False):
-    """Encoder output + shifted targets -> float32 logits_BxTxV.
+             decode: bool = False, head: bool = True):
+    """Encoder output + shifted targets -> float32 logits_BxTxV (head=False: the normed
+    decoder output y_BxTxD that the vocabulary projection takes).
 
     With decode=True, one token per call at position decoder_positions[:, 0],
     reading and updating the 'cache' collection.
@@ -309,12 +315,36 @@ class EncoderDecoder(nn.Module):
                        dec_segments, enc_segments, positions, self._relative_table("decoder"),
                        deterministic, decode)
     y_BxTxD = self.dropout(self.decoder_norm(y_BxTxD), deterministic=deterministic)
+    return self.logits(y_BxTxD) if head else y_BxTxD
+
+  def logits(self, y_BxTxD):
+    """The decoder's normed output -> float32 logits_BxTxV."""
     if self.cfg.tie_embeddings:
       logits_BxTxV = self._tied_logits(y_BxTxD)
     else:
       logits_BxTxV = self.logits_dense(y_BxTxD)
     logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "vocab"))
     return logits_BxTxV.astype(jnp.float32)
+
+  def output_layer(self):
+    """(w_VxD, scale): logits = scale * y @ w^T; the float32 parameter, never copied whole."""
+    if self.cfg.tie_embeddings:
+      return self.embedding.embedding, self.cfg.d_model ** -0.5
+    if self.is_initializing():
+      self.logits_dense(jnp.zeros((1, self.cfg.d_model), self.cfg.compute_dtype))
+    return self.logits_dense.variables["params"]["kernel"].T, 1.0
+
+  def features(self, inputs_BxS, decoder_input_tokens_BxT, inputs_segment_ids=None,
+               decoder_segment_ids=None, inputs_positions=None, decoder_positions=None, *,
+               deterministic: bool = True):
+    """(decoder output y_BxTxD before the vocabulary projection, w_VxD, scale): __call__'s
+    logits are scale * y @ w^T (losses.projected_cross_entropy takes them so)."""
+    enc_BxSxD = self.encode(inputs_BxS, inputs_segment_ids, inputs_positions,
+                            deterministic=deterministic)
+    y_BxTxD = self.decode(enc_BxSxD, inputs_BxS, decoder_input_tokens_BxT, inputs_segment_ids,
+                          decoder_segment_ids, decoder_positions, deterministic=deterministic,
+                          head=False)
+    return (y_BxTxD, *self.output_layer())
 
   def __call__(self, inputs_BxS, decoder_input_tokens_BxT, inputs_segment_ids=None,
                decoder_segment_ids=None, inputs_positions=None, decoder_positions=None, *,
@@ -331,6 +361,15 @@ def forward(model, params, batch, *, deterministic=True, rngs=None):
       {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
       batch["encoder_segment_ids"], batch["decoder_segment_ids"], batch["encoder_positions"],
       batch["decoder_positions"], deterministic=deterministic, rngs=rngs)
+
+
+def forward_features(model, params, batch, *, deterministic=True, rngs=None):
+  """Teacher-forced (y_BxTxD, w_VxD, scale) of a batch: logits = scale * y @ w^T."""
+  return model.apply(
+      {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+      batch["encoder_segment_ids"], batch["decoder_segment_ids"], batch["encoder_positions"],
+      batch["decoder_positions"], deterministic=deterministic, rngs=rngs,
+      method=EncoderDecoder.features)
 
 
 def flat_params(params) -> dict:

@@ -8,16 +8,23 @@ import jax
 import jax.numpy as jnp
 
 from refinedweb_jax.model import losses
-from refinedweb_jax.model.transformer import forward
+from refinedweb_jax.model.transformer import forward, forward_features
 
 
 def cross_entropy_sums(params, batch, rng, *, model, label_smoothing=0.0, z_loss=0.0):
-  """(loss sum, {z_loss, accuracy, weight} sums) over the batch's target tokens."""
-  logits = forward(model, params, batch, deterministic=False, rngs={"dropout": rng})
+  """(loss sum, {z_loss, accuracy, weight} sums) over the batch's target tokens.
+
+  The vocabulary projection and the loss run fused, by token chunks
+  (losses.projected_cross_entropy): no [tokens, vocab] logits are kept for the backward.
+  """
+  y_BxTxD, w_VxD, scale = forward_features(model, params, batch, deterministic=False,
+                                           rngs={"dropout": rng})
   weights = batch["decoder_loss_weights"].astype(jnp.float32)
-  loss_BxT, z_BxT = losses.cross_entropy(logits, batch["decoder_target_tokens"],
-                                         label_smoothing=label_smoothing, z_loss=z_loss)
-  correct_BxT = losses.correct(logits, batch["decoder_target_tokens"])
+  targets_BxT = batch["decoder_target_tokens"]
+  loss_N, z_N, correct_N = losses.projected_cross_entropy(
+      y_BxTxD.reshape(-1, y_BxTxD.shape[-1]), w_VxD, targets_BxT.reshape(-1), scale=scale,
+      dtype=model.cfg.compute_dtype, label_smoothing=label_smoothing, z_loss=z_loss)
+  loss_BxT, z_BxT, correct_BxT = (x.reshape(targets_BxT.shape) for x in (loss_N, z_N, correct_N))
   total = lambda x: jnp.sum(x * weights)
   return total(loss_BxT + z_BxT), {"z_loss": total(z_BxT), "accuracy": total(correct_BxT),
                                    "weight": jnp.sum(weights)}

@@ -21,7 +21,7 @@ from refinedweb_jax import backend, configs, sharding
 from refinedweb_jax.data import pipeline, registry, stream, tasks as tasks_lib
 from refinedweb_jax.data import tokenizer as tok
 from refinedweb_jax.evaluate.evaluator import Evaluator
-from refinedweb_jax.model import scan
+from refinedweb_jax.model import fused, scan
 from refinedweb_jax.model.config import ModelConfig
 from refinedweb_jax.model.transformer import EncoderDecoder, flat_params
 from refinedweb_jax.train import checkpoint, resume, step as step_lib
@@ -249,7 +249,7 @@ def restore(path: str, config=None) -> Trained:
   does not read back is skipped, with a warning, for the one before (a given step is not).
   """
   workdir, ckpt_dir, step = resume.locate(path)
-  ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)  # a reader changes nothing
+  ckpt = checkpoint.Checkpointer(ckpt_dir, async_save=False)
 
   def read(at: int):
     saved, proto = ckpt.restore_metadata(at)
@@ -261,7 +261,8 @@ def restore(path: str, config=None) -> Trained:
     abstract = step_lib.abstract_params(model, mesh, input_length=run_config.data.input_length,
                                         target_length=run_config.data.target_length)
     run = Setup(run_config, run_tasks(run_config), tokenizer, model_cfg, model, mesh)
-    return run, ckpt.restore_params(at, abstract)
+    # Runs saved before the fused projections read in their layout, then fuse (model/fused.py).
+    return run, fused.restore_either(lambda a: ckpt.restore_params(at, a), abstract)
 
   try:
     if step is None:
