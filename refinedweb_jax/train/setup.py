@@ -249,7 +249,7 @@ def restore(path: str, config=None) -> Trained:
   does not read back is skipped, with a warning, for the one before (a given step is not).
   """
   workdir, ckpt_dir, step = resume.locate(path)
-  ckpt = checkpoint.Checkpointer(ckpt_dir, async_save=False)
+  ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)  # a reader changes nothing
 
   def read(at: int):
     saved, proto = ckpt.restore_metadata(at)
