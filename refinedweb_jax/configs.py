@@ -395,6 +395,15 @@ def validate(config):
                      "prepared data, e.g. --config.data.data_dir=~/.cache/refinedweb_jax")
   cfg = model_config(config)
   cfg.check_lengths(config.data.input_length, config.data.target_length)
+  for spec in config.get("own_tasks", ()) or ():
+    name = spec.get("task")
+    if name in tasks.BUILTIN:
+      raise ValueError(f"config.own_tasks names a task {name!r}, the name of a built-in task; "
+                       "give it another name")
+    if "pass@1" in (spec.get("metrics") or ()):
+      raise ValueError(f"config.own_tasks task {name!r} asks for metrics pass@1, which runs "
+                       "each example's tests, and own files carry none; use bleu, chrf, rouge "
+                       "or exact_match")
   task_names(config)
   eval_task_names(config)
   if registry.public_names(config):

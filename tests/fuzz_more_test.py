@@ -43,6 +43,8 @@ CASES = [
     (TRAIN + ["--config", "exit0.py"], "exit0.py:2: it calls exit(0) while loading"),
     (TRAIN + ["--config", "exit3.py"], "exit3.py:1: it calls exit(3) while loading"),
     (TRAIN + ["--config", "exit_in_get.py"], "it calls exit(None) while loading"),
+    (TRAIN + ["--config", "own_pass.py"], "task 'mine' asks for metrics pass@1"),
+    (TRAIN + ["--config", "own_builtin.py"], "names a task 'translate_en_de', the name of a"),
     (TRAIN + ["--config.mixture.weights=translate_en_de=nan"],
      "config.mixture.weights gives 'translate_en_de' the weight nan"),
     (TRAIN + ["--config.mixture.weights=translate_en_de=inf", "--config.mixture.rate=explicit"],
@@ -66,7 +68,15 @@ CASES = [
 ]
 
 
+OWN_TASK = ("from refinedweb_jax import configs\ndef get_config():\n"
+            "  c = configs.default_config()\n"
+            "  c.own_tasks = [dict(task={!r}, format='tsv', train=['my.tsv'], metrics={!r})]\n"
+            "  return c\n")
+
+
 def _files(tmp_path):
+  (tmp_path / "own_pass.py").write_text(OWN_TASK.format("mine", ["pass@1"]))
+  (tmp_path / "own_builtin.py").write_text(OWN_TASK.format("translate_en_de", ["bleu"]))
   (tmp_path / "sectionless.py").write_text(SECTIONLESS)
   (tmp_path / "exit0.py").write_text("import sys\nsys.exit(0)\n")
   (tmp_path / "exit3.py").write_text("exit(3)\n")
