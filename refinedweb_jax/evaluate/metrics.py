@@ -130,7 +130,9 @@ def pass_at_1(targets: list[str], predictions: list[str], tests: list[str], time
 
   Each prediction runs in a sandboxed process and its tests (assert lines, or a check(...)
   call) in another, which calls the prediction's functions (sandbox.run_tests), never in this
-  process; tests with no assert statement score 0 (with one warning). setups: code each example's tests run first, its definitions used over the
+  process; the verdict is a plain interpreter's (arguments the prediction mutates, objects it
+  aliases or returns, generators are seen as in one interpreter); tests with no assert
+  statement score 0 (with one warning). setups: code each example's tests run first, its definitions used over the
   prediction's (MBPP's test_setup_code; HumanEval's prompt, so that helpers like its poly() stay
   the task's); entry_points: the function passed to tests that define check(candidate) without
   calling it (HumanEval).
