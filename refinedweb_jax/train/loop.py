@@ -13,6 +13,7 @@ from jax.experimental import multihost_utils
 
 from refinedweb_jax import sharding
 from refinedweb_jax.data import registry, tasks as tasks_lib
+from refinedweb_jax.model import fused
 from refinedweb_jax.model.attention import dispatch
 from refinedweb_jax.train import checkpoint, logger, resume, stop
 
@@ -84,7 +85,9 @@ def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedu
     saved_config, _, mark = ckpt.restore_metadata_and_fingerprint(step)
     resume.check_fingerprint(saved_config, mark, run.config,
                              f"checkpoint step {step} in {ckpt.directory}", workdir)
-    return ckpt.restore(step, abstract, data_iterator=train_iter)
+    # A run saved before the fused projections reads in its layout, then fuses (model/fused.py).
+    return fused.restore_either(lambda a: ckpt.restore(step, a, data_iterator=train_iter),
+                                abstract)
 
   try:
     start, restored = ckpt.restore_newest(read, report=checkpoint.report, required=True)
