@@ -143,3 +143,38 @@ def test_a_same_host_lock_without_heartbeat_is_taken_over_though_its_pid_lives(l
   held.release()
   err = capsys.readouterr().err
   assert f"of pid {os.getppid()}" in err and "heartbeat stopped" in err, err
+
+
+def test_a_run_whose_logs_were_cut_and_lock_garbled_resumes(tiny_data_dir, tmp_path, env):
+  """What a crash mid-write leaves (both logs cut mid-line, a lock file half written) does not
+  stop the next start: each is repaired or taken over in one line, and the run goes on."""
+  import subprocess
+  import sys
+  from reliability_test import _flags
+  workdir = tmp_path / "run"
+
+  def train(steps):
+    command = [sys.executable, "-m", "refinedweb_jax.cli", "train", "--workdir", str(workdir)]
+    return subprocess.run(command + _flags(tiny_data_dir, num_steps=steps, checkpoint_every=2),
+                          env=env, capture_output=True, text=True, timeout=600)
+  first = train(2)
+  assert first.returncode == 0, first.stderr[-3000:]
+  with open(workdir / "metrics.jsonl", "a") as f:
+    f.write('{"step": 3, "split": "train", "train/lo')
+  with open(workdir / "runs.jsonl", "a") as f:
+    f.write('{"time": "2026-12-07T21:00:00+00:00", "step": 2, "comm')
+  (workdir / lock.NAME).write_text("[1, 2]")
+  _age(workdir / lock.NAME, lock.EMPTY_S + 1)
+  second = train(4)
+  assert second.returncode == 0, second.stderr[-3000:]
+  err = second.stderr
+  assert "took over the lock" in err and "not a lock record" in err, err[-3000:]
+  for name in ("metrics.jsonl", "runs.jsonl"):
+    assert f"{name}: its last line was cut" in err, err[-3000:]
+    assert len(list(workdir.glob(f"{name}.partial-*"))) == 1
+  steps = [r["step"] for r in logger.read_rows(str(workdir / "metrics.jsonl"), "train")]
+  assert steps == [1, 2, 3, 4], steps
+  runs = (workdir / "runs.jsonl").read_text().splitlines()
+  assert len(logger.read_rows(str(workdir / "runs.jsonl"))) == len(runs) >= 2  # each line whole
+  assert not any('"comm' in line and "command" not in line for line in runs)
+  assert "Traceback" not in err and not (workdir / lock.NAME).exists()
