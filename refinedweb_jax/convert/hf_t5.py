@@ -238,6 +238,14 @@ def _stacked(pair, n: int, axis: int):
   return to_hf, from_hf
 
 
+def _same(x):
+  return x
+
+
+def _t(x):
+  return x.T
+
+
 def checked_name_map(cfg, paths) -> dict:
   """name_map(cfg), after checking that the model's parameter paths are the ones it maps."""
   names = name_map(cfg)
