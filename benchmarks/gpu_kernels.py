@@ -137,9 +137,12 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--only", default="", help="run the cases whose label contains this")
   parser.add_argument("--kernel", default="", help="compile the kernels whose name contains this")
+  parser.add_argument("--head-dim", type=int, default=64, help="per head (base: 64)")
   args = parser.parse_args()
+  global DIM
+  DIM = args.head_dim
   backend.platform = lambda: "gpu"  # the dispatcher and the blocked parts see a GPU
-  print(f"# sm_90a, jax {jax.__version__}, base shape: {HEADS} heads x {DIM}, bf16")
+  print(f"# sm_90a, jax {jax.__version__}, {HEADS} heads x {DIM}, bf16")
   print("| case | kernel | tile (q x k) | warps | stages | registers | spill st/ld (B) "
         "| smem (B) | PTX lines |")
   print("|---|---|---|---|---|---|---|---|---|")
