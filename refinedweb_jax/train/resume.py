@@ -79,7 +79,10 @@ def saved(path: str, at: int | None = None) -> tuple[dict, bytes, int]:
   workdir, ckpt_dir, step = locate(path)
   step = step if at is None else at
   ckpt = checkpoint.Checkpointer(ckpt_dir, read_only=True)
-  run = read_config(workdir)
+  try:
+    run = read_config(workdir)
+  except (ValueError, OSError):  # an unreadable config.json: the steps' own configs decide
+    run = None
 
   def read(at_step: int):
     config, proto, mark = ckpt.restore_metadata_and_fingerprint(at_step)
