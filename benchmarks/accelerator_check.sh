@@ -1,35 +1,43 @@
 #!/usr/bin/env bash
-# One prepared check for a GPU (or TPU) machine: at most 6 minutes from a cold start, each
-# part with its own time limit and result file under $OUT, in this order:
-#   1. train:     our train step at base and large in bf16 at the batch that fills the
-#                 device, with MFU; HF PyTorch T5 (eager, torch.compile) at the T5-small and
-#                 base shapes at the same batch; ratios and PASS/FAIL (accelerator_train.py)
-#   2. attention: attention scaling 1k..32k in bf16, dense through the fused kernel the
-#                 dispatcher picks, every sparse kind, PASS/FAIL (attention_scaling.py)
-#   3. decode:    greedy and beam 4 at batch 1, 8, 64 against HF generate, bf16 and fp32
-#                 (decode.py's accelerator defaults)
-#   4. tests:     tests/accelerator_test.py: sparse == masked dense, the fused dense kernel ==
-#                 plain dense on packed rows, cached == full decoding, in the device's dtype
+# One prepared check for a GPU (or TPU) machine: every number inside one lease, at most
+# 8 minutes in all on one H100 or H200 once JAX's CUDA wheels are installed (the parts'
+# time limits add up to 465 s). Each part is its own process under `timeout`, streams its
+# rows, and its verdicts (MFU, ratio to HF, PASS/FAIL) print as soon as it ends, most
+# important first; a part that fails, runs out of memory or out of time is one line in
+# summary.md and the next part runs:
+#   train_base     ours at `base` (RoPE) in bf16: MFU, compile time        (accelerator_train.py)
+#   hf_base        HF PyTorch T5 `base` + torch.compile at the same batch, in its own
+#                  process (an OOM is one table row): ours / HF
+#   train_base_t5  ours at `base` with T5's relative bias (the bias kernels)
+#   train_large    ours at `large`: MFU
+#   decode         greedy and beam 4 at batch 8 and 64, bf16, against HF generate (decode.py)
+#   attention      dense (the dispatcher's kernel) and every sparse kind, 1k..16k, bf16
+#   tests          tests/accelerator_test.py in the device's dtype
+# Batches are fixed per device memory (no search at run time), rows x (256 + 64) tokens:
+#   H200 (141 GB): base 128, large 64;  H100/H800 (80 GB): base 64, large 32;
+#   anything else: base 16, large 8.   Override: BASE_BATCH=, LARGE_BATCH=.
+# JAX preallocates XLA_PYTHON_CLIENT_MEM_FRACTION of the device (0.85 where JAX runs
+# alone, 0.5 in the decode part, where HF's torch shares the device).
 #
-#   bash benchmarks/accelerator_check.sh                   # results under $OUT or /tmp/...
+#   bash benchmarks/gpu_wheels.sh                          # here, once: wheels into ./.whl
+#   bash benchmarks/accelerator_check.sh                   # there: results under $OUT
 #   OUT=results PEAK_TFLOPS=989 bash benchmarks/accelerator_check.sh
-#   QUICK=1 bash benchmarks/accelerator_check.sh           # CPU smoke: tiny sizes, ~4 min
-#   PARTS=train,tests bash benchmarks/accelerator_check.sh  # only these parts
+#   QUICK=1 bash benchmarks/accelerator_check.sh           # CPU smoke: tiny sizes
+#   PARTS=train_base,hf_base bash benchmarks/accelerator_check.sh  # only these parts
 #
-# Wheels the machine lacks (grain, array-record, ml-collections, portpicker, and the pinned
-# flax/optax/orbax-checkpoint) are installed from ./.whl when it exists (see
-# benchmarks/README.md for the download line). PEAK_TFLOPS: the chip's dense bf16 peak
-# (default: from the device name; 0 = unknown, no MFU). A part that fails or runs out of
-# time is reported in summary.md without stopping the rest. Never part of the tests or CI.
+# The wheels in $WHEELS (default ./.whl, from benchmarks/gpu_wheels.sh) are installed with
+# pip --no-index into a target directory put first on PYTHONPATH. PEAK_TFLOPS: the chip's
+# dense bf16 peak (default: from the device name; 0 = unknown, no MFU). Never part of CI.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit
 OUT=${OUT:-/tmp/accelerator_check}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$OUT/jax_cache}
-if [[ -d .whl ]] && compgen -G ".whl/*.whl" > /dev/null; then
+WHEELS=${WHEELS:-.whl}
+if [[ -d "$WHEELS" ]] && compgen -G "$WHEELS/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+    --target /tmp/site "$WHEELS"/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD:$PWD/benchmarks:${PYTHONPATH:-}
 PY=${PYTHON:-python3}
@@ -48,33 +56,56 @@ if [[ -z "${PEAK_TFLOPS:-}" ]]; then
     *) PEAK_TFLOPS=0 ;;
   esac
 fi
+case "$device" in
+  *H200*) base=128 large=64 ;;
+  *H100*|*H800*) base=64 large=32 ;;
+  *) base=16 large=8 ;;
+esac
+BASE_BATCH=${BASE_BATCH:-$base}
+LARGE_BATCH=${LARGE_BATCH:-$large}
+echo "# batches: base $BASE_BATCH, large $LARGE_BATCH; peak $PEAK_TFLOPS TFLOP/s" \
+  | tee -a "$OUT/summary.md"
 
-PARTS=${PARTS:-train,attention,decode,tests}
-part() {  # part NAME SECONDS COMMAND...: runs one part into $OUT/NAME.txt, notes how it ended
-  local name=$1 limit=$2; shift 2
+PARTS=${PARTS:-train_base,hf_base,train_base_t5,train_large,decode,attention,tests}
+part() {  # part NAME SECONDS MEM_FRACTION COMMAND...: one part, streamed into $OUT/NAME.txt
+  local name=$1 limit=$2 fraction=$3; shift 3
   [[ ",$PARTS," == *",$name,"* ]] || return 0
   local began=$SECONDS
-  timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
-  local rc=$?
+  XLA_PYTHON_CLIENT_MEM_FRACTION=$fraction timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.txt"
+  local rc=${PIPESTATUS[0]}
   local how="ok"
   [[ $rc -eq 124 ]] && how="timed out after ${limit} s"
-  [[ $rc -ne 0 && $rc -ne 124 ]] && how="failed (exit $rc)"
-  echo "## $name: $how in $((SECONDS - began)) s" | tee -a "$OUT/summary.md"
-  grep -E "PASS|FAIL|passed|failed|MFU|^\|" "$OUT/$name.txt" | tail -n 40 >> "$OUT/summary.md"
+  [[ $rc -ne 0 && $rc -ne 124 ]] && how="failed (exit $rc): $(tail -n 1 "$OUT/$name.txt")"
+  {
+    echo "## $name: $how in $((SECONDS - began)) s"
+    grep -E "PASS|FAIL|passed|failed|MFU|^\|" "$OUT/$name.txt" | tail -n 40
+  } | tee -a "$OUT/summary.md"
 }
 
+train=(benchmarks/accelerator_train.py --chip-peak-tflops "$PEAK_TFLOPS")
 if [[ -n "${QUICK:-}" ]]; then  # the same parts, tiny, on any machine
-  part train 120 $PY benchmarks/accelerator_train.py --quick --chip-peak-tflops "$PEAK_TFLOPS"
-  part attention 90 $PY benchmarks/attention_scaling.py --markdown --lengths 256,512 \
+  part train_base 120 0.85 $PY "${train[@]}" --quick --preset tiny --header \
+    --json "$OUT/train_base.json"
+  part hf_base 120 0.85 $PY "${train[@]}" --quick --hf tiny --versus "$OUT/train_base.json"
+  part train_base_t5 120 0.85 $PY "${train[@]}" --quick --preset tiny --position t5_bias
+  part train_large 120 0.85 $PY "${train[@]}" --quick --preset mini
+  part decode 120 0.5 $PY benchmarks/decode.py --markdown --quick
+  part attention 90 0.85 $PY benchmarks/attention_scaling.py --markdown --lengths 256,512 \
     --repeats 1 --dtype bfloat16 --dense-implementation auto
-  part decode 90 $PY benchmarks/decode.py --markdown --quick
-  part tests 120 $PY -m pytest -q -p no:cacheprovider -x tests/accelerator_test.py
+  part tests 120 0.85 $PY -m pytest -q -p no:cacheprovider -x tests/accelerator_test.py
 else
-  part train 150 $PY benchmarks/accelerator_train.py --chip-peak-tflops "$PEAK_TFLOPS"
-  part attention 60 $PY benchmarks/attention_scaling.py --markdown \
-    --lengths 1024,4096,16384,32768 --dtype bfloat16 --dense-implementation auto \
-    --memory-budget-gib 60
-  part decode 75 $PY benchmarks/decode.py --markdown
-  part tests 60 $PY -m pytest -q -p no:cacheprovider tests/accelerator_test.py
+  part train_base 90 0.85 $PY "${train[@]}" --preset base --batch "$BASE_BATCH" --header \
+    --json "$OUT/train_base.json"
+  part hf_base 90 0.85 $PY "${train[@]}" --hf base --batch "$BASE_BATCH" \
+    --versus "$OUT/train_base.json"
+  part train_base_t5 75 0.85 $PY "${train[@]}" --preset base --position t5_bias \
+    --batch "$BASE_BATCH"
+  part train_large 90 0.85 $PY "${train[@]}" --preset large --batch "$LARGE_BATCH"
+  part decode 50 0.5 $PY benchmarks/decode.py --markdown --batches 8,64 --weights bfloat16 \
+    --repeats 2
+  part attention 35 0.85 $PY benchmarks/attention_scaling.py --markdown \
+    --lengths 1024,4096,16384 --repeats 2 --dtype bfloat16 --dense-implementation auto \
+    --memory-budget-gib 40
+  part tests 35 0.85 $PY -m pytest -q -p no:cacheprovider tests/accelerator_test.py
 fi
 echo "summary: $OUT/summary.md"
