@@ -96,16 +96,16 @@ if [[ -n "${QUICK:-}" ]]; then  # the same parts, tiny, on any machine
 else
   part train_base 90 0.85 $PY "${train[@]}" --preset base --batch "$BASE_BATCH" --header \
     --json "$OUT/train_base.json"
-  part hf_base 90 0.85 $PY "${train[@]}" --hf base --batch "$BASE_BATCH" \
+  part hf_base 80 0.85 $PY "${train[@]}" --hf base --batch "$BASE_BATCH" \
     --versus "$OUT/train_base.json"
-  part train_base_t5 75 0.85 $PY "${train[@]}" --preset base --position t5_bias \
+  part train_base_t5 70 0.85 $PY "${train[@]}" --preset base --position t5_bias \
     --batch "$BASE_BATCH"
-  part train_large 90 0.85 $PY "${train[@]}" --preset large --batch "$LARGE_BATCH"
-  part decode 50 0.5 $PY benchmarks/decode.py --markdown --batches 8,64 --weights bfloat16 \
+  part train_large 85 0.85 $PY "${train[@]}" --preset large --batch "$LARGE_BATCH"
+  part decode 60 0.5 $PY benchmarks/decode.py --markdown --batches 8,64 --weights bfloat16 \
     --repeats 2
-  part attention 35 0.85 $PY benchmarks/attention_scaling.py --markdown \
+  part attention 30 0.85 $PY benchmarks/attention_scaling.py --markdown \
     --lengths 1024,4096,16384 --repeats 2 --dtype bfloat16 --dense-implementation auto \
     --memory-budget-gib 40
-  part tests 35 0.85 $PY -m pytest -q -p no:cacheprovider tests/accelerator_test.py
+  part tests 50 0.85 $PY -m pytest -q -p no:cacheprovider tests/accelerator_test.py
 fi
 echo "summary: $OUT/summary.md"
