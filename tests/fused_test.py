@@ -189,6 +189,11 @@ def test_train_loss_and_gradients_match_the_full_logits_path(dtype, tied):
   for x, z in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
     scale = max(float(jnp.max(jnp.abs(x))), 1e-6)
     assert float(jnp.max(jnp.abs(x - z))) <= (1e-4 if dtype == "float32" else 5e-2) * scale
+  # A train state's parameters are boxed (logical axis names): the same loss from them.
+  boxed = model.init(jax.random.key(0), batch["encoder_input_tokens"],
+                     batch["decoder_input_tokens"])["params"]
+  value = jax.jit(lambda p: fused_sum(p)[0])(boxed)
+  np.testing.assert_allclose(value, b, rtol=1e-6)
 
 
 def _float32_vocab_dots(hlo_text: str, vocab: int) -> tuple:

@@ -332,7 +332,7 @@ class EncoderDecoder(nn.Module):
       return self.embedding.embedding, self.cfg.d_model ** -0.5
     if self.is_initializing():
       self.logits_dense(jnp.zeros((1, self.cfg.d_model), self.cfg.compute_dtype))
-    return self.logits_dense.variables["params"]["kernel"].T, 1.0
+    return nn.meta.unbox(self.logits_dense.variables["params"]["kernel"]).T, 1.0
 
   def features(self, inputs_BxS, decoder_input_tokens_BxT, inputs_segment_ids=None,
                decoder_segment_ids=None, inputs_positions=None, decoder_positions=None, *,
