@@ -53,6 +53,18 @@ class NotFinite(ValueError):
 DATA = "data_state"  # the global data position (data/stream.py), one JSON record
 
 
+def _read_only_notice(record) -> bool:
+  """False for Orbax's warning that a read-only manager's folder is read-only."""
+  return not str(record.msg).startswith("Given directory is read only")
+
+
+def _quiet_read_only_notice():
+  """Readers open runs read-only on purpose: Orbax's warning saying so is noise."""
+  absl_logger = logging.getLogger("absl")
+  if _read_only_notice not in absl_logger.filters:
+    absl_logger.addFilter(_read_only_notice)
+
+
 class Checkpointer:
   """Thin wrapper around ocp.CheckpointManager with this project's items."""
 
@@ -63,6 +75,7 @@ class Checkpointer:
     self.directory = absolute(directory)
     self.read_only = read_only
     if read_only:
+      _quiet_read_only_notice()
       options = ocp.CheckpointManagerOptions(
           read_only=True, save_interval_steps=0, max_to_keep=None,
           enable_async_checkpointing=False, cleanup_tmp_directories=False, create=False)
