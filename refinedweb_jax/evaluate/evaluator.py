@@ -55,8 +55,9 @@ class Evaluator:
     self.batch_size = -(-batch_size // rows) * rows
     decode.check_memory(model.cfg, rows=self.batch_size, source_length=input_length,
                         max_length=max_decode_length, flag="config.train.max_decode_length")
-    if any("pass@1" in task.metrics for task in tasks):
-      sandbox.check_available()  # before training, not at the first evaluation
+    if decode_examples and any("pass@1" in task.metrics for task in tasks):
+      sandbox.check_available()  # before training, not at the first evaluation (pass@1
+      # scores decoded programs: an evaluation that decodes none runs no sandbox)
     self.by_name = {t.name: t for t in tasks}
     names = list(self.by_name)
     self.samples, examples, owners = [], [], []
