@@ -14,23 +14,7 @@ import pytest
 from reliability_test import (STEPS, TIMEOUT_S, _assert_same_params, _corrupt, _flags, _run,
                               _steps_once)
 from reliability_test import every_fourth  # noqa: F401  (a fixture, found by name)
-
-
-def _copy(every_fourth, tmp_path):
-  workdir = tmp_path / "run"
-  shutil.copytree(every_fourth[0], workdir)
-  return workdir, every_fourth[1]
-
-
-def _json_item(step_dir, item):
-  """(path, record) of a checkpoint's JSON item (Orbax writes the record in one file)."""
-  folder = step_dir / item
-  path = next(folder / n for n in os.listdir(folder) if not n.startswith("_"))
-  return path, json.loads(path.read_text())
-
-
-def _errors(err: str) -> list:
-  return [line for line in err.splitlines() if line.startswith("refinedweb:")]
+from faults_test import _copy, _errors, _json_item
 
 
 def _cli(*args, env):
