@@ -117,7 +117,7 @@ def splash_mask(cfg, length, causal, layer=0, n=None):
   random blocks come from the example's n tokens: exact for a shorter example only if
   it has as many blocks.
   """
-  from refinedweb_jax.model.attention import splash
+  from refinedweb_jax.model.attention import masks
   if not isinstance(layer, (int, np.integer)):
     raise TypeError(f"bigbird's splash mask needs the layer index as an int, got {layer!r}")
   n = length if n is None else n
@@ -140,7 +140,7 @@ def splash_mask(cfg, length, causal, layer=0, n=None):
     return (rows.size, cols.size, rows[0] % b, cols[0] % b, causal and rows[0] - cols[0],
             q1 - q0, table[q0:q1, k0:k1].tobytes())
 
-  return splash.PatternMask((length, length), rule, ("bigbird", cfg, causal, int(layer), blocks),
+  return masks.PatternMask((length, length), rule, ("bigbird", cfg, causal, int(layer), blocks),
                             chunk)
 
 

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from refinedweb_jax.model.attention import masks
 from refinedweb_jax.model.attention.spec import Size
 
 BLOCK_SIZE = Size("block_size", 64, "tokens per block of the blocked kernel", minimum=1)
@@ -40,7 +41,7 @@ QUERY_CHUNK = Size("query_chunk", 0, "query blocks computed together (memory vs 
 AUTO_CHUNK = {"cpu": 8}
 ACCELERATOR_CHUNK = 64
 SEED = Size("seed", 0, "seed of the random blocks (layer i uses seed + i)", minimum=0)
-_NEG = -1e30  # finite "minus infinity": fully masked rows stay NaN-free
+_NEG = masks.NEG  # finite "minus infinity": fully masked rows stay NaN-free
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,9 +30,9 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from refinedweb_jax.model.attention import blocked, relative
+from refinedweb_jax.model.attention import masks, relative
 
-_NEG = blocked._NEG  # blocked.py's finite "minus infinity", so that parts merge
+_NEG = masks.NEG  # the shared finite "minus infinity", so that parts merge
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,7 @@ def attend(cfg, q, k, v, lay, causal):
 
 def splash_mask(cfg, length, causal, layer=0, n=None):
   """Splash mask, length x length: `allowed` on row indices, one example starting at row 0."""
-  from refinedweb_jax.model.attention import splash
+  from refinedweb_jax.model.attention import masks
   del layer, n  # the same pattern in every layer, for every example length
   g, is_global = _positions(cfg), np.zeros(length, bool)
   is_global[g[g < length]] = True
@@ -52,7 +52,7 @@ def splash_mask(cfg, length, causal, layer=0, n=None):
     inside = lambda r: tuple(np.flatnonzero(is_global[r[0]:r[-1] + 1]))
     return rows.size, cols.size, rows[0] - cols[0], inside(rows), inside(cols)
 
-  return splash.PatternMask((length, length), rule, ("global_local", cfg, causal), chunk)
+  return masks.PatternMask((length, length), rule, ("global_local", cfg, causal), chunk)
 
 
 def check_length(cfg, length, where):

@@ -31,6 +31,7 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ma
 
 from refinedweb_jax import sharding
 from refinedweb_jax.model.attention import bigbird, global_local, local, strided
+from refinedweb_jax.model.attention.masks import block_ranges
 
 BLOCK = 128  # the smallest block (a TPU lane row): lengths are padded to a multiple of it
 MAX_BLOCK = 512
@@ -97,53 +98,6 @@ def full_mask(q_length: int, kv_length: int):
   return sm.FullMask((q_length, kv_length))
 
 
-class PatternMask(sm.Mask):
-  """A lazy mask: rule(i_Tx1, j_1xS) -> bool (NumPy, row indices), computed one block at a time.
-
-  Splash reads it block by block and keeps only the distinct partly-set blocks, so a
-  long sequence never holds the T x S array. key: hashable, everything `rule` depends
-  on (with the shape it identifies the mask in the kernel cache). chunk_key(rows, cols)
-  -> hashable, optional: equal for blocks whose values are equal (e.g. the offset
-  rows[0] - cols[0] of a translation-invariant rule), so that each distinct block is
-  computed once instead of every block on each of splash's (up to six) passes.
-  """
-
-  _MEMO = 1 << 14  # blocks remembered by chunk_key; their arrays are shared by value
-
-  def __init__(self, shape, rule, key, chunk_key=None):
-    self._shape, self.rule, self.key, self.chunk_key = tuple(shape), rule, key, chunk_key
-    self._by_key, self._by_value = {}, {}
-
-  @property
-  def shape(self):
-    return self._shape
-
-  def __getitem__(self, idx):
-    rows, cols = _ranges(idx, self._shape)
-    if self.chunk_key is None:
-      return self._compute(rows, cols)
-    key = self.chunk_key(rows, cols)
-    out = self._by_key.get(key)
-    if out is None:
-      out = self._compute(rows, cols)
-      if len(self._by_key) < self._MEMO:
-        out = self._by_value.setdefault((out.shape, out.tobytes()), out)
-        self._by_key[key] = out
-    return out
-
-  def _compute(self, rows, cols):
-    out = np.broadcast_to(np.asarray(self.rule(rows[:, None], cols[None, :]), bool),
-                          (rows.size, cols.size)).copy()
-    out.flags.writeable = False  # shared between blocks
-    return out
-
-  def __eq__(self, other):
-    return type(other) is type(self) and (self._shape, self.key) == (other._shape, other.key)
-
-  def __hash__(self):
-    return hash((type(self), self._shape, self.key))
-
-
 class _Padded(sm.Mask):
   """`base` (T x S) grown to `shape`: padded rows see the last real key and the padded keys.
 
@@ -159,7 +113,7 @@ class _Padded(sm.Mask):
     return self._shape
 
   def __getitem__(self, idx):
-    rows, cols = _ranges(idx, self._shape)
+    rows, cols = block_ranges(idx, self._shape)
     (t, s), out = self.base.shape, np.zeros((rows.size, cols.size), bool)
     real_rows, real_cols = rows[rows < t], cols[cols < s]
     if real_rows.size and real_cols.size:
@@ -173,13 +127,6 @@ class _Padded(sm.Mask):
 
   def __hash__(self):
     return hash((type(self), self.base, self._shape))
-
-
-def _ranges(idx, shape):
-  """The row and column indices of a 2-d slice index (splash asks for blocks as slices)."""
-  if len(idx) != 2 or not all(isinstance(x, slice) and x.step in (None, 1) for x in idx):
-    raise NotImplementedError(f"splash masks take [rows, cols] slices, got {idx!r}")
-  return tuple(np.arange(*x.indices(n)) for x, n in zip(idx, shape))
 
 
 _SPARSE_MASKS = {"strided": strided.splash_mask, "global_local": global_local.splash_mask,

@@ -66,7 +66,7 @@ def attend(cfg, q, k, v, lay, causal):
 
 def splash_mask(cfg, length, causal, layer=0, n=None):
   """Splash mask, length x length: `allowed` on row indices, one example starting at row 0."""
-  from refinedweb_jax.model.attention import splash
+  from refinedweb_jax.model.attention import masks
   del layer, n  # the same pattern in every layer, for every example length
 
   def rule(i, j):  # allowed, in NumPy
@@ -79,7 +79,7 @@ def splash_mask(cfg, length, causal, layer=0, n=None):
   # Both variants are the same after shifting i and j by the stride: a block is fixed by
   # its offset and where its rows start in their period.
   chunk = lambda rows, cols: (rows.size, cols.size, rows[0] - cols[0], rows[0] % cfg.stride)
-  return splash.PatternMask((length, length), rule, ("strided", cfg, causal), chunk)
+  return masks.PatternMask((length, length), rule, ("strided", cfg, causal), chunk)
 
 
 def check(cfg, where):
