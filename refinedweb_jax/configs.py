@@ -11,7 +11,6 @@ from ml_collections import config_dict
 
 from refinedweb_jax import backend, sharding
 from refinedweb_jax.data import logit_store, registry, tasks, tokenizer
-from refinedweb_jax.train import optim
 from refinedweb_jax.model.config import AttentionConfig, ModelConfig
 
 
@@ -102,6 +101,10 @@ def default_config() -> ml_collections.ConfigDict:
 # The allowed range of every numeric key whose range is known: "(" / ")" exclude an end,
 # "[" / "]" include it. validate() checks them all before any data or checkpoint is touched.
 INT_MAX = 2**31 - 1  # every integer setting is at most this (steps, sizes and seeds are int32)
+# The optimizers and schedules train/optim.py builds.
+OPTIMIZERS = ("adamw", "adafactor")
+SCHEDULES = ("cosine", "rsqrt", "constant")
+
 RANGES = {
     "data.input_length": "(0, inf)", "data.target_length": "(0, inf)",
     "data.batch_size": "(0, inf)", "data.num_train": "(0, inf)",
@@ -367,7 +370,7 @@ def eval_task_names(config) -> tuple[str, ...]:
 
 def choices() -> dict:
   """The allowed values of every key that names one of a few things, from the stage defining them."""
-  return {"optimizer.name": optim.OPTIMIZERS, "optimizer.schedule": optim.SCHEDULES,
+  return {"optimizer.name": OPTIMIZERS, "optimizer.schedule": SCHEDULES,
           "train.on_nonfinite": ("halt", "skip"),
           "distill.value_dtype": tuple(logit_store.VALUE_DTYPES)}
 

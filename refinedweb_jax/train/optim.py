@@ -3,8 +3,7 @@
 import jax
 import optax
 
-OPTIMIZERS = ("adamw", "adafactor")
-SCHEDULES = ("cosine", "rsqrt", "constant")
+from refinedweb_jax.configs import OPTIMIZERS, SCHEDULES
 
 
 def make_schedule(kind: str, *, learning_rate: float, warmup_steps: int, total_steps: int):
