@@ -57,6 +57,7 @@ def test_a_larger_vocabulary_is_advised_when_it_reads_the_worst_task_better(tiny
       vocab_advice=lambda worst, fraction: checks.vocab_advice(
           small, 400, False, lambda: iter(texts), worst, fraction))
   assert "--config.data.vocab_size=800 (now 400) spells it with" in line
+  assert "was trained on" in line and "should then spell in whole pieces" in line  # a symptom
   record = tmp_path / "s.model.larger.json"  # the answer, kept beside the tokenizer
   assert line == checks.coverage_line(small, named, "mixture", trained_on=[n for n, _ in named],
                                       vocab_advice=lambda worst, fraction: checks.vocab_advice(

@@ -53,7 +53,9 @@ def coverage_line(tokenizer, named_sources, tokenizer_name: str, *, trained_on=(
   if name not in trained_on or vocab_advice is None:
     return (f"{head}; the {tokenizer_name} tokenizer was not trained on {name}'s text: "
             "--config.data.tokenizer=mixture trains one on the run's tasks")
-  return f"{head}; {vocab_advice(texts, fraction)}"
+  # Trained on this text, the tokenizer should spell it in whole pieces: these are a symptom.
+  return (f"{head}; the tokenizer was trained on {name}'s text, which it should then spell in "
+          f"whole pieces: {vocab_advice(texts, fraction)}")
 
 
 def vocab_advice(tokenizer, requested: int, fit: bool, training_texts, texts,
