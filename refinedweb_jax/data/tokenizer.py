@@ -387,19 +387,3 @@ def coverage_warning(task: str, field: str, measured: Coverage, tokenizer_name: 
               "--config.data.vocab_size for Chinese)")
   return (f"warning: task {task!r} {field} with tokenizer {tokenizer_name}: "
           f"{' and '.join(parts)} (e.g. {measured.example!r}); {advice}")
-
-
-def coverage_warnings(tokenizer: Tokenizer, source, task: str, tokenizer_name: str, *,
-                      threshold: float = COVERAGE_THRESHOLD, max_texts: int = COVERAGE_TEXTS,
-                      trained_on_it: bool = False) -> list[str]:
-  """coverage_warning for the inputs and the targets of a random-access source of records
-  (e.g. a task's train split), from at most max_texts evenly spaced records."""
-  n = len(source)
-  records = [source[i] for i in range(0, n, max(1, -(-n // max_texts)))]
-  out = []
-  for field in ("inputs", "targets"):
-    measured = coverage(tokenizer, [r[field] for r in records], max_texts=max_texts)
-    warning = coverage_warning(task, field, measured, tokenizer_name, threshold, trained_on_it)
-    if warning:
-      out.append(warning)
-  return out
