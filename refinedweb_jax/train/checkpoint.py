@@ -83,7 +83,18 @@ class Checkpointer:
       options = ocp.CheckpointManagerOptions(
           save_interval_steps=max(int(save_every), 1), max_to_keep=keep,
           enable_async_checkpointing=async_save, cleanup_tmp_directories=True, create=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self.manager = self._listing(lambda: ocp.CheckpointManager(self.directory, options=options))
+
+  def _listing(self, read, tries: int = 20):
+    """read(), again while a step it listed is gone before it was read: the run's trainer
+    deletes old steps (train.keep_checkpoints) while a reader lists them."""
+    for attempt in range(tries):
+      try:
+        return read()
+      except FileNotFoundError as e:
+        gone = str(getattr(e, "filename", "") or "")
+        if attempt == tries - 1 or not gone.startswith(self.directory + os.sep):
+          raise
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -194,7 +205,7 @@ class Checkpointer:
       except Exception as e:  # pylint: disable=broad-except  (any unreadable step falls back)
         if not epath.Path(self.directory, str(step)).exists():
           # The run's trainer deleted it meanwhile (train.keep_checkpoints): not damage.
-          self.manager.reload()
+          self._listing(self.manager.reload)
           continue
         failed.append(step)
         report(f"warning: checkpoint step {step} in {self.directory} does not read back "
@@ -221,7 +232,7 @@ class Checkpointer:
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
     source.rename(target)
-    self.manager.reload()
+    self._listing(self.manager.reload)
     return str(target)
 
   def due(self, step: int) -> bool:
