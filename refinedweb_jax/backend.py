@@ -42,7 +42,7 @@ TPU_FLAGS = (
 FLAG_VARIABLES = {"gpu": ("XLA_FLAGS", GPU_FLAGS), "tpu": ("LIBTPU_INIT_ARGS", TPU_FLAGS)}
 CACHE_DIR = os.path.join(os.path.expanduser("~/.cache/refinedweb_jax"), "jax_cache")
 # model.dtype "auto": bfloat16 where the matrix units run it natively; on CPU float32,
-# which ran faster than bfloat16 in this project's benchmarks (README, Mixed precision).
+# which ran faster than bfloat16 in this project's benchmarks (docs/model.md, Mixed precision).
 AUTO_DTYPE = {"cpu": "float32", "gpu": "bfloat16", "tpu": "bfloat16"}
 
 
@@ -122,5 +122,5 @@ def auto_dtype(platform_name: str | None = None) -> str:
 def auto_scan_layers(platform_name: str | None = None) -> bool:
   """What an unset model.scan_layers resolves to: scanned layers on GPU and TPU (compile time
   flat in depth); unrolled on CPU, where XLA's loop over the layers cost 13-15% of the
-  `mini` train step and a small model compiles in seconds either way (README, Model)."""
+  `mini` train step and a small model compiles in seconds either way (docs/model.md, Model)."""
   return (platform_name or platform()) != "cpu"

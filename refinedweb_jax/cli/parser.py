@@ -152,7 +152,7 @@ def _decoding(p):
   p.add_argument("--seed", type=int, default=0, help="sampling seed")
   p.add_argument("--weights", default="float32", choices=("float32", "int8"),
                  help="int8: weights quantized per output channel, activations per row, "
-                      "int8 matmuls (faster on CPU; see README, Decoding speed)")
+                      "int8 matmuls (faster on CPU; see docs/performance.md, Decoding speed)")
 
 
 def _generate(p):
