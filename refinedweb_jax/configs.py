@@ -1,147 +1,26 @@
 """The default configuration and helpers that turn a ConfigDict into typed settings."""
 
-import dataclasses
 import importlib.util
 import json
 import math
 import os
 
 import ml_collections
-from ml_collections import config_dict
 
-from refinedweb_jax import backend, sharding
-from refinedweb_jax.data import logit_store, registry, tasks, tokenizer
-from refinedweb_jax.model.config import AttentionConfig, ModelConfig
+from refinedweb_jax import backend, config_keys, sharding
+from refinedweb_jax.config_keys import INT_MAX
+from refinedweb_jax.data import registry, tasks
+from refinedweb_jax.model.config import ModelConfig
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """The built-in default: the `mini` model on the built-in corpus, ~12 minutes on 2 CPU cores."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.model = ml_collections.ConfigDict({"preset": "mini"})
-  # Every ModelConfig field may be overridden; unset (None) fields come from the preset.
-  # model.attention holds the sparse kinds' sizes (model/attention/kinds.py).
-  for field in dataclasses.fields(ModelConfig):
-    if field.name == "attention":
-      c.model.attention = ml_collections.ConfigDict({
-          f.name: config_dict.placeholder(_field_type(f))
-          for f in dataclasses.fields(AttentionConfig)})
-    else:
-      c.model[field.name] = config_dict.placeholder(_field_type(field))
-  # The compute dtype: "auto" is bfloat16 on GPU and TPU, float32 on CPU (backend.py);
-  # parameters, optimizer state, logits and the loss stay float32 whatever it is.
-  c.model.dtype = "auto"
-  c.data = ml_collections.ConfigDict(dict(
-      data_dir=os.environ.get("REFINEDWEB_DATA", os.path.expanduser("~/.cache/refinedweb_jax")),
-      num_train=20_000, num_validation=1_000, num_test=1_000, corpus_seed=0,
-      long_fraction=0.02, vocab_size=config_dict.placeholder(int), input_length=256,
-      target_length=64, pack=True, batch_size=16, shuffle_seed=0,
-      # Threads that read, tokenize and pack this process's rows, and batches built ahead
-      # (0: by platform, a few on CPU, more on accelerators; train/setup.py).
-      workers=0, prefetch=0,
-      # The tokenizer is trained on the built-in corpus ("builtin") or on the mixture's train
-      # texts ("mixture"), or is a SentencePiece file ("path/spiece.model", e.g. a T5's);
-      # "auto": builtin when the mixture has a built-in task, else mixture. A trained one
-      # has data.vocab_size pieces; unset, the model preset's vocabulary, or as many as
-      # the training text holds when that is fewer.
-      tokenizer="auto", public_data_dir=os.path.expanduser("~/tensorflow_datasets")))
-  # Which tasks to train on and how often each is sampled (see tasks.mixture_rates).
-  # tasks: comma-separated names ("" = every built-in corpus task); rate: proportional,
-  # temperature or explicit (weights "task=w,..."); cap: T5's K (0 = none); eval_tasks:
-  # the tasks evaluated ("" = the trained ones), e.g. a translation direction never trained.
-  c.mixture = ml_collections.ConfigDict(dict(
-      tasks="", rate="proportional", cap=0, temperature=1.0, weights="", eval_tasks=""))
-  # Tasks from your own files: dicts of datasets.own_data.build arguments plus optional
-  # "metrics" (tasks.METRICS) and "language" (of the targets), e.g. in an experiment file:
-  # dict(task="multi30k_en_de", format="text", train=[("train.en.gz", "train.de.gz")], ...).
-  c.own_tasks = []
-  # Public TFDS datasets by name (datasets.public.PUBLIC), prepared as array_record in
-  # data.public_data_dir (a local folder or gs:// bucket), e.g. "wmt14_en_de,xsum".
-  c.public_tasks = ""
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="adamw", learning_rate=2e-3, schedule="cosine", warmup_steps=20, b1=0.9, b2=0.98,
-      weight_decay=0.01, grad_clip_norm=1.0))
-  c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.0, z_loss=1e-4))
-  c.train = ml_collections.ConfigDict(dict(
-      num_steps=800, log_every=20, eval_every=400, checkpoint_every=200, keep_checkpoints=3,
-      # The learning-rate schedule's length (0 = num_steps). A run continued with more
-      # num_steps stretches its schedule unless this keeps the original length.
-      schedule_steps=0,
-      eval_examples=32, eval_batch_size=32, decode_examples_per_task=8, max_decode_length=64,
-      async_checkpointing=True, progress_bar=True,
-      # Start from another run's parameters (and tokenizer): a workdir of ours or one that
-      # `refinedweb import-hf` wrote. Fresh optimizer, step 0; a resumed run ignores it.
-      init_from="",
-      # Gradient accumulation: the batch is split into this many microbatches, run in a
-      # lax.scan; the loss stays the token-weighted mean over the whole batch.
-      microbatches=1,
-      # A step whose loss or gradient norm is not finite is never applied; "halt" stops
-      # the run (exit 1) at the next log or checkpoint step, "skip" goes on and stops
-      # after max_nonfinite_skips such steps in a row. No checkpoint ever holds one.
-      on_nonfinite="halt", max_nonfinite_skips=10))
-  # Device mesh: data and fsdp split the batch, fsdp also the parameters and optimizer
-  # state, tensor the heads, FFN and vocabulary; one size may be -1 (the remaining devices).
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  # Multi-process runs on CPU/GPU clusters (unset: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
-  # JAX_PROCESS_ID, else one process; Cloud TPU VMs find each other by themselves).
-  c.distributed = ml_collections.ConfigDict(dict(
-      coordinator_address=config_dict.placeholder(str),
-      num_processes=config_dict.placeholder(int), process_id=config_dict.placeholder(int)))
-  # Knowledge distillation (refinedweb distill, distill.py): loss alpha * CE(labels) +
-  # (1 - alpha) * T^2 * KL(teacher_T || student_T) over the teacher's top_k tokens + tail.
-  # A student's teacher: `logits`, a `distill dump` directory, or with `online` the run in
-  # `teacher` evaluated inside the step (train/teacher.py); both empty: no student.
-  c.distill = ml_collections.ConfigDict(dict(
-      alpha=0.5, temperature=1.0, top_k=32, value_dtype="bfloat16", shard_examples=2048,
-      dump_batch_size=32, sequence_kd=False, sequence_kd_beam=1, online=False, logits="",
-      teacher=""))
-  return c
+  """The built-in default: the `mini` model on the built-in corpus, ~12 minutes on 2 CPU cores.
 
-
-# The allowed range of every numeric key whose range is known: "(" / ")" exclude an end,
-# "[" / "]" include it. validate() checks them all before any data or checkpoint is touched.
-INT_MAX = 2**31 - 1  # every integer setting is at most this (steps, sizes and seeds are int32)
-# The optimizers and schedules train/optim.py builds.
-OPTIMIZERS = ("adamw", "adafactor")
-SCHEDULES = ("cosine", "rsqrt", "constant")
-
-RANGES = {
-    "data.input_length": "(0, inf)", "data.target_length": "(0, inf)",
-    "data.batch_size": "(0, inf)", "data.num_train": "(0, inf)",
-    "data.num_validation": "(0, inf)", "data.num_test": "(0, inf)",
-    "data.vocab_size": "(0, inf)", "data.long_fraction": "[0, 1]",
-    "optimizer.learning_rate": "(0, inf)", "optimizer.warmup_steps": "[0, inf)",
-    "optimizer.b1": "[0, 1)", "optimizer.b2": "[0, 1)", "optimizer.weight_decay": "[0, inf)",
-    "optimizer.grad_clip_norm": "[0, inf)",
-    "loss.label_smoothing": "[0, 1)", "loss.z_loss": "[0, inf)",
-    "mixture.cap": "[0, inf)", "mixture.temperature": "(0, inf)",
-    "train.num_steps": "(0, inf)", "train.log_every": "(0, inf)",
-    "train.schedule_steps": "[0, inf)",
-    "train.eval_every": "(0, inf)", "train.checkpoint_every": "(0, inf)",
-    "train.keep_checkpoints": "[1, inf)", "train.eval_examples": "[1, inf)",
-    "train.eval_batch_size": "(0, inf)", "train.decode_examples_per_task": "[0, inf)",
-    "train.max_decode_length": "[1, inf)", "train.microbatches": "(0, inf)",
-    "train.max_nonfinite_skips": "[1, inf)",
-    "distill.alpha": "[0, 1]", "distill.temperature": "(0, inf)", "distill.top_k": "(0, inf)",
-    "distill.shard_examples": "(0, inf)", "distill.dump_batch_size": "(0, inf)",
-    "distill.sequence_kd_beam": "(0, inf)",
-    "data.workers": "[0, 256]", "data.prefetch": "[0, 1024]",
-    "seed": f"[0, {INT_MAX}]", "data.corpus_seed": f"[0, {INT_MAX}]",
-    "data.shuffle_seed": f"[0, {INT_MAX}]",
-}
-
-
-def check_range(key: str, value, interval: str):
-  """Raises naming config.<key> unless value lies in the interval ('[0, 1)', '(0, inf)', ...)."""
-  low, high = (float(x) for x in interval[1:-1].split(","))
-  ok = (value >= low if interval[0] == "[" else value > low) and (
-      value <= high if interval[-1] == "]" else value < high)
-  if not ok:
-    if high == float("inf"):
-      allowed = f"{'>=' if interval[0] == '[' else '>'} {low:g}"
-    else:
-      allowed = f"in {interval}"
-    raise ValueError(f"config.{key} must be {allowed}, got {value}")
+  Every key, its default, type, range and help are declared by the stage that owns it
+  (config_keys/); every ModelConfig field may be overridden, unset (None) ones come from
+  the preset.
+  """
+  return config_keys.default_config()
 
 
 def check_integers(config, prefix: str = "config"):
@@ -163,11 +42,6 @@ def check_sections(config, where: str):
     raise ValueError(f"{where} has no {', '.join(missing)} (section(s) of the default config); "
                      "build it from refinedweb_jax.configs.default_config() and change what "
                      "differs")
-
-
-def _field_type(field):
-  kinds = {"int": int, "float": float, "str": str, "bool": bool}
-  return kinds.get(field.type if isinstance(field.type, str) else field.type.__name__, object)
 
 
 def model_config(config, vocab_size: int | None = None) -> ModelConfig:
@@ -368,34 +242,11 @@ def eval_task_names(config) -> tuple[str, ...]:
   return task_names(config, "eval_tasks")
 
 
-def choices() -> dict:
-  """The allowed values of every key that names one of a few things, from the stage defining them."""
-  return {"optimizer.name": OPTIMIZERS, "optimizer.schedule": SCHEDULES,
-          "train.on_nonfinite": ("halt", "skip"),
-          "distill.value_dtype": tuple(logit_store.VALUE_DTYPES)}
-
-
 def validate(config):
   """Fails early, naming the bad value, before any data or checkpoint is touched."""
   check_sections(config, "the config")
   check_integers(config)
-  for key, interval in RANGES.items():
-    section, _, name = key.rpartition(".")
-    node = config[section] if section else config
-    if node.get(name) is not None:  # unset: a default that follows other keys
-      check_range(key, node[name], interval)
-  for key, allowed in choices().items():
-    section, name = key.split(".")
-    if config[section][name] not in allowed:
-      raise ValueError(f"unknown config.{key} {config[section][name]!r}; allowed: "
-                       f"{', '.join(allowed)}")
-  trained = tokenizer.TRAINED + ("auto",)
-  if config.data.tokenizer not in trained and not str(config.data.tokenizer).endswith(".model"):
-    raise ValueError(f"unknown config.data.tokenizer {config.data.tokenizer!r}; allowed: "
-                     f"{', '.join(trained)} or a SentencePiece model file (*.model)")
-  if not str(config.data.data_dir).strip():
-    raise ValueError("config.data.data_dir is empty; give a folder (or gs:// path) for the "
-                     "prepared data, e.g. --config.data.data_dir=~/.cache/refinedweb_jax")
+  config_keys.check(config)  # each key's type, range or choices, as its stage declares them
   cfg = model_config(config)
   cfg.check_lengths(config.data.input_length, config.data.target_length)
   for spec in config.get("own_tasks", ()) or ():

@@ -36,13 +36,17 @@ LOGICAL_RULES = (
 )
 
 
+def check_mesh_size(size, key: str):
+  """A mesh size: positive, or -1 (the remaining devices)."""
+  if not isinstance(size, int) or size == 0 or size < -1:
+    raise ValueError(f"{key} must be a positive size or -1 (the remaining devices), got {size!r}")
+
+
 def check_mesh_sizes(data: int, fsdp: int, tensor: int, where: str = "config.mesh"):
   """Each size positive or -1 (the remaining devices), at most one -1."""
   sizes = dict(zip(MESH_AXES, (data, fsdp, tensor)))
   for name, size in sizes.items():
-    if not isinstance(size, int) or size == 0 or size < -1:
-      raise ValueError(f"{where}.{name} must be a positive size or -1 (the remaining devices), "
-                       f"got {size!r}")
+    check_mesh_size(size, f"{where}.{name}")
   if list(sizes.values()).count(-1) > 1:
     raise ValueError(f"at most one of {where}.data/fsdp/tensor may be -1, got "
                      + " ".join(f"{k}={v}" for k, v in sizes.items()))

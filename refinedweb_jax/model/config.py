@@ -31,6 +31,9 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 REMAT_POLICIES = {"none": None, "full": None,
                   "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 STACKS = ("encoder", "decoder")
+# A field a resumed run may change (config_keys/model.py): how the model computes, not what
+# it is.
+RESUMABLE = {"resumable": True}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +51,11 @@ class ModelConfig:
   d_ff: int = 1024
   num_encoder_layers: int = 4
   num_decoder_layers: int = 4
-  dropout_rate: float = 0.0
+  dropout_rate: float = dataclasses.field(default=0.0, metadata=RESUMABLE)
   gated_mlp: bool = True
   activation: str = "gelu"
   tie_embeddings: bool = True
-  dtype: str = "float32"
+  dtype: str = dataclasses.field(default="float32", metadata=RESUMABLE)
   # Positions: "rope" (rotary embeddings on self-attention) or "t5_bias" (T5's bucketed
   # relative position bias, one table per stack shared by its layers; relative.py).
   position: str = "rope"
@@ -67,9 +70,9 @@ class ModelConfig:
   encoder_dense_every: int = 0
   decoder_dense_every: int = 0
   # The dense layers' kernel: "auto" picks per backend (attention/dispatch.py).
-  dense_implementation: str = "auto"
+  dense_implementation: str = dataclasses.field(default="auto", metadata=RESUMABLE)
   attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
-  remat: str = "none"
+  remat: str = dataclasses.field(default="none", metadata=RESUMABLE)
   # nn.scan over each stack's layers (model/scan.py): compile time flat in depth. False
   # unrolls them, the layout of runs saved before layers were scanned. A config that leaves
   # it unset gets backend.auto_scan_layers (scanned on GPU and TPU, unrolled on CPU).

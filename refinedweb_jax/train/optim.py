@@ -3,7 +3,7 @@
 import jax
 import optax
 
-from refinedweb_jax.configs import OPTIMIZERS, SCHEDULES
+from refinedweb_jax.config_keys.train import OPTIMIZERS, SCHEDULES
 
 
 def make_schedule(kind: str, *, learning_rate: float, warmup_steps: int, total_steps: int):
