@@ -5,10 +5,10 @@ per start: command, step, versions, commit, devices), checkpoints/ and the logs.
 command that starts from a run settles its config here (settle): the run's own config,
 saved with its newest checkpoint that reads back, with the command's --config.KEY=VALUE
 flags applied as changes. A change to a key that fixes the model, the tokenizer, the data
-stream or the seed is refused naming the key and both values (RESUMABLE lists the keys a
-later start may change); a shorter train.num_steps than the step a run has reached is
-refused too: config.json records what the run did. A new workdir takes --config FILE (or
-the default) with the flags.
+stream or the seed is refused naming the key and both values (each key's declaration in
+config_keys/ says whether a later start may change it); a shorter train.num_steps than the
+step a run has reached is refused too: config.json records what the run did. A new workdir
+takes --config FILE (or the default) with the flags.
 
 Every step carries a fingerprint of the run's fixed config (fingerprint): a step whose
 fixed config is not the one config.json records (a checkpoint copied from another run) is
@@ -32,23 +32,13 @@ import jax
 import ml_collections
 from etils import epath
 
-from refinedweb_jax import configs
+from refinedweb_jax import config_keys, configs
 from refinedweb_jax.train import checkpoint, logger
 
 CONFIG = "config.json"
 RUNS = "runs.jsonl"
 PACKAGES = ("refinedweb_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain",
             "tensorflow-datasets", "sentencepiece", "numpy", "ml-collections")
-# Keys a resumed run may change: cadence, steps, schedule and optimizer settings, the loss,
-# decoding, where the data lives, the mesh and how the model computes (not what it is).
-# Every other key fixes the model, the tokenizer, the data stream or the random seed,
-# which the checkpoint holds.
-RESUMABLE = ("train.", "optimizer.", "loss.", "mesh.", "distributed.", "data.data_dir",
-             "data.public_data_dir", "data.workers", "data.prefetch", "mixture.eval_tasks",
-             "model.dropout_rate", "model.remat", "model.dtype", "model.dense_implementation",
-             "distill.alpha", "distill.temperature", "distill.dump_batch_size",
-             "distill.shard_examples", "distill.logits", "distill.teacher")
-FIXED = ("optimizer.name", "train.init_from")  # the optimizer state's structure; the start
 # How a model computes, not what it is: a fine-tune keeps its own.
 HOW_IT_COMPUTES = ("dtype", "dense_implementation", "remat", "scan_layers")
 
@@ -122,7 +112,7 @@ def flat(config) -> dict:
 
 
 def fixed(config) -> dict:
-  """Dotted key -> JSON value of every key that fixes the run (not RESUMABLE)."""
+  """Dotted key -> JSON value of every key that fixes the run (not resumable)."""
   return {k: _comparable(v) for k, v in flat(config).items() if not resumable(k)}
 
 
@@ -151,14 +141,16 @@ def check_fingerprint(step_config: dict, mark: str | None, run: dict | None, wha
 
 
 def resumable(key: str, also: tuple = ()) -> bool:
-  return key not in FIXED and any(key == p or (p.endswith(".") and key.startswith(p))
-                                  for p in RESUMABLE + tuple(also))
+  """Whether a resumed run may change config.<key>: as the stage owning it declares
+  (config_keys), or as one of the keys or "section." prefixes in `also`."""
+  return config_keys.resumable(key) or any(
+      key == p or (p.endswith(".") and key.startswith(p)) for p in also)
 
 
 def changes(saved_config: dict, config, workdir: str, also: tuple = ()) -> list[tuple]:
   """(key, saved value, new value) of every key the new config sets differently.
 
-  Raises, naming each key with both values, when one of them may not change (RESUMABLE,
+  Raises, naming each key with both values, when one of them may not change (resumable,
   plus the key prefixes in `also`).
   """
   old, new = flat(saved_config), flat(config)
