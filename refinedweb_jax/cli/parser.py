@@ -12,9 +12,10 @@ A command's `config` says where its config comes from before its --config.KEY=VA
 import argparse
 import dataclasses
 import re
+import textwrap
 from typing import Callable
 
-from refinedweb_jax import configs, plots
+from refinedweb_jax import config_keys, configs, plots
 from refinedweb_jax.data import fetch
 from refinedweb_jax.model.attention import kinds
 
@@ -261,10 +262,11 @@ BY_NAME = {c.name: c for c in COMMANDS}
 
 OVERRIDES_HELP = (
     "Any --config.KEY=VALUE changes one setting, type-checked against the config, e.g. "
-    "--config.model.preset=tiny --config.train.num_steps=50. Top-level keys: {keys}. A "
+    "--config.model.preset=tiny --config.train.num_steps=50. Top-level keys: {keys}; "
+    "`refinedweb config --help` lists every key with its default, allowed values and help. A "
     "workdir that holds a run continues it with its own saved config: flags are changes to "
     "it, and those that would change its model, tokenizer, data or seed are refused "
-    "(train.*, optimizer.* but its name, loss.*, mesh.* may change). More train.num_steps "
+    "({resumable} may change). More train.num_steps "
     "continue a finished run, whose learning-rate schedule then spans the new num_steps "
     "unless train.schedule_steps keeps the old length. `refinedweb config --workdir W` shows "
     "a run's config.")
@@ -288,17 +290,25 @@ def build() -> Parser:
       p = groups[group].add_parser(leaf, help=command.help, description=command.help,
                                    allow_abbrev=False, epilog=_epilog(command))
     else:
-      p = top.add_parser(group, help=command.help, description=command.help,
-                         allow_abbrev=False, epilog=_epilog(command))
+      table = command.name == "config"  # its epilog's key table keeps its lines
+      p = top.add_parser(group, help=command.help, allow_abbrev=False, epilog=_epilog(command),
+                         description=textwrap.fill(command.help, 79) if table else command.help,
+                         formatter_class=argparse.RawDescriptionHelpFormatter if table
+                         else argparse.HelpFormatter)
     command.arguments(p)
     p.set_defaults(command_name=command.name)
   return root
 
 
 def _epilog(command: Command) -> str | None:
+  """The --config.KEY=VALUE help; `refinedweb config --help` also lists every key."""
   if command.config in ("none", "raw"):
     return None
-  return OVERRIDES_HELP.format(keys=", ".join(configs.default_config().keys()))
+  text = OVERRIDES_HELP.format(keys=", ".join(configs.default_config().keys()),
+                               resumable=config_keys.resumable_summary())
+  if command.name != "config":
+    return text
+  return "\n".join([textwrap.fill(text, 79), ""] + config_keys.help_lines())
 
 
 def parse(argv: list):
