@@ -234,11 +234,11 @@ def _mark_done(r: dict, *, seconds, log_text: str):
   metrics = {f"hparam/{k}": float(v) for k, v in final.items()
              if k not in ("step", "split") and isinstance(v, (int, float)) and v == v}
   if metrics:
-    from tensorboardX import SummaryWriter
+    from refinedweb_jax.train.logger import summary_writer
     hparams = {"arm": r["arm"], "seed": r["seed"],
                **{k: v for k, v in r["overrides"].items()
                   if isinstance(v, (bool, int, float, str))}}
-    with SummaryWriter(os.path.join(r["dir"], "tensorboard")) as writer:
+    with summary_writer(os.path.join(r["dir"], "tensorboard")) as writer:
       writer.add_hparams(hparams, metrics, name="hparams", global_step=int(final["step"]))
   workdirs.write_json(workdirs.path(r["dir"], workdirs.DONE), dict(
       command=display(r["argv"]), seconds=seconds, params=params, finished=time.time()))

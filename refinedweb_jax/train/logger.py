@@ -177,6 +177,21 @@ def tensorboard_tag(name: str) -> str:
   return name.replace("@", "_at_")
 
 
+def summary_writer(folder: str, **kwargs):
+  """tensorboardX's SummaryWriter for `folder`, imported lazily (only the logging host needs
+  it) and without torch: tensorboardX imports torch, when installed, only to accept its
+  tensors, which are never logged here, and that import costs ~2 s of every start."""
+  hidden = "torch" not in sys.modules
+  if hidden:
+    sys.modules["torch"] = None  # `import torch` raises ImportError: tensorboardX goes on
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    if hidden:
+      del sys.modules["torch"]
+  return SummaryWriter(folder, **kwargs)
+
+
 class MetricLogger:
   """Writes scalars to <workdir>/metrics.jsonl and TensorBoard; text to the console.
 
@@ -196,8 +211,8 @@ class MetricLogger:
         for name in ("metrics.jsonl", "samples.jsonl"):
           drop_rows_from(os.path.join(workdir, name), replay_from)
       if tensorboard:
-        from tensorboardX import SummaryWriter  # lazily: only the logging host needs it
-        self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=replay_from)
+        self.writer = summary_writer(os.path.join(workdir, "tensorboard"),
+                                     purge_step=replay_from)
 
   def scalars(self, step: int, split: str, metrics: dict, *, replace: bool = False):
     """One metrics.jsonl row (and TensorBoard scalars); `replace`: drops the row already
@@ -250,11 +265,10 @@ def _jsonl(step: int, rows: list[dict]) -> str:
 def rewrite_tensorboard(workdir: str, split: str):
   """Writes <workdir>/tensorboard/<split>/ afresh from metrics.jsonl's rows of that split
   (and of its files, "<split>/<name>"), so a step evaluated again shows once."""
-  from tensorboardX import SummaryWriter
   folder = epath.Path(workdir, "tensorboard", split)
   if folder.exists():
     folder.rmtree()
-  writer = SummaryWriter(str(folder))
+  writer = summary_writer(str(folder))
   for row in read_rows(os.path.join(workdir, "metrics.jsonl")):
     if row.get("split") != split and not str(row.get("split")).startswith(split + "/"):
       continue
