@@ -4,7 +4,7 @@
       5 arms x 3 seeds of a 2.3M-parameter model (128 wide, 3 + 3 layers), 100 steps of 4
       rows on qa + summarize with 1,024-token inputs (half the examples long: contexts
       of 1k-8k words, cut at 1,024 tokens). Full run: measured 26 minutes on 2 CPU cores
-      (2026-12-01); the table is in README's Ablations section.
+      (2026-12-01); the table is in docs/ablations.md.
   refinedweb sweep --config experiments/ablate_attention.py:smoke --workdir runs/ablate_smoke
       the `tiny` model, 256-token inputs, 6 steps, 1 seed: the pipeline end to end
       (about 1 minute on 2 CPU cores).

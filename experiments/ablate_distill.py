@@ -6,7 +6,7 @@
       (alpha 0 / 0.5 x T 1 / 2) and the sequence-level KD student; 300 steps of 8 packed
       rows each on six tasks (en<->de, summarize, qa, code, chat; 6,000 train examples),
       3 seeds. Full run: measured 57.6 minutes on 2 CPU cores (2026-12-01, with other work
-      on the machine); the table is in README's Ablations section.
+      on the machine); the table is in docs/ablations.md.
   refinedweb sweep --config experiments/ablate_distill.py:small --workdir runs/ablate_distill_small
       the same arms with experiments/distill_small_builtin.py's models: the `small` teacher
       (19.6M) and its 7.4M student on the whole built-in corpus. One seed took about 90

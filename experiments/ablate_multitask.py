@@ -3,7 +3,7 @@
   refinedweb sweep --config experiments/ablate_multitask.py --workdir runs/ablate_multitask
       a 2.8M-parameter model (128 wide, 3 + 3 layers), batch 8; 4 single-task arms of 50
       steps and 3 mixture arms of 200 steps, 3 seeds each. Full run: measured 22.6
-      minutes on 2 CPU cores (2026-12-01); the table is in README's Ablations section.
+      minutes on 2 CPU cores (2026-12-01); the table is in docs/ablations.md.
   refinedweb sweep --config experiments/ablate_multitask.py:smoke --workdir runs/mt_smoke
       the `tiny` model, 2 tasks, a few steps, 1 seed: the pipeline end to end (about 1
       minute on 2 CPU cores).

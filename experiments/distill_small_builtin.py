@@ -1,8 +1,8 @@
 """Distilling the `small` model (19.6M) into a 7.4M student on the built-in corpus.
 
 Every run uses the default data and mixture and 300 steps of 16 packed rows (the default
-job's 200 steps leave the teacher too weak to teach: see README), so the rows differ only
-in where the student's targets come from. Roles (the arg):
+job's 200 steps leave the teacher too weak to teach: see docs/distillation.md), so the rows
+differ only in where the student's targets come from. Roles (the arg):
 
   teacher     the `small` preset
   scratch     the student trained on the labels alone

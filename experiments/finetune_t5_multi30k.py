@@ -11,10 +11,10 @@ imported run); this file sets only what fine-tuning changes: the encoder's atten
 is `local` (a 64-token window either side, LongT5's local attention; T5's relative
 bias is added on the blocked kernel), dropout 0.1, AdamW at a constant
 1e-4 after a short warm-up, T5's "translate English to German: " prefix. Multi30k is
-read from the public data folder (`refinedweb fetch multi30k`; README, Data). Captions are
-short, so the window covers most inputs; for long inputs raise data.input_length and
-keep the window. `:smoke` runs 4 steps on a few examples (tests use it on a tiny
-random import).
+read from the public data folder (`refinedweb fetch multi30k`; docs/multitask.md, Public
+datasets). Captions are short, so the window covers most inputs; for long inputs raise
+data.input_length and keep the window. `:smoke` runs 4 steps on a few examples (tests use
+it on a tiny random import).
 """
 
 import importlib.util

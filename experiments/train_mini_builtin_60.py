@@ -1,7 +1,7 @@
 """`mini` on the 12 built-in translation directions: >= 60% exact match on every number, date, time.
 
   refinedweb train --workdir runs/mini60 --config experiments/train_mini_builtin_60.py
-      800 steps, 9.9 minutes on 2 CPU cores (README, Main job quality).
+      800 steps, 9.9 minutes on 2 CPU cores (docs/performance.md, Main job quality).
   refinedweb train --workdir runs/mini60_curve --config experiments/train_mini_builtin_60.py:curve
       1600 steps with every 200th checkpoint kept, for main_job_quality.py --checkpoints all.
 

@@ -3,7 +3,7 @@
   refinedweb train --workdir runs/small --config experiments/train_small_builtin.py
       200 steps, about 10 minutes on 2 CPU cores; validation loss falls from ~10 to below 2
       (the default `mini` job learns the built-in translations far better in that time:
-      README, Main job quality).
+      docs/performance.md, Main job quality).
   refinedweb train --workdir runs/smoke --config experiments/train_small_builtin.py:smoke
       the `tiny` model on a small corpus, under a minute: checks the whole pipeline.
 """

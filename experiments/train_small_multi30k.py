@@ -5,9 +5,9 @@
       sacreBLEU / chrF on test_2016_flickr (1,000 sentences per direction).
 
 Reads multi30k/ (aligned, gzipped caption files) from the public data folder by path
-(README, Data: `refinedweb fetch multi30k` downloads it; REFINEDWEB_SHARED_DATA names the
-folder). The tokenizer is trained on the two tasks' training texts. `:smoke` runs 20 steps
-of the tiny model.
+(docs/multitask.md, Public datasets: `refinedweb fetch multi30k` downloads it;
+REFINEDWEB_SHARED_DATA names the folder). The tokenizer is trained on the two tasks' training
+texts. `:smoke` runs 20 steps of the tiny model.
 """
 
 from refinedweb_jax import configs

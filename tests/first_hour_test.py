@@ -257,8 +257,8 @@ def test_the_run_directory_describes_itself(own, capsys):
   start = json.loads(open(os.path.join(workdir, "runs.jsonl")).readline())
   assert start["command"].split()[1:3] == ["train", "--workdir"] or "train" in start["command"]
   assert start["packages"]["jax"] == jax.__version__ and "git_commit" in start
-  readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
-  assert "pip install tensorboard" in readme and "tensorboard --logdir runs/" in readme
+  page = open(os.path.join(os.path.dirname(__file__), "..", "docs", "configuration.md")).read()
+  assert "pip install tensorboard" in page and "tensorboard --logdir runs/" in page
 
 
 def test_config_shows_the_resolved_model_sizes(own, capsys):

@@ -184,14 +184,15 @@ def test_the_quick_start_shows_decoding_before_the_tests():
       "python -m pytest -q -n 2")
 
 
-def test_colab_and_readme_describe_the_default_job():
-  """The Colab notebook and README's Colab section name the default job's preset and steps."""
+def test_colab_and_its_docs_page_describe_the_default_job():
+  """The Colab notebook and docs/tpu-and-colab.md's Colab section name the default job's preset
+  and steps."""
   default = configs.default_config()
   job = (f"the `{default.model.preset}` model", f"{default.train.num_steps} steps")
   notebook = (ROOT / "experiments" / "colab.ipynb").read_text(encoding="utf-8")
-  readme = (ROOT / "README.md").read_text(encoding="utf-8")
-  colab = readme[readme.index("## Colab"):]
-  for name, text in (("colab.ipynb", notebook), ("README's Colab section", colab)):
+  page = (ROOT / "docs" / "tpu-and-colab.md").read_text(encoding="utf-8")
+  colab = page[page.index("## Colab"):]
+  for name, text in (("colab.ipynb", notebook), ("docs/tpu-and-colab.md's Colab section", colab)):
     said = re.findall(r"the `(\w+)` model, (?:[\d.]+M parameters, )?([\d,]+) steps", text)
     assert said and all(f"the `{p}` model" == job[0] and f"{n} steps" == job[1]
                         for p, n in said), (name, said, job)
@@ -210,8 +211,9 @@ def _run_line(env: dict, words: list, producer, monkeypatch, capsys):
 
 
 def test_the_cheap_commands_run_as_written(tiny_data_dir, tmp_path, monkeypatch, capsys):
-  """A tiny run stands at the Quick start's runs/demo; then README's decoding, chat, eval and
-  API lines after the Quick start run exactly as written (rw.train is checked above)."""
+  """A tiny run stands at the Quick start's runs/demo; then the decoding, chat, eval and API
+  lines of README and docs/ after the Quick start run exactly as written (rw.train is checked
+  above)."""
   monkeypatch.chdir(tmp_path)
   config = tiny_config(tiny_data_dir)
   flags = [f"--config.{k}={v}" for k, v in (
@@ -252,7 +254,7 @@ def test_the_cheap_commands_run_as_written(tiny_data_dir, tmp_path, monkeypatch,
 
 def test_the_tpu_examples_dry_run_as_written():
   """The Cloud TPU lines, with their exported REFINEDWEB_REPO, print their gcloud commands."""
-  ran, exported = 0, {}  # README's later TPU lines use the REFINEDWEB_REPO exported before
+  ran, exported = 0, {}  # the later TPU lines use the REFINEDWEB_REPO exported before
   for where, block in _blocks("bash"):
     for env, words, _ in _segments(block):
       exported.update((k, v) for k, v in env.items() if k.startswith("REFINEDWEB_"))
