@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from refinedweb_jax import sharding
-from refinedweb_jax.model.attention import dense, kinds, local, splash
+from refinedweb_jax.model.attention import dense, dispatch, kinds, local, splash
 from refinedweb_jax.model.attention.kinds import AttentionConfig
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -162,6 +162,31 @@ def test_mesh_path_equals_plain_and_reuses_kernels_across_traces():
     first_row = jax.jit(fn)(q[:1], k[:1], v[:1], seg[:1])  # a new trace, the same kernel
   np.testing.assert_allclose(np.asarray(sharded), np.asarray(plain), atol=1e-6)
   np.testing.assert_allclose(np.asarray(first_row), np.asarray(plain[:1]), atol=1e-6)
+
+
+def test_every_kind_reaches_splash_through_the_kinds_table():
+  # Each Kind in KINDS carries its splash mask (and splash's facts about it); splash and
+  # the dispatcher read them there, with no list of kinds of their own.
+  cfg = AttentionConfig(window=24, stride=32, summary=4, block_size=16, window_blocks=3,
+                        global_blocks=1, random_blocks=2, global_positions="0-3,50")
+  for name, kind in kinds.KINDS.items():
+    assert kind.splash_mask is not None, f"{name}: no splash mask in its Kind"
+    for causal in (False, True):
+      for length in (96, 100):
+        want = kinds.pattern(name, cfg, length, causal, 1)
+        mask = kind.splash_mask(cfg, length, causal, 1, n=length)
+        np.testing.assert_array_equal(np.asarray(mask[0:length, 0:length]), want, err_msg=name)
+        padded = splash.sparse_mask(name, cfg, length, causal, 1, 128)
+        np.testing.assert_array_equal(np.asarray(padded[0:length, 0:length]), want,
+                                      err_msg=name)
+        if kind.splash_packed:  # one mask for every example of a packed row: the same
+          np.testing.assert_array_equal(np.asarray(mask[30:80, 30:80]),  # at every offset
+                                        kinds.pattern(name, cfg, 50, causal, 1), err_msg=name)
+    limit = splash.sparse_block_limit(name, cfg)
+    assert splash.BLOCK <= limit <= splash.MAX_BLOCK and limit & (limit - 1) == 0
+    choice = dispatch.choose(name, causal=False, cross=False, dtype=jnp.bfloat16, head_dim=64,
+                             bias=False, block_size=16, platform="tpu")
+    assert (choice.kernel == "splash") == kind.splash_packed, (name, choice)
 
 
 def test_block_sizes_follow_the_length():

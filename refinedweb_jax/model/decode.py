@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from refinedweb_jax.model import quantize, scan
+from refinedweb_jax.model.attention import kinds
 
 NEG_INF = -jnp.inf
 LENGTH_PENALTY_STYLES = ("t5x", "hf")
@@ -39,9 +40,6 @@ CUTOFF_SEARCHES = ("bisection", "top_k")
 # MAX_CACHE_PHASES phases: each phase is one more compiled decoder step, so few and long.
 CACHE_BLOCK = 64
 MAX_CACHE_PHASES = 8
-# Kinds whose pattern for a position depends on the whole length (BigBird's random blocks
-# are drawn per length): their cache keeps the full length from the start.
-LENGTH_DEPENDENT_KINDS = ("bigbird",)
 SELF_CACHE = ("cached_key", "cached_value")
 
 
@@ -177,8 +175,10 @@ def cache_spans(cfg, max_length: int, check_every: int) -> tuple:
   A phase ends on a multiple of check_every, so no masked step of _while writes past
   its phase's cache.
   """
-  kinds = {cfg.attention_kind("decoder", i) for i in range(cfg.num_decoder_layers)}
-  if kinds & set(LENGTH_DEPENDENT_KINDS):
+  # A kind whose pattern for a position depends on the whole length (Kind.length_dependent:
+  # BigBird's random blocks are drawn per length) keeps the full length from the start.
+  if any(kinds.length_dependent(cfg.attention_kind("decoder", i))
+         for i in range(cfg.num_decoder_layers)):
     return (max_length,)
   block = max(CACHE_BLOCK, -(-max_length // MAX_CACHE_PHASES))
   block = -(-block // check_every) * check_every

@@ -10,7 +10,7 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
-from refinedweb_jax.model.attention import blocked
+from refinedweb_jax.model.attention import blocked, masks
 from refinedweb_jax.model.attention.spec import Kind, Size, label
 
 GLOBAL_BLOCKS = Size("global_blocks", 1, "bigbird: first blocks that see and are seen by all",
@@ -117,7 +117,6 @@ def splash_mask(cfg, length, causal, layer=0, n=None):
   random blocks come from the example's n tokens: exact for a shorter example only if
   it has as many blocks.
   """
-  from refinedweb_jax.model.attention import masks
   if not isinstance(layer, (int, np.integer)):
     raise TypeError(f"bigbird's splash mask needs the layer index as an int, got {layer!r}")
   n = length if n is None else n
@@ -149,8 +148,20 @@ def check(cfg, where):
     raise ValueError(f"{label(where, 'window_blocks')} must be odd, got {cfg.window_blocks}")
 
 
+def splash_block(cfg):
+  """The largest splash block: one that does not straddle BigBird's own blocks.
+
+  A splash block over several BigBird blocks holds a random mix of their random picks,
+  so nearly every partly-set block would differ and be stored; within one BigBird
+  block (or two of 64) there are a handful.
+  """
+  return cfg.block_size & -cfg.block_size  # the largest power of two dividing it
+
+
 # The block grid, the global blocks and the random picks are the example's own:
-# examples start on block boundaries.
+# examples start on block boundaries. The random blocks are drawn among the example's
+# blocks: a position's keys depend on its length.
 KIND = Kind("bigbird", sizes=(GLOBAL_BLOCKS, WINDOW_BLOCKS, RANDOM_BLOCKS, blocked.SEED,
                               blocked.BLOCK_SIZE, blocked.QUERY_CHUNK),
-            allowed=allowed, attend=attend, check=check, aligned=True)
+            allowed=allowed, attend=attend, check=check, aligned=True, length_dependent=True,
+            splash_mask=splash_mask, splash_block=splash_block)

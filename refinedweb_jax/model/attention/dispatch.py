@@ -10,10 +10,11 @@ model.dense_implementation="auto" (the default) picks, for dense layers:
        not a power of two >= 16
   CPU  XLA (jax.nn.dot_product_attention's, fp32 scores)
 and for the sparse kinds the blocked kernel (blocked.py), whose blocked parts run in the
-Pallas kernel on GPU (block and head dims powers of two >= 16), plus splash for `local` on
-TPU (its window is the same at every offset, so packed rows are exact). A named
-implementation ("xla", "einsum", "cudnn", "pallas", "splash") is taken for dense layers
-where it can run; "pallas" and "splash" run in Pallas interpret mode on CPU (tests).
+Pallas kernel on GPU (block and head dims powers of two >= 16), plus splash on TPU for
+the kinds whose pattern is the same at every offset (Kind.splash_packed: local), so that
+packed rows are exact. A named implementation ("xla", "einsum", "cudnn", "pallas",
+"splash") is taken for dense layers where it can run; "pallas" and "splash" run in
+Pallas interpret mode on CPU (tests).
 "cudnn" passes causality and sequence lengths (counted from segment ids) as structure,
 so packed rows (packed=True, the default: the model cannot know) never reach it: named
 by hand on them, the layer runs on Pallas flash (or XLA), and the log says so. Every choice is recorded once per (layer type, kernel, reason)
@@ -26,6 +27,7 @@ import logging
 import jax.numpy as jnp
 
 from refinedweb_jax import backend
+from refinedweb_jax.model.attention import kinds
 
 log = logging.getLogger(__name__)
 IMPLEMENTATIONS = ("auto", "xla", "einsum", "cudnn", "pallas", "splash")
@@ -55,8 +57,8 @@ def choose(kind: str, *, causal: bool, cross: bool, dtype, head_dim: int, bias: 
     raise ValueError(f"unknown model.dense_implementation {implementation!r}; allowed: "
                      f"{', '.join(IMPLEMENTATIONS)}")
   if kind != "dense":
-    if platform == "tpu" and kind == "local" and not bias and not cross:
-      return Choice("splash", "TPU: splash's local mask (exact on packed rows)")
+    if platform == "tpu" and kinds.KINDS[kind].splash_packed and not bias and not cross:
+      return Choice("splash", f"TPU: splash's {kind} mask (exact on packed rows)")
     if platform == "gpu" and _pow2(head_dim) and block_size and _pow2(block_size):
       return Choice("blocked+pallas", "GPU: blocked parts in the Pallas flash kernel")
     why = {"tpu": "TPU: its pattern follows each packed example, which splash's one mask "

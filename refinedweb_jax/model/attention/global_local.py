@@ -7,7 +7,7 @@ Each query sees the keys within `window` positions; the example's positions in
 import jax.numpy as jnp
 import numpy as np
 
-from refinedweb_jax.model.attention import blocked, local
+from refinedweb_jax.model.attention import blocked, local, masks
 from refinedweb_jax.model.attention.spec import (Kind, Size, format_positions, label,
                                                  parse_positions)
 
@@ -39,7 +39,6 @@ def attend(cfg, q, k, v, lay, causal):
 
 def splash_mask(cfg, length, causal, layer=0, n=None):
   """Splash mask, length x length: `allowed` on row indices, one example starting at row 0."""
-  from refinedweb_jax.model.attention import masks
   del layer, n  # the same pattern in every layer, for every example length
   g, is_global = _positions(cfg), np.zeros(length, bool)
   is_global[g[g < length]] = True
@@ -65,5 +64,5 @@ def check_length(cfg, length, where):
 # Each example's global positions are its own: examples start on block boundaries.
 KIND = Kind("global_local", sizes=(local.WINDOW, GLOBAL_POSITIONS, blocked.BLOCK_SIZE,
                                    blocked.QUERY_CHUNK),
-            allowed=allowed, attend=attend, check_length=check_length,
-            aligned=True)
+            allowed=allowed, attend=attend, check_length=check_length, aligned=True,
+            splash_mask=splash_mask)

@@ -2,11 +2,13 @@
 
 A kind is one module (local.py, strided.py, bigbird.py, global_local.py) whose Kind
 gives its size options (with defaults and checks), its pattern on an example's own
-positions, the blocked-kernel parts that compute exactly that pattern, and its
-splash mask where it has one. From the table KINDS come AttentionConfig (every
-size option, the `model.attention` config section), the attention-mask flags, the
-plots, the model's dispatch and its validation. Adding a kind: write its module
-and add it to KINDS.
+positions, the blocked-kernel parts that compute exactly that pattern, whether the
+pattern depends on the example's length (decoding caches), and its splash mask with
+splash's facts about it (largest block, exact on packed rows). From the table KINDS
+come AttentionConfig (every size option, the `model.attention` config section), the
+attention-mask flags, the plots, the model's validation, the kernel dispatch
+(dispatch.py) and splash (splash.py) on every backend. Adding a kind: write its
+module and add it to KINDS.
 """
 
 import dataclasses
@@ -70,6 +72,11 @@ def check_length(kind: str, cfg, length: int, where: str = "model.attention"):
 def aligned(kind: str) -> bool:
   """Whether packed examples must start on block boundaries for this kind."""
   return kind != "dense" and KINDS[kind].aligned
+
+
+def length_dependent(kind: str) -> bool:
+  """Whether a position's keys depend on the example's whole length (decoding caches)."""
+  return kind != "dense" and KINDS[kind].length_dependent
 
 
 def allowed(kind: str, cfg, i, j, n: int, causal: bool, layer=0):

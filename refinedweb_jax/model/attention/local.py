@@ -1,6 +1,7 @@
 """local: every query sees the keys within `window` positions on either side."""
 
 import jax.numpy as jnp
+from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
 from refinedweb_jax.model.attention import blocked
 from refinedweb_jax.model.attention.spec import Kind, Size
@@ -30,11 +31,13 @@ def attend(cfg, q, k, v, lay, causal):
   return window_part(cfg, q, k, v, lay, causal)[0]
 
 
-def splash_mask(cfg, length, causal):
-  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
+def splash_mask(cfg, length, causal, layer=0, n=None):
+  """Splash's own local mask, length x length (the same for every layer and example length)."""
+  del layer, n
   side = cfg.window - 1
   return sm.LocalMask((length, length), (side, 0 if causal else side), 0)
 
 
+# The window is the same at every offset: splash's one mask is exact on packed rows too.
 KIND = Kind("local", sizes=(WINDOW, blocked.BLOCK_SIZE, blocked.QUERY_CHUNK), allowed=allowed,
-            attend=attend, splash_mask=splash_mask)
+            attend=attend, splash_mask=splash_mask, splash_packed=True)

@@ -45,8 +45,15 @@ class Kind:
   attend: Callable  # (cfg, q, k, v, layout, causal) -> out, computing exactly `allowed`
   check: Callable = lambda cfg, where: None  # relations between sizes
   check_length: Callable = lambda cfg, length, where: None  # sizes that a length cannot hold
-  splash_mask: Callable | None = None  # (cfg, length, causal) -> a Pallas splash mask
   aligned: bool = False  # packed examples must start on a block boundary
+  # The decoding cache's phases: a position's keys depend on the example's whole length
+  # (so its cache keeps the full length from the start; decode.py).
+  length_dependent: bool = False
+  # Splash (TPU, splash.py): the kind's mask, its largest block and where it is exact.
+  # (cfg, length, causal, layer, n) -> a length-square mask: `allowed` of an n-token example
+  splash_mask: Callable | None = None
+  splash_block: Callable | None = None  # (cfg) -> largest block (clipped to splash's); None: any
+  splash_packed: bool = False  # the same pattern at every offset: exact on packed rows too
 
 
 @functools.lru_cache(maxsize=256)

@@ -15,10 +15,11 @@ length rounded up to 128 (block_size); the backward pass uses the forward's bloc
 in the fused dq/dk/dv kernel while the keys span at most 8 blocks (it keeps one dq
 per key block).
 
-Masks are lazy: the built-in causal, full and local masks, PatternMask for the other
-sparse kinds. Splash turns a mask into block-sparse tables (MaskInfo) on the host one
-block at a time, keeping only the distinct partly-set blocks; kernels are cached per
-mask, head count and block sizes (a bounded LRU).
+Masks are lazy: the built-in causal and full masks, and each sparse kind's own
+(Kind.splash_mask in the kinds table: splash's local mask, masks.PatternMask for the
+others). Splash turns a mask into block-sparse tables (MaskInfo) on the host one block
+at a time, keeping only the distinct partly-set blocks; kernels are cached per mask,
+head count and block sizes (a bounded LRU).
 """
 
 import functools
@@ -30,7 +31,7 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ke
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 
 from refinedweb_jax import sharding
-from refinedweb_jax.model.attention import bigbird, global_local, local, strided
+from refinedweb_jax.model.attention import kinds
 from refinedweb_jax.model.attention.masks import block_ranges
 
 BLOCK = 128  # the smallest block (a TPU lane row): lengths are padded to a multiple of it
@@ -129,8 +130,12 @@ class _Padded(sm.Mask):
     return hash((type(self), self.base, self._shape))
 
 
-_SPARSE_MASKS = {"strided": strided.splash_mask, "global_local": global_local.splash_mask,
-                 "bigbird": bigbird.splash_mask}
+def _splash_kind(kind: str):
+  """The Kind of a sparse kind that has a splash mask (Kind.splash_mask), else raises naming it."""
+  if kind not in kinds.KINDS or kinds.KINDS[kind].splash_mask is None:
+    allowed = [name for name, k in kinds.KINDS.items() if k.splash_mask is not None]
+    raise ValueError(f"no splash mask for attention kind {kind!r}; allowed: {', '.join(allowed)}")
+  return kinds.KINDS[kind]
 
 
 def sparse_mask(kind: str, cfg, length: int, causal: bool, layer: int = 0,
@@ -138,30 +143,19 @@ def sparse_mask(kind: str, cfg, length: int, causal: bool, layer: int = 0,
   """A sparse kind's mask, padded_length square (default length): kinds.allowed on row indices.
 
   Entry (i, j) is allowed(cfg, i, j, length, causal, layer): the pattern of one example
-  of `length` tokens starting at row index 0. layer: a Python int (BigBird draws its
-  random blocks per layer).
+  of `length` tokens starting at row index 0 (the kind's Kind.splash_mask). layer: a
+  Python int (BigBird draws its random blocks per layer).
   """
   padded = length if padded_length is None else padded_length
   if padded < length:
     raise ValueError(f"splash padded_length={padded} is shorter than length={length}")
-  if kind == "local":
-    return local.splash_mask(cfg, padded, causal)
-  if kind not in _SPARSE_MASKS:
-    raise ValueError(f"no splash mask for attention kind {kind!r}; allowed: local, "
-                     f"{', '.join(_SPARSE_MASKS)}")
-  return _SPARSE_MASKS[kind](cfg, padded, causal, layer, n=length)
+  return _splash_kind(kind).splash_mask(cfg, padded, causal, layer, n=length)
 
 
 def sparse_block_limit(kind: str, cfg) -> int:
-  """The largest block for a kind: BigBird's must not straddle its own blocks.
-
-  A splash block over several BigBird blocks holds a random mix of their random picks,
-  so nearly every partly-set block would differ and be stored; within one BigBird
-  block (or two of 64) there are a handful.
-  """
-  if kind != "bigbird":
-    return MAX_BLOCK
-  return max(BLOCK, min(MAX_BLOCK, cfg.block_size & -cfg.block_size))
+  """The largest block for a kind: its Kind.splash_block clipped to [BLOCK, MAX_BLOCK], if any."""
+  limit = _splash_kind(kind).splash_block
+  return MAX_BLOCK if limit is None else max(BLOCK, min(MAX_BLOCK, limit(cfg)))
 
 
 def dense(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, q_segment_ids_BxT, kv_segment_ids_BxS=None, *,
@@ -189,7 +183,8 @@ def sparse(kind: str, cfg, q_BxNxHxK, k_BxNxHxK, v_BxNxHxK, segment_ids_BxN, *, 
   """A sparse kind's self-attention within segments, its pattern on row indices (sparse_mask).
 
   Exact where each row holds one example starting at position 0 (trailing padding is
-  fine), and for `local`, the same pattern at every offset, in packed rows too.
+  fine), and in packed rows too for kinds with the same pattern at every offset
+  (Kind.splash_packed: local).
   BigBird not causal also needs the example to reach the row's last BigBird block
   (its random blocks are drawn among the example's blocks); layer must be an int.
   block: the query and key block (default block_size under sparse_block_limit).

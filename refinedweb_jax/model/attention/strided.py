@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from refinedweb_jax.model.attention import blocked
+from refinedweb_jax.model.attention import blocked, masks
 from refinedweb_jax.model.attention.spec import Kind, Size, label
 
 STRIDE = Size("stride", 256, "period of the strided keys (a multiple of block_size)", minimum=1)
@@ -66,7 +66,6 @@ def attend(cfg, q, k, v, lay, causal):
 
 def splash_mask(cfg, length, causal, layer=0, n=None):
   """Splash mask, length x length: `allowed` on row indices, one example starting at row 0."""
-  from refinedweb_jax.model.attention import masks
   del layer, n  # the same pattern in every layer, for every example length
 
   def rule(i, j):  # allowed, in NumPy
@@ -94,4 +93,4 @@ def check(cfg, where):
 # The fixed variant's periods follow each example's own positions: examples start on
 # block boundaries (the stride is a multiple of the block).
 KIND = Kind("strided", sizes=(STRIDE, SUMMARY, VARIANT, blocked.BLOCK_SIZE, blocked.QUERY_CHUNK),
-            allowed=allowed, attend=attend, check=check, aligned=True)
+            allowed=allowed, attend=attend, check=check, aligned=True, splash_mask=splash_mask)
