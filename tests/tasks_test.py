@@ -103,3 +103,29 @@ def test_packing_aligns_example_starts_for_sparse_kinds(tiny_data_dir):
       np.testing.assert_array_equal(batch[f"{key}_positions"][rows, columns], 0)
       packed_more_than_one |= int(seg.max()) > 1
   assert packed_more_than_one
+
+
+def test_every_builtin_task_resolves_to_exactly_one_family_row():
+  from refinedweb_jax.data import corpus
+  for name in tasks.BUILTIN:
+    rows = [f for f in tasks.FAMILIES.values() if name in f.tasks()]
+    assert rows == [tasks.family(name)], name
+    row = rows[0]
+    assert tasks.metrics(name) == row.metrics and row.main_metric == tasks.main_metric(name)
+    assert tasks.prefix(name) == row.prefix.format(**tasks.fields(name))
+    assert tasks.language(name) in tasks.LANGUAGES
+  assert len(set(tasks.BUILTIN)) == sum(len(f.tasks()) for f in tasks.FAMILIES.values()) == 16
+  assert set(corpus.GENERATORS) == set(tasks.FAMILIES)  # each family's generator
+  # The rows say what the helpers used to spell out per family.
+  assert tasks.prefix("translate_en_de") == tasks.translation_prefix("en", "de") == (
+      "translate English to German: ")
+  assert (tasks.language("translate_fr_zh"), tasks.main_metric("summarize")) == ("zh", "rougeL")
+  assert tasks.inputs("summarize", "text") == "summarize: text"
+  assert tasks.inputs("qa", ("who?", "Bo.")) == tasks.qa_input("who?", "Bo.")
+  assert tasks.inputs("chat", ["hi"]) == tasks.chat_prompt("hi") == "chat: hi"
+  # Other names belong to no row; a row naming an unknown metric fails where it is declared.
+  assert tasks.main_metric("xsum") is None
+  with pytest.raises(ValueError, match="unknown built-in task 'xsum'; allowed: translate_en_de"):
+    tasks.prefix("xsum")
+  with pytest.raises(ValueError, match="'bleurt'; allowed: bleu"):
+    tasks.Family("paraphrase", "paraphrase", "paraphrase: ", ("bleurt",), "bleurt", 0.1)

@@ -2,12 +2,14 @@
 
 A Task is a named source of {"inputs", "targets", "task", ...} examples per split,
 the prefix its inputs start with, the metrics its decoded outputs are scored with
-and the language of its targets. What the built-in tasks are (names, prefixes, the
-QA and chat input formats, languages, metrics) is defined here once: the corpus
-generator, the datasets and the applications API all read it. Tasks come from the
-built-in corpus, from the user's own files (config.own_tasks) and from public TFDS
-datasets (config.public_tasks), all named in one place (registry.py); a mixture samples
-some of them at rates computed from their sizes.
+and the language of its targets. What the built-in tasks are is one row per family in
+FAMILIES (names, prefix, input format, metrics, main metric, language, corpus share):
+the helpers below, the corpus generator, the public datasets and the applications API
+all read it. Adding a built-in family: its row here and its generator in
+corpus/__init__.py. Tasks come from the built-in corpus, from the user's own files
+(config.own_tasks) and from public TFDS datasets (config.public_tasks), all named in
+one place (registry.py); a mixture samples some of them at rates computed from their
+sizes.
 """
 
 import dataclasses
@@ -17,11 +19,65 @@ import numpy as np
 
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "zh": "Chinese"}
 LANGUAGES = tuple(LANGUAGE_NAMES)
-TRANSLATION_TASKS = tuple(f"translate_{src}_{tgt}" for src in LANGUAGES for tgt in LANGUAGES
-                          if src != tgt)
-BUILTIN = TRANSLATION_TASKS + ("summarize", "qa", "code", "chat")
 RATES = ("proportional", "temperature", "explicit")
 METRICS = ("bleu", "chrf", "rouge", "squad", "pass@1", "exact_match")
+# How a family's inputs are built (inputs()): its prefix then the text; qa_input(question,
+# context) after the prefix; chat_prompt(messages), which starts with the prefix.
+FORMATS = ("text", "qa", "chat")
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """A built-in task family, in one row: its tasks' names, prefix, format, metrics, language.
+
+  pattern, prefix and language may name {source} and {target} (a translation pair: every
+  ordered pair of different LANGUAGES), and prefix their English names {source_name} and
+  {target_name}. share: the family's part of the built-in corpus (corpus/__init__.py
+  holds its generator).
+  """
+  name: str
+  pattern: str  # its tasks' names
+  prefix: str  # what its inputs start with
+  metrics: tuple  # of METRICS: how its decoded outputs are scored
+  main_metric: str  # the headline metric, as its eval key names it (rouge's rougeL, squad's f1)
+  share: float
+  language: str = "en"  # of the targets
+  format: str = "text"  # of FORMATS
+
+  def __post_init__(self):
+    for value, allowed in [(m, METRICS) for m in self.metrics] + [(self.format, FORMATS)]:
+      if value not in allowed:
+        raise ValueError(f"task family {self.name!r} (data/tasks.py) names {value!r}; "
+                         f"allowed: {', '.join(allowed)}")
+
+  def tasks(self) -> dict:
+    """Its built-in task names -> their fields ({source}, {target}, their names)."""
+    if "{" not in self.pattern:
+      return {self.pattern: {}}
+    pairs = [_pair(s, t) for s in LANGUAGES for t in LANGUAGES if s != t]
+    return {self.pattern.format(**f): f for f in pairs}
+
+
+def _pair(source: str, target: str) -> dict:
+  """A translation pair's fields: the languages' codes and English names."""
+  return dict(source=source, target=target, source_name=LANGUAGE_NAMES[source],
+              target_name=LANGUAGE_NAMES[target])
+
+
+FAMILIES = {f.name: f for f in (
+    Family("translation", "translate_{source}_{target}",
+           "translate {source_name} to {target_name}: ", ("bleu", "chrf", "exact_match"),
+           "chrf", 0.5, language="{target}"),  # T5's wording
+    Family("summarize", "summarize", "summarize: ", ("rouge", "exact_match"), "rougeL", 0.12),
+    Family("qa", "qa", "", ("squad",), "f1", 0.16, format="qa"),
+    Family("code", "code", "write python: ", ("pass@1",), "pass@1", 0.12),
+    Family("chat", "chat", "chat: ", ("exact_match", "chrf"), "chrf", 0.10, format="chat"),
+)}
+# Every built-in task -> (its family, its fields), in the families' order.
+_BUILTIN = {task: (f, task_fields) for f in FAMILIES.values()
+            for task, task_fields in f.tasks().items()}
+BUILTIN = tuple(_BUILTIN)
+TRANSLATION_TASKS = tuple(FAMILIES["translation"].tasks())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,17 +93,27 @@ class Task:
     return self.source_fn(split)
 
 
+def family(task: str) -> Family:
+  """The family of a built-in task; another name is an error naming the built-in ones."""
+  if task not in _BUILTIN:
+    raise ValueError(f"unknown built-in task {task!r}; allowed: {', '.join(BUILTIN)}")
+  return _BUILTIN[task][0]
+
+
+def fields(task: str) -> dict:
+  """A built-in task's fields: {source}, {target} and their names for translation, else {}."""
+  family(task)
+  return dict(_BUILTIN[task][1])
+
+
 def translation_prefix(source: str, target: str) -> str:
-  """'translate English to German: ' (T5's wording)."""
-  return f"translate {LANGUAGE_NAMES[source]} to {LANGUAGE_NAMES[target]}: "
+  """'translate English to German: ' (the translation family's prefix for this pair)."""
+  return FAMILIES["translation"].prefix.format(**_pair(source, target))
 
 
 def prefix(task: str) -> str:
   """The inputs prefix of a built-in task (qa inputs are qa_input's, with no prefix)."""
-  if task.startswith("translate_"):
-    _, src, tgt = task.split("_")
-    return translation_prefix(src, tgt)
-  return {"summarize": "summarize: ", "qa": "", "code": "write python: ", "chat": "chat: "}[task]
+  return family(task).prefix.format(**fields(task))
 
 
 def own_prefix(task: str) -> str:
@@ -57,22 +123,31 @@ def own_prefix(task: str) -> str:
 
 def language(task: str) -> str:
   """The language of a built-in task's targets."""
-  return task.split("_")[2] if task.startswith("translate_") else "en"
+  return family(task).language.format(**fields(task))
 
 
 def metrics(task: str) -> tuple:
   """The metrics of a built-in task, by family."""
-  if task.startswith("translate_"):
-    return ("bleu", "chrf", "exact_match")
-  return {"summarize": ("rouge", "exact_match"), "qa": ("squad",), "code": ("pass@1",),
-          "chat": ("exact_match", "chrf")}[task]
+  return family(task).metrics
 
 
 def main_metric(task: str) -> str | None:
   """A built-in task's headline metric, as its eval key names it; other tasks: None."""
-  if task.startswith("translate_"):
-    return "chrf"
-  return {"summarize": "rougeL", "qa": "f1", "code": "pass@1", "chat": "chrf"}.get(task)
+  return family(task).main_metric if task in _BUILTIN else None
+
+
+def inputs(task: str, content) -> str:
+  """A built-in task's inputs in its family's format: content is the text (text), the
+  (question, context) pair (qa) or the messages (chat)."""
+  fmt = family(task).format
+  if fmt == "text":
+    return prefix(task) + content
+  elif fmt == "qa":
+    return prefix(task) + qa_input(*content)
+  elif fmt == "chat":
+    return chat_prompt(content)
+  else:
+    raise ValueError(f"unknown format {fmt!r} of task {task!r}; allowed: {', '.join(FORMATS)}")
 
 
 def qa_input(question: str, context: str) -> str:

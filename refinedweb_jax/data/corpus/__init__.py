@@ -15,7 +15,7 @@ from refinedweb_jax.data import tasks
 from refinedweb_jax.data.corpus import code as corpus_code
 from refinedweb_jax.data.corpus import long as corpus_long
 from refinedweb_jax.data.corpus import verbalize
-from refinedweb_jax.data.tasks import BUILTIN, LANGUAGES, TRANSLATION_TASKS
+from refinedweb_jax.data.tasks import BUILTIN, LANGUAGES
 
 LONG_TASKS = ("summarize", "qa")
 _CONTEXT_WORDS = 400  # upper end of a normal QA context
@@ -23,10 +23,13 @@ SPLITS = ("train", "validation", "test")
 
 
 def _default_weights() -> dict[str, float]:
-  # Pairs with English get twice the weight of the others; translation is half the mix.
-  pairs = {t: 2.0 if "en" in t.split("_")[1:] else 1.0 for t in TRANSLATION_TASKS}
-  weights = {t: 0.5 * w / sum(pairs.values()) for t, w in pairs.items()}
-  weights.update(summarize=0.12, qa=0.16, code=0.12, chat=0.10)
+  # Each family's share of the mix (tasks.FAMILIES), split among its tasks: translation
+  # pairs with English get twice the weight of the others.
+  weights = {}
+  for family in tasks.FAMILIES.values():
+    within = {t: 2.0 if "en" in (f.get("source"), f.get("target")) else 1.0
+              for t, f in family.tasks().items()}
+    weights.update({t: family.share * w / sum(within.values()) for t, w in within.items()})
   total = sum(weights.values())
   return {t: w / total for t, w in weights.items()}
 
@@ -183,27 +186,32 @@ def _check_task(task: str) -> None:
     raise ValueError(f"unknown task {task!r}; expected one of: {', '.join(BUILTIN)}")
 
 
+def _translate(task: str, rng: random.Random, long: bool, words: int) -> tuple:
+  del long, words  # translations are short
+  pair = tasks.fields(task)
+  text, targets, kind = _translation(pair["source"], pair["target"], rng)
+  return text, targets, "", kind
+
+
+# Each built-in family's generator (tasks.FAMILIES): (task, rng, long, max context words) ->
+# (content in the family's format: tasks.inputs, targets, tests, kind).
+GENERATORS = {
+    "translation": _translate,
+    "summarize": lambda task, rng, long, words: (*corpus_long.summarize(rng, long), "", task),
+    "qa": lambda task, rng, long, words: (*corpus_long.qa(rng, long, words), "", task),
+    "code": lambda task, rng, long, words: (*corpus_code.code(rng), task),
+    "chat": lambda task, rng, long, words: (*_chat(rng), "", task),
+}
+
+
 def _build(task: str, rng: random.Random, max_context_words: int, long: bool) -> dict:
   _check_task(task)
   if max_context_words < 20:
     raise ValueError(f"max_context_words must be >= 20, got {max_context_words}")
-  tests, kind = "", task
-  if task in TRANSLATION_TASKS:
-    src, tgt = task.split("_")[1:]
-    text, targets, kind = _translation(src, tgt, rng)
-    inputs = tasks.prefix(task) + text
-  elif task == "summarize":
-    document, targets = corpus_long.summarize(rng, long)
-    inputs = tasks.prefix(task) + document
-  elif task == "qa":
-    inputs, targets = corpus_long.qa(rng, long, max_context_words)
-  elif task == "code":
-    description, targets, tests = corpus_code.code(rng)
-    inputs = tasks.prefix(task) + description
-  else:
-    turns, targets = _chat(rng)
-    inputs = tasks.chat_prompt(turns)
-  return {"inputs": inputs, "targets": targets, "task": task, "tests": tests, "kind": kind}
+  generate = GENERATORS[tasks.family(task).name]
+  content, targets, tests, kind = generate(task, rng, long, max_context_words)
+  return {"inputs": tasks.inputs(task, content), "targets": targets, "task": task,
+          "tests": tests, "kind": kind}
 
 
 def generate_example(task: str, rng: random.Random, *,

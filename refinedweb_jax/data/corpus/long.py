@@ -5,8 +5,6 @@ from __future__ import annotations
 import collections
 import random
 
-from refinedweb_jax.data import tasks
-
 # ---------------------------------------------------------------------------------------------
 # Summarization.
 
@@ -158,7 +156,7 @@ def _size(text: str, zh: bool) -> int:
 
 
 def qa(rng: random.Random, long: bool, max_context_words: int) -> tuple[str, str]:
-  """(inputs, answer span): one question over a context of invented facts."""
+  """((question, context), answer span): one question over a context of invented facts."""
   zh = not long and rng.random() < 0.25
   if long:
     budget = rng.randint(2000, 9000)
@@ -181,4 +179,4 @@ def qa(rng: random.Random, long: bool, max_context_words: int) -> tuple[str, str
     words += _size(fact, zh)
   facts.insert(rng.randint(0, len(facts)), answer_fact)
   context = ("" if zh else " ").join(facts)
-  return tasks.qa_input(question, context), answer
+  return (question, context), answer

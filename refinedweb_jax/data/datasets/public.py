@@ -78,20 +78,21 @@ PUBLIC: dict[str, Spec] = {
     "wmt19_en_zh": _translation(19, "zh-en", "en", "zh", WMT19_SPLITS),
     # highlights: one sentence a line, kept as TFDS joins them.
     "cnn_dailymail": Spec("cnn_dailymail", lambda r: _str(r["article"]),
-                          lambda r: _str(r["highlights"]), "summarize: ", "en", ("rouge",)),
+                          lambda r: _str(r["highlights"]), tasks.prefix("summarize"), "en",
+                          ("rouge",)),
     "xsum": Spec("xsum", lambda r: _str(r["document"]), lambda r: _str(r["summary"]),
-                 "summarize: ", "en", ("rouge",),
+                 tasks.prefix("summarize"), "en", ("rouge",),
                  prepare="tfds build {name} --file_format=array_record --data_dir={data_dir}"
                          "\n(first put xsum-extracts-from-downloads.tar.gz, see the TFDS xsum "
                          "page, in {data_dir}/downloads/manual/)"),
     # Features: id, title, context, question, answers{text, answer_start}.
     "squad": Spec("squad/v1.1", lambda r: tasks.qa_input(_str(r["question"]), _str(r["context"])),
-                  lambda r: _strs(r["answers"]["text"])[0], "", "en", ("squad",),
+                  lambda r: _strs(r["answers"]["text"])[0], tasks.prefix("qa"), "en", ("squad",),
                   ("train", "validation"), extra=_squad_extra),
     # Not in the TFDS catalog; TFDS's Hugging Face bridge writes it as mbpp/full
     # (features task_id, text, code, test_list, test_setup_code, challenge_test_list),
     # which is then read from the files alone.
-    "mbpp": Spec("mbpp/full", _mbpp_inputs, lambda r: _str(r["code"]), "write python: ", "en",
+    "mbpp": Spec("mbpp/full", _mbpp_inputs, lambda r: _str(r["code"]), tasks.prefix("code"), "en",
                  ("pass@1",), ("train", "validation", "test", "prompt"),
                  extra=lambda r: {"tests": "\n".join(_strs(r["test_list"]))},
                  prepare="pip install datasets && tfds build huggingface:mbpp/full "
