@@ -25,7 +25,7 @@ DATA = Section("data", (
     Key("data_dir", lambda: os.environ.get("REFINEDWEB_DATA",
                                            os.path.expanduser("~/.cache/refinedweb_jax")),
         "the prepared data and tokenizers (a folder or gs:// path; default $REFINEDWEB_DATA)",
-        _folder, resume=True, example="gs://bucket/refinedweb"),
+        _folder, resume=True, example="/mnt/data/refinedweb"),
     Key("num_train", 20_000, "examples in the built-in corpus's train split", "(0, inf)"),
     Key("num_validation", 1_000, "examples in its validation split", "(0, inf)"),
     Key("num_test", 1_000, "examples in its test split", "(0, inf)"),
@@ -47,7 +47,7 @@ DATA = Section("data", (
         example="mixture"),
     Key("public_data_dir", lambda: os.path.expanduser("~/tensorflow_datasets"),
         "where public TFDS datasets are prepared as array_record (a folder or gs:// bucket)",
-        resume=True, example="gs://bucket/tensorflow_datasets"),
+        resume=True, example="/mnt/data/tensorflow_datasets"),
 ))
 
 # Which tasks to train on and how often each is sampled (tasks.mixture_rates).
