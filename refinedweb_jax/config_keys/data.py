@@ -2,8 +2,8 @@
 
 import os
 
-from refinedweb_jax.data import tasks, tokenizer
 from refinedweb_jax.config_keys.key import INT_MAX, Key, Section
+from refinedweb_jax.data import tasks, tokenizer
 
 
 def _tokenizer(value: str, key: str):
