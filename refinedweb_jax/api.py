@@ -9,6 +9,7 @@ Each method takes one string (returns one string) or a list (returns a list).
 
 import math
 import os
+import shlex
 import sys
 
 import jax
@@ -73,7 +74,7 @@ class RefinedWeb:
     if settled.step is None:  # the flags were checked against a default config: no run
       resume.locate(path)
       raise FileNotFoundError(f"no finished checkpoint in {path}; train first with: "
-                              f"refinedweb train --workdir {path}")
+                              f"refinedweb train --workdir {shlex.quote(str(path))}")
     trained = setup.restore(path, settled.config)
     ckpt_dir = resume.locate(path)[1]
     if (trained.step != settled.step and settled.again is not None

@@ -112,3 +112,14 @@ def test_the_task_registry_reads_own_tasks_json_once_per_version(tmp_path):
   assert registry.prepared(data_dir) is first  # read once
   registry.record_prepared(data_dir, {"task": "b", "format": "tsv", "train": ["y.tsv"]})
   assert set(registry.prepared(data_dir)) == {"a", "b"}
+
+
+def test_hints_quote_a_workdir_with_a_space(tmp_path, capsys):
+  """A hint naming a workdir runs as printed when the path has a space or a quote in it."""
+  workdir = str(tmp_path / "my run's dir")
+  for command in (["config", "--workdir", workdir],
+                  ["generate", "--workdir", workdir, "--text", "hi"],
+                  ["eval", "--workdir", workdir]):
+    assert cli.main(command) == 2, command
+    err = capsys.readouterr().err
+    assert f"refinedweb train --workdir {shlex.quote(workdir)}" in err, (command, err)

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shlex
 import sys
 
 from refinedweb_jax import api, configs, plots
@@ -189,7 +190,7 @@ def sweep_report(args, settled):
 def import_hf(args, settled):
   convert.import_hf(args.model_dir, args.workdir, settled.config)
   print(f"imported {args.model_dir} into {args.workdir}; fine-tune with: refinedweb train "
-        f"--workdir NEW --config.train.init_from={args.workdir}")
+        f"--workdir NEW --config.train.init_from={shlex.quote(args.workdir)}")
 
 
 def export_hf(args, settled):
@@ -220,5 +221,5 @@ def run_config(workdir: str):
   saved = resume.read_config(workdir)
   if saved is None:
     raise FileNotFoundError(f"{workdir} holds no run (no checkpoint, no config.json); train "
-                            f"first with: refinedweb train --workdir {workdir}")
+                            f"first with: refinedweb train --workdir {shlex.quote(str(workdir))}")
   return configs.from_saved(saved)

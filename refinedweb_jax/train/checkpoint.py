@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 
@@ -156,7 +157,7 @@ class Checkpointer:
           f"checkpoint step {step} in {self.directory} holds the data position of an older "
           "pipeline (Grain's, per process), which this version cannot continue exactly; start "
           "a new run from its parameters: refinedweb train --workdir NEW "
-          f"--config.train.init_from={os.path.dirname(self.directory)}")
+          f"--config.train.init_from={shlex.quote(os.path.dirname(self.directory))}")
     items = {"params": ocp.args.StandardRestore(abstract_state.params),
              "optimizer": ocp.args.StandardRestore(_optimizer_part(abstract_state)),
              "checksums": ocp.args.JsonRestore()}

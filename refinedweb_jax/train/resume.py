@@ -54,7 +54,7 @@ def locate(path: str):
   if name == "checkpoints" and epath.Path(path).is_dir():
     return os.path.dirname(path), path, None
   raise FileNotFoundError(f"no checkpoint in {path!r} (no {os.path.join(path, 'checkpoints')}); "
-                          f"train first with: refinedweb train --workdir {path}")
+                          f"train first with: refinedweb train --workdir {shlex.quote(str(path))}")
 
 
 def has_run(workdir: str) -> bool:
@@ -86,7 +86,7 @@ def saved(path: str, at: int | None = None) -> tuple[dict, bytes, int]:
                                       required=True)
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {ckpt_dir}; train first with: "
-                              f"refinedweb train --workdir {os.path.dirname(ckpt_dir)}")
+                              f"refinedweb train --workdir {shlex.quote(os.path.dirname(ckpt_dir))}")
     return (*found, step)
   finally:
     ckpt.close()
@@ -162,7 +162,7 @@ def changes(saved_config: dict, config, workdir: str, also: tuple = ()) -> list[
         f"{workdir} holds a run whose config differs from this one in settings fixed for "
         "the run (its model, tokenizer, data and seed): "
         + "; ".join(f"{k}: run {a!r}, given {b!r}" for k, a, b in fixed)
-        + f". Continue it with `refinedweb train --workdir {workdir}` (its own config; "
+        + f". Continue it with `refinedweb train --workdir {shlex.quote(str(workdir))}` (its own config; "
         "`refinedweb config --workdir` shows it) or train a new run in another --workdir")
   return found
 

@@ -9,6 +9,7 @@ parameters start, which tokenizer, the loss and its targets — never a second l
 import contextlib
 import functools
 import os
+import shlex
 import sys
 
 import jax
@@ -51,7 +52,7 @@ def prepare_workdir(workdir: str):
   if epath.Path(workdir, checkpoint.IMPORTED).exists():
     raise ValueError(f"{workdir} holds an imported model, not a training run; fine-tune it into "
                      f"a new workdir: refinedweb train --workdir NEW "
-                     f"--config.train.init_from={workdir}")
+                     f"--config.train.init_from={shlex.quote(str(workdir))}")
 
 
 def train(settled: resume.Settled, workdir: str, *, command: str | None = None):

@@ -10,6 +10,7 @@ evaluation, distillation and the API all start from a Setup.
 import dataclasses
 import hashlib
 import os
+import shlex
 import tempfile
 from typing import Any
 
@@ -274,5 +275,5 @@ def restore(path: str, config=None) -> Trained:
     ckpt.close()
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {ckpt_dir} reads back; train first with: "
-                            f"refinedweb train --workdir {workdir}")
+                            f"refinedweb train --workdir {shlex.quote(str(workdir))}")
   return Trained(restored[0], restored[1], step, workdir)
