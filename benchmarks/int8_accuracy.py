@@ -32,7 +32,7 @@ def main(argv=None) -> int:
   p.add_argument("--examples", type=int, default=256)
   p.add_argument("--batch-size", type=int, default=32)
   args = p.parse_args(argv)
-  config = resume.run_config(args.workdir)
+  config = resume.saved_config(args.workdir)
   d = config.data
   examples = list(corpus.generate_split("validation", args.examples, d.corpus_seed,
                                         long_fraction=d.long_fraction))

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
   if args.checkpoints == "last":
     steps = steps[-1:]
   minutes = minutes_by_step(workdir)
-  groups = validation_groups(resume.run_config(workdir), kinds, args.examples)
+  groups = validation_groups(resume.saved_config(workdir), kinds, args.examples)
   points = []
   for step in steps:
     model = api.RefinedWeb.load(os.path.join(ckpt_dir, str(step)))

@@ -18,7 +18,7 @@ import numpy as np
 from refinedweb_jax import backend, sharding
 from refinedweb_jax.data import registry, tasks
 from refinedweb_jax.model import decode, quantize
-from refinedweb_jax.train import lock, logger, resume, run, setup
+from refinedweb_jax.train import lock, logger, resume, setup, trainer
 
 LONG_INPUT = ("truncate", "error")
 WEIGHTS = ("float32", "int8")
@@ -263,7 +263,7 @@ def train(config=None, workdir: str = "runs/notebook", overrides: dict | None = 
     settled = resume.settle(workdir, spec=config, overrides=items)
   else:
     settled = resume.settle(workdir, base=config, overrides=items)
-  run.train(settled, workdir)
+  trainer.train(settled, workdir)
   return read_history(workdir)
 
 

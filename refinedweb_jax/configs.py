@@ -282,9 +282,9 @@ def validate(config):
   if config.data.batch_size % config.train.microbatches:
     raise ValueError(f"config.data.batch_size={config.data.batch_size} must be divisible by "
                      f"config.train.microbatches={config.train.microbatches}")
-  m = config.mesh
-  sharding.check_mesh_sizes(m.data, m.fsdp, m.tensor)
-  sharding.check_model_fits(cfg, dict(data=m.data, fsdp=m.fsdp, tensor=m.tensor))
+  mesh = config.mesh
+  sharding.check_mesh_sizes(mesh.data, mesh.fsdp, mesh.tensor)
+  sharding.check_model_fits(cfg, dict(data=mesh.data, fsdp=mesh.fsdp, tensor=mesh.tensor))
   if config.distill.online and config.distill.sequence_kd:
     raise ValueError("config.distill.online and config.distill.sequence_kd exclude each other: "
                      "sequence-level KD trains on dumped teacher outputs; set one of them")

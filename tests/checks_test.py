@@ -5,7 +5,7 @@ import os
 
 from refinedweb_jax import cli, configs
 from refinedweb_jax.data import checks, tokenizer as tok
-from refinedweb_jax.train import resume, run as run_lib, setup
+from refinedweb_jax.train import resume, setup, trainer
 from conftest import tiny_config
 
 
@@ -23,7 +23,7 @@ def test_a_run_prints_one_coverage_line_naming_the_worst_task(tiny_data_dir):
   says how many and which is worst; a larger vocabulary (1,200 pieces, tried) reads it no
   better, so none is advised."""
   run = _run(tiny_config(tiny_data_dir))
-  lines = run_lib.coverage(run)
+  lines = trainer.coverage(run)
   coverage = [line for line in lines if line.startswith("tokenizer coverage:")]
   assert len(coverage) == 1 and len(lines) <= 2, lines
   fractions = {(task.name, field): _fraction(run.tokenizer, task.source("train"), field)
@@ -89,7 +89,7 @@ def test_no_larger_vocabulary_is_advised_when_none_fits(tiny_data_dir):
   config.data.vocab_size = largest
   run = _run(config)
   assert run.tokenizer.vocab_size == largest
-  [line] = [line for line in run_lib.coverage(run) if line.startswith("tokenizer coverage:")]
+  [line] = [line for line in trainer.coverage(run) if line.startswith("tokenizer coverage:")]
   assert "no larger vocabulary fits" in line and "larger --config.data.vocab_size" not in line
   assert "vocab_size=" not in line
 
@@ -99,7 +99,7 @@ def test_truncated_inputs_and_targets_are_counted_in_one_line(tiny_data_dir, cap
   line with their counts, at train start and at prepare."""
   config = tiny_config(tiny_data_dir)
   run = _run(config)
-  [line] = [line for line in run_lib.coverage(run) if line.startswith("truncation:")]
+  [line] = [line for line in trainer.coverage(run) if line.startswith("truncation:")]
   d = config.data
   long_in = long_out = count = 0
   for task in run.tasks:

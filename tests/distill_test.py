@@ -14,7 +14,7 @@ from refinedweb_jax.distill import dump
 from refinedweb_jax.data import logit_store
 from refinedweb_jax.model import losses
 from refinedweb_jax.model.transformer import forward
-from refinedweb_jax.train import checkpoint, run, setup
+from refinedweb_jax.train import checkpoint, setup, trainer
 from conftest import tiny_config
 
 
@@ -107,7 +107,7 @@ def teacher_run(tiny_data_dir, tmp_path_factory):
   """(workdir, logits dir): a tiny trained teacher and its complete dump (with outputs)."""
   workdir = str(tmp_path_factory.mktemp("teacher"))
   config = _teacher_config(tiny_data_dir)
-  run.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   out = str(tmp_path_factory.mktemp("logits"))
   stats = dump.dump(config, workdir, out, sequence_kd=True)
   assert stats["examples"] == 400
@@ -160,7 +160,7 @@ def test_killed_dump_resumes_with_every_example_exactly_once(teacher_run, tiny_d
   with pytest.raises(FileNotFoundError, match=r"2 of 4 shards missing: logits-00002-of-00004"):
     logit_store.LogitStore(out)
   with pytest.raises(FileNotFoundError, match="incomplete"):
-    run.train_and_evaluate(_with(config, logits=out), str(tmp_path / "student"))
+    trainer.train_and_evaluate(_with(config, logits=out), str(tmp_path / "student"))
   finished = {s: os.path.getmtime(os.path.join(out, logit_store.shard_name(s, 4))) for s in (0, 1)}
   dump.dump(config, workdir, out)
   for s, mtime in finished.items():  # finished shards were skipped, not rewritten
@@ -226,7 +226,7 @@ def _train_metrics(workdir):
 def student_run(teacher_run, tiny_data_dir, tmp_path_factory):
   """(final state, workdir) of an uninterrupted 4-step student trained from the dump."""
   workdir = str(tmp_path_factory.mktemp("student"))
-  state = run.train_and_evaluate(_with(_student_config(tiny_data_dir), logits=teacher_run[1]),
+  state = trainer.train_and_evaluate(_with(_student_config(tiny_data_dir), logits=teacher_run[1]),
                                  workdir)
   return state, workdir
 
@@ -247,10 +247,10 @@ def test_distill_train_runs_and_resume_joins_the_same_logits(teacher_run, studen
   config, workdir = _student_config(tiny_data_dir), str(tmp_path / "resumed")
   monkeypatch.setattr(checkpoint.Checkpointer, "due", crash_at_3)
   with pytest.raises(RuntimeError, match="simulated crash"):
-    run.train_and_evaluate(_with(config, logits=teacher_run[1]), workdir)
+    trainer.train_and_evaluate(_with(config, logits=teacher_run[1]), workdir)
   monkeypatch.setattr(checkpoint.Checkpointer, "due", original)
   # Steps 3 and 4 are replayed from the step-2 checkpoint, data iterator included.
-  resumed = run.train_and_evaluate(_with(config, logits=teacher_run[1]), workdir)
+  resumed = trainer.train_and_evaluate(_with(config, logits=teacher_run[1]), workdir)
   for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
   again = _train_metrics(workdir)
@@ -263,7 +263,7 @@ def test_online_teacher_gives_the_offline_loss_and_sequence_kd_trains(teacher_ru
   workdir, out = teacher_run
   config = _student_config(tiny_data_dir, online=True)
   config.train.update(dict(num_steps=1, eval_every=100))
-  run.train_and_evaluate(_with(config, teacher=workdir), str(tmp_path / "online"))
+  trainer.train_and_evaluate(_with(config, teacher=workdir), str(tmp_path / "online"))
   offline, online = _train_metrics(student_run[1])[1], _train_metrics(str(tmp_path / "online"))[1]
   # Same batch, same student init: only the bfloat16 rounding of stored values differs.
   assert online["train/kd_kl"] == pytest.approx(offline["train/kd_kl"], rel=2e-2)
@@ -271,5 +271,5 @@ def test_online_teacher_gives_the_offline_loss_and_sequence_kd_trains(teacher_ru
   # The teacher's own model and step: sequence-level KD is plain training on other targets.
   config = _teacher_config(tiny_data_dir)
   config.distill.sequence_kd = True
-  run.train_and_evaluate(_with(config, logits=out), str(tmp_path / "seqkd"))
+  trainer.train_and_evaluate(_with(config, logits=out), str(tmp_path / "seqkd"))
   assert np.isfinite(_train_metrics(str(tmp_path / "seqkd"))[4]["train/loss"])

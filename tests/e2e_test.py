@@ -11,7 +11,7 @@ import pytest
 
 from refinedweb_jax import api
 from refinedweb_jax import cli as main
-from refinedweb_jax.train import checkpoint, run
+from refinedweb_jax.train import checkpoint, trainer
 from conftest import tiny_config
 
 
@@ -27,7 +27,7 @@ def _overrides(config):
 def test_resume_after_crash_equals_uninterrupted(tiny_data_dir, tmp_path, monkeypatch):
   config = tiny_config(tiny_data_dir)
   config.train.eval_every = 100  # only the final eval
-  full = run.train_and_evaluate(config, str(tmp_path / "full"))
+  full = trainer.train_and_evaluate(config, str(tmp_path / "full"))
 
   original_due = checkpoint.Checkpointer.due  # asked after every step
 
@@ -38,10 +38,10 @@ def test_resume_after_crash_equals_uninterrupted(tiny_data_dir, tmp_path, monkey
 
   monkeypatch.setattr(checkpoint.Checkpointer, "due", crash_at_step_5)
   with pytest.raises(RuntimeError, match="simulated crash"):
-    run.train_and_evaluate(config, str(tmp_path / "resumed"))
+    trainer.train_and_evaluate(config, str(tmp_path / "resumed"))
   monkeypatch.setattr(checkpoint.Checkpointer, "due", original_due)
   # Steps 4 and 5 are replayed from the step-3 checkpoint, data iterator included.
-  resumed = run.train_and_evaluate(config, str(tmp_path / "resumed"))
+  resumed = trainer.train_and_evaluate(config, str(tmp_path / "resumed"))
   for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
   steps = [json.loads(l)["step"] for l in open(tmp_path / "resumed" / "metrics.jsonl")
@@ -142,7 +142,7 @@ def test_multitask_experiment_prints_per_task_table(tmp_path, capsys):
       "--config.train.num_steps=4", "--config.train.eval_every=4",
       "--config.train.progress_bar=false"]))
   assert len(settled.config.mixture.tasks.split(",")) >= 6
-  run.train(settled, str(tmp_path / "run"))
+  trainer.train(settled, str(tmp_path / "run"))
   captured = capsys.readouterr()
   out = captured.out + captured.err
   for line in ("translate_en_zh", "summarize", "qa", "code", "chat"):

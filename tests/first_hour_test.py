@@ -123,7 +123,7 @@ def test_resume_compares_configs(own, tmp_path, capsys):
   assert "resuming with changed settings: train.num_steps 6 -> 8" in out
   # schedule_steps kept the original schedule: the learning rates of steps 7 and 8 are
   # those of a 6-step schedule (its final value), not of a stretched one.
-  config = resume.run_config(workdir)
+  config = resume.saved_config(workdir)
   schedule = optim.make_schedule(config.optimizer.schedule,
                                  learning_rate=config.optimizer.learning_rate,
                                  warmup_steps=config.optimizer.warmup_steps, total_steps=6)

@@ -184,8 +184,8 @@ def test_eval_with_no_decoded_example_promises_no_predictions_file(tmp_path, mon
 @pytest.fixture(autouse=True)
 def no_training(monkeypatch):
   """A bad value that passes validation would train for real: fail at once instead."""
-  from refinedweb_jax.train import run
+  from refinedweb_jax.train import trainer
 
   def accepted(settled, workdir, command=None):
     raise AssertionError(f"accepted and started training in {workdir}")
-  monkeypatch.setattr(run, "train", accepted)
+  monkeypatch.setattr(trainer, "train", accepted)

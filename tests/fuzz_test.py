@@ -193,11 +193,11 @@ def test_workdir_problems_are_one_line_errors(tmp_path, capsys, tiny_data_dir):
 @pytest.fixture(autouse=True)
 def no_training(monkeypatch):
   """A bad value that passes validation would train for real: fail at once instead."""
-  from refinedweb_jax.train import run
+  from refinedweb_jax.train import trainer
 
   def accepted(settled, workdir, command=None):
     raise AssertionError(f"accepted and started training in {workdir}")
-  monkeypatch.setattr(run, "train", accepted)
+  monkeypatch.setattr(trainer, "train", accepted)
 
 
 def _assert_one_line_error(argv, message, capsys):

@@ -21,7 +21,7 @@ from refinedweb_jax.data import tokenizer as tok  # noqa: E402
 from refinedweb_jax.model import decode  # noqa: E402
 from refinedweb_jax.model.config import ModelConfig  # noqa: E402
 from refinedweb_jax.model.transformer import EncoderDecoder, flat_params  # noqa: E402
-from refinedweb_jax.train import run, setup  # noqa: E402
+from refinedweb_jax.train import setup, trainer  # noqa: E402
 from conftest import tiny_config  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -231,7 +231,7 @@ def test_sparse_fine_tune_then_distill_from_the_imported_teacher(imported, tiny_
   config.data.data_dir = tiny_data_dir
   config.train.init_from = run_dir
   config.train.async_checkpointing = False
-  state = run.train_and_evaluate(config, str(tmp_path / "finetuned"))
+  state = trainer.train_and_evaluate(config, str(tmp_path / "finetuned"))
   assert int(state.step) == 4
   rows = [json.loads(line) for line in open(tmp_path / "finetuned" / "metrics.jsonl")]
   evals = [r["eval/loss"] for r in rows if "eval/loss" in r]  # the same examples each time
@@ -241,7 +241,7 @@ def test_sparse_fine_tune_then_distill_from_the_imported_teacher(imported, tiny_
   assert finetuned.run.model_cfg.position == "t5_bias"
   # Continuing the run needs only its own checkpoint, not the run it started from.
   config.train.update(dict(num_steps=6, init_from=str(tmp_path / "moved_away")))
-  assert int(run.train_and_evaluate(config, str(tmp_path / "finetuned")).step) == 6
+  assert int(trainer.train_and_evaluate(config, str(tmp_path / "finetuned")).step) == 6
 
   kd = tiny_config(tiny_data_dir)  # the built-in corpus in the imported model's tokenizer
   kd.data.tokenizer = os.path.join(run_dir, "spiece.model")
@@ -249,7 +249,7 @@ def test_sparse_fine_tune_then_distill_from_the_imported_teacher(imported, tiny_
   kd.distill.update(dict(top_k=8, shard_examples=4096))
   logits_dir = str(tmp_path / "logits")
   dump.dump(kd, run_dir, logits_dir, log=lambda *a: None)
-  run.train_and_evaluate(_with(kd, logits=logits_dir), str(tmp_path / "student"))
+  trainer.train_and_evaluate(_with(kd, logits=logits_dir), str(tmp_path / "student"))
   rows = [json.loads(line) for line in open(tmp_path / "student" / "metrics.jsonl")]
   kl = [r["train/kd_kl"] for r in rows if "train/kd_kl" in r]
   assert kl and all(np.isfinite(kl)) and kl[0] > 0
@@ -318,7 +318,7 @@ def test_bad_model_directories_are_one_line_errors_and_write_nothing(imported, t
 def test_export_of_a_rope_model_names_the_position_kind(tiny_data_dir, tmp_path, capsys):
   config = tiny_config(tiny_data_dir)
   config.train.update(dict(num_steps=1, eval_every=1, checkpoint_every=1))
-  run.train_and_evaluate(config, str(tmp_path / "rope"))
+  trainer.train_and_evaluate(config, str(tmp_path / "rope"))
   err = _cli_error(capsys, ["export-hf", "--workdir", str(tmp_path / "rope"),
                             "--out", str(tmp_path / "out")])
   assert "model.position='rope'" in err and "t5_bias" in err

@@ -95,7 +95,7 @@ def test_throughput_leaves_out_evaluations_between_log_steps(tiny_data_dir, tmp_
   """A fake clock: every step takes 1 s, every evaluation 100 s; logs come every 4 steps."""
   from conftest import tiny_config
   from refinedweb_jax.evaluate import evaluator
-  from refinedweb_jax.train import loop, run
+  from refinedweb_jax.train import loop, trainer
   clock = {"now": 0.0}
   # The loop's clock only: other threads (TensorBoard's writer) keep the real one.
   monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=lambda: clock["now"],
@@ -123,7 +123,7 @@ def test_throughput_leaves_out_evaluations_between_log_steps(tiny_data_dir, tmp_
   monkeypatch.setattr(evaluator.Evaluator, "run", slow_eval)
   config = tiny_config(tiny_data_dir)
   config.train.update(num_steps=8, log_every=4, eval_every=2, decode_examples_per_task=0)
-  run.train_and_evaluate(config, str(tmp_path / "run"))
+  trainer.train_and_evaluate(config, str(tmp_path / "run"))
   logged = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
   train = [row for row in logged if row["split"] == "train"]
   assert [row["step"] for row in train] == [4, 8]

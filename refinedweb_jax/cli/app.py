@@ -45,7 +45,7 @@ def settle(command, args, overrides):
   if command.name == "config" and args.workdir:
     if resume.has_run(args.workdir):
       return resume.settle(args.workdir, overrides=overrides)
-    return resume.settle(None, base=commands.run_config(args.workdir), overrides=overrides)
+    return resume.settle(None, base=commands.config_json(args.workdir), overrides=overrides)
   return resume.settle(None, spec=args.config, overrides=overrides)
 
 

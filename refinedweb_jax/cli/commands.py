@@ -13,7 +13,7 @@ from refinedweb_jax.convert import commands as convert
 from refinedweb_jax.data import checks, fetch as fetch_lib, registry, tasks, tokenizer
 from refinedweb_jax.distill import dump
 from refinedweb_jax.sweep import arms, report, runner
-from refinedweb_jax.train import memory, resume, run, setup, teacher
+from refinedweb_jax.train import memory, resume, setup, teacher, trainer
 
 
 def prepare(args, settled):
@@ -36,7 +36,7 @@ def prepare(args, settled):
 
 def train(args, settled):
   memory.check(settled.config)
-  run.train(settled, args.workdir, command=args.command_line)
+  trainer.train(settled, args.workdir, command=args.command_line)
 
 
 def distill_train(args, settled):
@@ -48,7 +48,7 @@ def distill_train(args, settled):
     raise UserError(f"logits directory {kd.logits!r} does not exist; write it with: "
                     f"refinedweb distill dump --teacher WORKDIR --out {kd.logits}")
   memory.check(settled.config)
-  run.train(settled, args.workdir, command=args.command_line)
+  trainer.train(settled, args.workdir, command=args.command_line)
 
 
 def evaluate(args, settled):
@@ -216,7 +216,7 @@ BODIES = {"prepare": prepare, "train": train, "eval": evaluate, "config": show_c
           "fetch": fetch}
 
 
-def run_config(workdir: str):
+def config_json(workdir: str):
   """`refinedweb config --workdir W` of a run with no checkpoint yet: its config.json."""
   saved = resume.read_config(workdir)
   if saved is None:

@@ -174,7 +174,7 @@ def as_text(value) -> str:
   return repr(value) if isinstance(value, float) else str(value)
 
 
-def run_config(config, run: Run, where: str):
+def arm_config(config, run: Run, where: str):
   """The config `run` trains with: overrides applied as the command line will, then validated.
 
   Errors name the arm and the key, before any arm runs.

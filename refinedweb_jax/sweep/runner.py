@@ -46,7 +46,7 @@ def plan(spec: str, workdir: str, *, arms: str | None = None, shard: str | None 
   picked = {r.name for r in arms_lib.select(all_runs, arms, shard, names)}
   entries = []
   for run in all_runs:
-    run_config = arms_lib.run_config(config, run, where)
+    arm_config = arms_lib.arm_config(config, run, where)
     run_dir = os.path.join(workdir, run.arm.name, f"seed_{run.seed}")
     fill = dict(run=run_dir, root=workdir, seed=run.seed)
     argv = [*run.arm.command, *(f.format(**fill) for f in run.arm.flags), "--config", spec,
@@ -54,7 +54,7 @@ def plan(spec: str, workdir: str, *, arms: str | None = None, shard: str | None 
             *(f"--config.{k}={arms_lib.as_text(v)}" for k, v in run.overrides.items())]
     entries.append(dict(name=run.name, arm=run.arm.name, seed=run.seed, dir=run_dir,
                         overrides=run.overrides, argv=argv, report=run.arm.report,
-                        num_steps=run_config.train.num_steps if run.arm.trains else None,
+                        num_steps=arm_config.train.num_steps if run.arm.trains else None,
                         after=[f"{a}/seed_{run.seed}" for a in run.arm.after],
                         picked=run.name in picked))
   info = dict(config=spec, workdir=workdir, overrides=common, baseline=sweep.baseline,

@@ -92,7 +92,7 @@ def saved(path: str, at: int | None = None) -> tuple[dict, bytes, int]:
     ckpt.close()
 
 
-def run_config(workdir: str) -> ml_collections.ConfigDict:
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
   """A trained run's own config, as saved with its newest checkpoint."""
   return configs.from_saved(saved(workdir)[0])
 

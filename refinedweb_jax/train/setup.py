@@ -4,7 +4,7 @@ build(config) prepares what training needs (the built-in corpus, the tokenizer, 
 run's tokenizer to continue or fine-tune from) and checks that the batch splits over the
 mesh; restore(path) gives a trained run's parts from its checkpoint (its own config and
 tokenizer) with its parameters only, on the mesh its config asks for. Training,
-evaluation, distillation and the API all start from a Setup.
+evaluation, distillation and the API all start from a Run.
 """
 
 import dataclasses
@@ -29,7 +29,7 @@ from refinedweb_jax.train import checkpoint, resume, step as step_lib
 
 
 @dataclasses.dataclass
-class Setup:
+class Run:
   """What a run is made of; `tasks` are the mixture's, in config order."""
   config: ml_collections.ConfigDict
   tasks: list
@@ -40,11 +40,12 @@ class Setup:
 
   def mixture(self):
     """(train sources, rates) of the mixture's tasks, in config order."""
-    m = self.config.mixture
+    mixture = self.config.mixture
     sources = [task.source("train") for task in self.tasks]
     rates = tasks_lib.mixture_rates(
-        {t.name: len(s) for t, s in zip(self.tasks, sources)}, method=m.rate, cap=m.cap,
-        temperature=m.temperature, weights=tasks_lib.parse_weights(m.weights))
+        {t.name: len(s) for t, s in zip(self.tasks, sources)}, method=mixture.rate,
+        cap=mixture.cap, temperature=mixture.temperature,
+        weights=tasks_lib.parse_weights(mixture.weights))
     return sources, [rates[t.name] for t in self.tasks]
 
   def alignment(self) -> tuple:
@@ -164,8 +165,8 @@ def check_data_dir(data_dir: str):
 
 
 def make_mesh(config) -> jax.sharding.Mesh:
-  m = config.mesh
-  return sharding.make_mesh(m.data, m.fsdp, m.tensor)
+  mesh = config.mesh
+  return sharding.make_mesh(mesh.data, mesh.fsdp, mesh.tensor)
 
 
 def inference_mesh(config) -> jax.sharding.Mesh:
@@ -173,7 +174,7 @@ def inference_mesh(config) -> jax.sharding.Mesh:
   return sharding.make_mesh(-1, config.mesh.fsdp, config.mesh.tensor)
 
 
-def build(config, tokenizer_from: str | None = None) -> Setup:
+def build(config, tokenizer_from: str | None = None) -> Run:
   """Everything training needs from a settled config; one host prepares data and tokenizer.
 
   tokenizer_from: a run whose checkpoint holds the tokenizer (the run being continued,
@@ -199,7 +200,7 @@ def build(config, tokenizer_from: str | None = None) -> Setup:
   mesh = make_mesh(config)
   sharding.check_model_fits(model_cfg, dict(mesh.shape))
   sharding.check_batch(mesh, config.data.batch_size, config.train.microbatches)
-  return Setup(config, run_tasks_, tokenizer, model_cfg, EncoderDecoder(model_cfg), mesh)
+  return Run(config, run_tasks_, tokenizer, model_cfg, EncoderDecoder(model_cfg), mesh)
 
 
 def init_params(config, abstract_params, model_cfg):
@@ -233,8 +234,8 @@ def init_params(config, abstract_params, model_cfg):
 
 @dataclasses.dataclass
 class Trained:
-  """A trained run restored from a checkpoint: its Setup, parameters and step."""
-  run: Setup
+  """A trained run restored from a checkpoint: its Run, parameters and step."""
+  run: Run
   params: Any
   step: int
   workdir: str
@@ -261,7 +262,7 @@ def restore(path: str, config=None) -> Trained:
     mesh = inference_mesh(run_config)
     abstract = step_lib.abstract_params(model, mesh, input_length=run_config.data.input_length,
                                         target_length=run_config.data.target_length)
-    run = Setup(run_config, run_tasks(run_config), tokenizer, model_cfg, model, mesh)
+    run = Run(run_config, run_tasks(run_config), tokenizer, model_cfg, model, mesh)
     # Runs saved before the fused projections read in their layout, then fuse (model/fused.py).
     return run, fused.restore_either(lambda a: ckpt.restore_params(at, a), abstract)
 

@@ -112,7 +112,7 @@ def _train(settled: resume.Settled, workdir: str, command: str | None):
   if jax.process_index() == 0 and settled.step is None:  # once, when the run starts
     for line in coverage(run):
       print(f"refinedweb: {line}", flush=True)
-  d, m = config.data, run.model_cfg
+  d, model_cfg = config.data, run.model_cfg
   tx, schedule = optim.make_optimizer(config.optimizer, schedule_steps(config))
   state, shardings = step_lib.create_train_state(
       run.model, tx, run.mesh, jax.random.key(config.seed), input_length=d.input_length,
@@ -126,12 +126,13 @@ def _train(settled: resume.Settled, workdir: str, command: str | None):
                                       features=features, sum_args=extra)
     batches, again = teacher_lib.iterator(run, teacher), "refinedweb distill train"
     kind = "; " + teacher_lib.describe(config, teacher)
-  describe = (f"model {m.d_model}d x {m.num_encoder_layers}+{m.num_decoder_layers} layers, "
-              f"{count_params(state.params):,} params, compute {m.dtype} (parameters and "
+  describe = (f"model {model_cfg.d_model}d x {model_cfg.num_encoder_layers}"
+              f"+{model_cfg.num_decoder_layers} layers, "
+              f"{count_params(state.params):,} params, compute {model_cfg.dtype} (parameters and "
               f"optimizer state float32), mesh {dict(run.mesh.shape)}{kind}")
   fresh = None
   if config.train.get("init_from"):
-    fresh = functools.partial(_from_init, config, shardings, m)
+    fresh = functools.partial(_from_init, config, shardings, model_cfg)
   return loop.run_loop(run, state, shardings, step_fn, batches, workdir=workdir,
                        schedule=schedule, describe=describe, fresh=fresh, command=command,
                        continue_with=again, settled_step=settled.step)
