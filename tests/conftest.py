@@ -2,17 +2,6 @@
 that read the public datasets (skipped, with the reason, where they are absent)."""
 
 import os
-import shutil
-import tempfile
-
-# One XLA compilation cache for the whole run: both xdist workers (started after this file is
-# read, they inherit the variables) and every CLI subprocess. A program compiled once (the
-# tiny model's steps, built anew by many tests) then loads; the results are the same
-# executables. Removed at the end by the process that made it.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="refinedweb-tests-xla-")
-  os.environ["REFINEDWEB_TESTS_CACHE_OWNER"] = str(os.getpid())
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest
 
@@ -28,11 +17,6 @@ def pytest_configure(config):
       "is named) from the public data folder (refinedweb_jax/data/fetch.py data_root: "
       "$REFINEDWEB_SHARED_DATA, ../shared/data, ~/.cache/refinedweb_jax/public); skipped "
       "where one is missing")
-
-
-def pytest_unconfigure(config):
-  if os.environ.get("REFINEDWEB_TESTS_CACHE_OWNER") == str(os.getpid()):
-    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def missing_public_data(names=()) -> str | None:
@@ -80,8 +64,9 @@ def tiny_data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def env():
-  """Environment for tests that run the CLI in subprocesses: the run's XLA compilation cache
-  (above), so each tiny model compiles once per run."""
-  return dict(os.environ, JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-              PYTHONUNBUFFERED="1")
+def env(tmp_path_factory):
+  """Environment for tests that run the CLI in subprocesses: one XLA compilation cache
+  for all of them, so each tiny model compiles once per session."""
+  cache = str(tmp_path_factory.mktemp("xla_cache"))
+  return dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PLATFORMS="cpu",
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", PYTHONUNBUFFERED="1")
