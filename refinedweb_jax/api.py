@@ -18,7 +18,7 @@ import numpy as np
 from refinedweb_jax import sharding
 from refinedweb_jax.data import registry, tasks
 from refinedweb_jax.model import decode, quantize
-from refinedweb_jax.train import lock, logger, loop, resume, setup, trainer
+from refinedweb_jax.train import lock, logger, resume, setup, trainer
 
 LONG_INPUT = ("truncate", "error")
 WEIGHTS = ("float32", "int8")
@@ -268,7 +268,7 @@ def train(config=None, workdir: str = "runs/notebook", overrides: dict | None = 
     settled = resume.settle(workdir, spec=config, overrides=items)
   else:
     settled = resume.settle(workdir, base=config, overrides=items)
-  print_next(trainer.train(settled, workdir))
+  trainer.train(settled, workdir)
   return read_history(workdir)
 
 
@@ -276,30 +276,6 @@ def distributed(overrides) -> dict:
   """The multi-process job's settings among (key, value) overrides: distributed.KEY."""
   return {key.split(".", 1)[1]: value for key, value in overrides
           if key.startswith("distributed.")}
-
-
-def shown(path: str) -> str:
-  """A path as a command line would name it: relative to here when it lies below."""
-  relative = os.path.relpath(path) if "://" not in path else path
-  return path if relative.startswith("..") else relative
-
-
-def next_commands(finished: loop.Finished) -> list[str]:
-  """The commands that follow a finished run, each one that works as printed."""
-  again = "refinedweb distill train" if finished.student else "refinedweb train"
-  workdir = shlex.quote(shown(finished.workdir))  # a path with spaces works too
-  split = " --split test" if finished.test_split else ""
-  return [f"refinedweb eval --workdir {workdir}{split}",
-          f"refinedweb generate --workdir {workdir} --text \"...\"",
-          f"{again} --workdir {workdir} --config.train.num_steps={2 * finished.num_steps}  "
-          "(continues this run with its own settings)"]
-
-
-def print_next(finished: loop.Finished):
-  """Prints (on the first process) the next commands below a finished run's summary."""
-  if jax.process_index() == 0:
-    print("\n".join(("  next: " if i == 0 else "        ") + hint
-                    for i, hint in enumerate(next_commands(finished))), flush=True)
 
 
 def evaluate(workdir: str, split: str = "validation", *, examples: int | None = None) -> dict:

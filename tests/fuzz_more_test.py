@@ -153,28 +153,12 @@ def test_the_memory_estimate_passes_the_default_and_names_its_parts():
 
 
 def test_next_hints_of_a_workdir_with_spaces_work_as_printed(tmp_path, monkeypatch):
-  from refinedweb_jax import api
   from refinedweb_jax.train import loop
   monkeypatch.chdir(tmp_path)
-  finished = loop.Finished(None, configs.default_config().train.num_steps, "my run's dir", None,
-                           test_split=True, student=False)
-  for hint in api.next_commands(finished):
+  run = types.SimpleNamespace(config=configs.default_config(), tasks=[])
+  for hint in loop.hints(run, "my run's dir", "refinedweb train"):
     argv = shlex.split(hint.split("  (")[0])
     assert argv[argv.index("--workdir") + 1] == "my run's dir", hint
-
-
-def test_a_students_run_is_continued_by_distill_train():
-  """What a run did (loop.Finished) picks the command that continues it, not the caller."""
-  from refinedweb_jax import api
-  from refinedweb_jax.train import loop
-  for student, again in ((False, "refinedweb train --workdir"),
-                         (True, "refinedweb distill train --workdir")):
-    finished = loop.Finished(None, 10, "/elsewhere/run", None, test_split=False,
-                             student=student)
-    eval_hint, _, continue_hint = api.next_commands(finished)
-    assert eval_hint == "refinedweb eval --workdir /elsewhere/run", eval_hint
-    assert continue_hint.startswith(f"{again} /elsewhere/run --config.train.num_steps=20 "), (
-        continue_hint)
 
 
 def test_eval_with_no_decoded_example_promises_no_predictions_file(tmp_path, monkeypatch,

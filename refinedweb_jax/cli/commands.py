@@ -36,7 +36,7 @@ def prepare(args, settled):
 
 def train(args, settled):
   memory.check(settled.config)
-  api.print_next(trainer.train(settled, args.workdir, command=args.command_line))
+  trainer.train(settled, args.workdir, command=args.command_line)
 
 
 def distill_train(args, settled):
@@ -45,7 +45,7 @@ def distill_train(args, settled):
                     "or --config.distill.online=true with --teacher WORKDIR")
   teacher.check_store(settled.config)
   memory.check(settled.config)
-  api.print_next(trainer.train(settled, args.workdir, command=args.command_line))
+  trainer.train(settled, args.workdir, command=args.command_line)
 
 
 def evaluate(args, settled):

@@ -1,8 +1,8 @@
 """The training loop: resume, evaluate, step, log and checkpoint on the config's schedule."""
 
-import dataclasses
 import os
 import resource
+import shlex
 import sys
 import textwrap
 import time
@@ -60,23 +60,11 @@ class StepChanged(ValueError):
     self.step = step
 
 
-@dataclasses.dataclass
-class Finished:
-  """What a run that reached train.num_steps did, for its caller to report (the next
-  commands): its final state, its run directory and its newest checkpoint."""
-  state: object
-  num_steps: int
-  workdir: str  # as the checkpoints' directory names it
-  checkpoint: str | None  # the newest checkpoint's directory, None if none was saved
-  test_split: bool  # whether every task of the run has a test split to evaluate
-  student: bool  # a distilled student's run (config.distill)
-
-
 def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedule,
-             describe: str, fresh=None, command: str | None = None,
-             settled_step: int | None = None, student: bool = False) -> Finished:
+             describe: str, fresh=None, command: str | None = None, continue_with: str,
+             settled_step: int | None = None):
   """The loop every run shares: resume (state and data iterator), evaluate at step 0,
-  then step, log, evaluate and checkpoint on the config's schedule; returns what it did.
+  then step, log, evaluate and checkpoint on the config's schedule; returns the final state.
 
   SIGTERM / SIGINT or a pod's preemption notice end the current step, save it and raise
   stop.Stopped; a non-finite loss, or parameters or optimizer state that are not finite
@@ -85,8 +73,7 @@ def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedu
   checkpoint starts from fresh(state) when given (train.init_from). Every item of a step
   is verified (config and tokenizer too); a step with a damaged one goes aside whole, and
   when the step restored is not `settled_step` (the one the config came from) StepChanged
-  is raised before anything is written. command: the invocation runs.jsonl records;
-  student: whether the run is a distilled student's (what Finished reports).
+  is raised before anything is written. continue_with: the command that continues this run.
   """
   t = run.config.train
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -134,7 +121,7 @@ def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedu
       log.text(f"parameters from {run.config.train.init_from}")
     with stop.StopSignals() as signals:
       state = _steps(run, state, step_fn, train_iter, int(start or 0), schedule, ckpt, log,
-                     signals)
+                     signals, continue_with)
   finally:
     try:
       ckpt.close()  # waits for a save in flight: the newest checkpoint is whole
@@ -144,12 +131,11 @@ def run_loop(run, state, shardings, step_fn, train_iter, *, workdir: str, schedu
     finally:
       log.close()
   multihost_utils.sync_global_devices("training done")
-  return Finished(state, run.config.train.num_steps, os.path.dirname(ckpt.directory),
-                  None if newest is None else os.path.join(ckpt.directory, str(newest)),
-                  all(has_test_split(run.config, task) for task in run.tasks), student)
+  return state
 
 
-def _steps(run, state, step_fn, train_iter, start, schedule, ckpt, log, signals):
+def _steps(run, state, step_fn, train_iter, start, schedule, ckpt, log, signals,
+           continue_with):
   """Steps from `start` to train.num_steps; the body of run_loop."""
   config, t = run.config, run.config.train
   evaluator = run.evaluator(log)
@@ -215,8 +201,14 @@ def _steps(run, state, step_fn, train_iter, start, schedule, ckpt, log, signals)
                          signals.exit_code if signals.requested else 0)
   progress.close()
   log.text(summary(run, start, last, ckpt, seconds=time.time() - throughput.began,
-                   evaluating=throughput.evaluating))
+                   evaluating=throughput.evaluating, continue_with=continue_with))
   return state
+
+
+def shown(path: str) -> str:
+  """A path as a command line would name it: relative to here when it lies below."""
+  relative = os.path.relpath(path) if "://" not in path else path
+  return path if relative.startswith("..") else relative
 
 
 def has_test_split(config, task) -> bool:
@@ -230,9 +222,19 @@ def has_test_split(config, task) -> bool:
   return "test" in public.PUBLIC[task.name].splits
 
 
-def summary(run, start: int, metrics: dict, ckpt, *, seconds: float, evaluating: float) -> str:
-  """What a finished run prints: its final metrics and checkpoint (its caller, the next
-  commands)."""
+def hints(run, workdir: str, continue_with: str) -> list[str]:
+  """The commands that follow a finished run, each one that works as printed."""
+  t, workdir = run.config.train, shlex.quote(shown(workdir))  # a path with spaces works too
+  split = " --split test" if all(has_test_split(run.config, task) for task in run.tasks) else ""
+  return [f"refinedweb eval --workdir {workdir}{split}",
+          f"refinedweb generate --workdir {workdir} --text \"...\"",
+          f"{continue_with} --workdir {workdir} --config.train.num_steps={2 * t.num_steps}  "
+          "(continues this run with its own settings)"]
+
+
+def summary(run, start: int, metrics: dict, ckpt, *, seconds: float, evaluating: float,
+            continue_with: str) -> str:
+  """What a finished run prints last: its final metrics, checkpoint and what to run next."""
   t = run.config.train
   ckpt.wait()
   newest = ckpt.latest_step()
@@ -252,6 +254,8 @@ def summary(run, start: int, metrics: dict, ckpt, *, seconds: float, evaluating:
     lines += textwrap.wrap(", ".join(cells), 96, initial_indent="  ", subsequent_indent="  ")
   if newest is not None:
     lines.append(f"  checkpoint: {os.path.join(ckpt.directory, str(newest))}")
+  for i, hint in enumerate(hints(run, os.path.dirname(ckpt.directory), continue_with)):
+    lines.append(("  next: " if i == 0 else "        ") + hint)
   return "\n".join(lines)
 
 

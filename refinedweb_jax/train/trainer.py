@@ -55,11 +55,8 @@ def prepare_workdir(workdir: str):
                      f"--config.train.init_from={shlex.quote(str(workdir))}")
 
 
-def train(settled: resume.Settled, workdir: str, *,
-          command: str | None = None) -> loop.Finished:
-  """Trains (resuming the newest checkpoint in workdir) and evaluates; returns what the run
-  did (loop.Finished: its final state, run directory, newest checkpoint) for the caller
-  to report."""
+def train(settled: resume.Settled, workdir: str, *, command: str | None = None):
+  """Trains (resuming the newest checkpoint in workdir) and evaluates; returns the final state."""
   sharding.start_jax(settled.config.distributed)
   prepare_workdir(workdir)
   with hold(workdir):
@@ -119,12 +116,12 @@ def _train(settled: resume.Settled, workdir: str, command: str | None):
       target_length=d.target_length)
   if teacher is None:
     step_fn = step_lib.jit_train_step(run.model, config, run.mesh, shardings)
-    batches, kind = run.train_iterator(), ""
+    batches, kind, again = run.train_iterator(), "", "refinedweb train"
   else:
     sum_fn, features, extra = teacher_lib.loss(config, run, teacher)
     step_fn = step_lib.jit_train_step(run.model, config, run.mesh, shardings, sum_fn=sum_fn,
                                       features=features, sum_args=extra)
-    batches = teacher_lib.iterator(run, teacher)
+    batches, again = teacher_lib.iterator(run, teacher), "refinedweb distill train"
     kind = "; " + teacher_lib.describe(config, teacher)
   describe = (f"model {model_cfg.d_model}d x {model_cfg.num_encoder_layers}"
               f"+{model_cfg.num_decoder_layers} layers, "
@@ -135,7 +132,7 @@ def _train(settled: resume.Settled, workdir: str, command: str | None):
     fresh = functools.partial(_from_init, config, shardings, model_cfg)
   return loop.run_loop(run, state, shardings, step_fn, batches, workdir=workdir,
                        schedule=schedule, describe=describe, fresh=fresh, command=command,
-                       settled_step=settled.step, student=teacher is not None)
+                       continue_with=again, settled_step=settled.step)
 
 
 def coverage(run) -> list[str]:
@@ -163,7 +160,6 @@ def _from_init(config, shardings, model_cfg, state):
 
 
 def train_and_evaluate(config, workdir: str, *, overrides=(), command: str | None = None):
-  """Settles a ConfigDict against the run in workdir (resume.settle) and trains it;
-  returns the final state."""
+  """Settles a ConfigDict against the run in workdir (resume.settle) and trains it."""
   return train(resume.settle(workdir, base=config, overrides=overrides), workdir,
-               command=command).state
+               command=command)
