@@ -15,7 +15,7 @@ import sys
 import jax
 import numpy as np
 
-from refinedweb_jax import sharding
+from refinedweb_jax import backend, sharding
 from refinedweb_jax.data import registry, tasks
 from refinedweb_jax.model import decode, quantize
 from refinedweb_jax.train import lock, logger, resume, setup, trainer
@@ -262,20 +262,14 @@ def train(config=None, workdir: str = "runs/notebook", overrides: dict | None = 
   50, ...}, changes either way. Returns {"step", "history": {metric: [[step, value], ...]},
   "eval": the last evaluation's metrics}.
   """
+  backend.configure()
   items = list((overrides or {}).items())
-  sharding.start_jax(distributed(items))
   if isinstance(config, str) or config is None:
     settled = resume.settle(workdir, spec=config, overrides=items)
   else:
     settled = resume.settle(workdir, base=config, overrides=items)
   trainer.train(settled, workdir)
   return read_history(workdir)
-
-
-def distributed(overrides) -> dict:
-  """The multi-process job's settings among (key, value) overrides: distributed.KEY."""
-  return {key.split(".", 1)[1]: value for key, value in overrides
-          if key.startswith("distributed.")}
 
 
 def evaluate(workdir: str, split: str = "validation", *, examples: int | None = None) -> dict:

@@ -226,18 +226,6 @@ def _on_cloud_tpu() -> bool:
           and bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*")))
 
 
-def start_jax(distributed=None) -> bool:
-  """Starts JAX for a command or a run, before anything else uses it: the platform's
-  compiler flags and compilation cache (backend.configure), then a multi-process job from
-  `distributed` (config.distributed, or the given ones of its keys) or JAX_* variables.
-  Calling it again changes nothing already started; returns whether the job is
-  distributed."""
-  backend.configure()
-  given = {} if distributed is None else distributed
-  return initialize_distributed(given.get("coordinator_address"), given.get("num_processes"),
-                                given.get("process_id"))
-
-
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None, process_id: int | None = None, *,
                            timeout_s: int = 300) -> bool:

@@ -14,7 +14,7 @@ from absl import logging as absl_logging
 from etils import epath
 
 import refinedweb_jax
-from refinedweb_jax import api, sharding
+from refinedweb_jax import backend, sharding
 from refinedweb_jax.cli import commands, parser
 from refinedweb_jax.cli.parser import UserError, parse
 from refinedweb_jax.train import resume, stop
@@ -67,9 +67,7 @@ def main(argv) -> int:
       print(f"refinedweb_jax {refinedweb_jax.__version__}")
       return 0
     args.command_line = shlex.join(["refinedweb"] + list(argv))
-    # Compiler flags and a multi-process job's start, before any command reads a checkpoint
-    # (which starts JAX); the job comes from --config.distributed.* or JAX_* variables.
-    sharding.start_jax(api.distributed(overrides))
+    _start_jax(overrides)
     settled = settle(command, args, overrides)
     stop.check_pending()
     result = commands.BODIES[command.name](args, overrides if command.config == "raw"
@@ -96,6 +94,16 @@ def main(argv) -> int:
   except KeyboardInterrupt:
     print("refinedweb: interrupted", file=sys.stderr)
     return 130
+
+
+def _start_jax(overrides):
+  """Compiler flags and a multi-process job's start, before any command reads a checkpoint
+  (which starts JAX); the job comes from --config.distributed.* or JAX_* variables."""
+  backend.configure()
+  given = {key.split(".", 1)[1]: value for key, value in overrides
+           if key.startswith("distributed.")}
+  sharding.initialize_distributed(given.get("coordinator_address"),
+                                  given.get("num_processes"), given.get("process_id"))
 
 
 def check_storage(flag: str, path) -> None:

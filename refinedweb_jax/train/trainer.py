@@ -17,7 +17,7 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from refinedweb_jax import configs, sharding
+from refinedweb_jax import backend, configs, sharding
 from refinedweb_jax.data import checks, tasks
 from refinedweb_jax.model.transformer import count_params
 from refinedweb_jax.train import checkpoint, lock, loop, optim, resume, setup, step as step_lib
@@ -57,7 +57,10 @@ def prepare_workdir(workdir: str):
 
 def train(settled: resume.Settled, workdir: str, *, command: str | None = None):
   """Trains (resuming the newest checkpoint in workdir) and evaluates; returns the final state."""
-  sharding.start_jax(settled.config.distributed)
+  config = settled.config
+  backend.configure()
+  dist = config.distributed
+  sharding.initialize_distributed(dist.coordinator_address, dist.num_processes, dist.process_id)
   prepare_workdir(workdir)
   with hold(workdir):
     if settled.step is None:
