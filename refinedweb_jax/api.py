@@ -135,7 +135,8 @@ class RefinedWeb:
   def stream(self, prompts, *, batch_size: int = 16, **decoding):
     """Yields each prompt's output in order, as soon as its batch finishes."""
     settings = self.decoding(**decoding)
-    check_batch_size(batch_size)
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows_step = sharding.batch_rows(self.mesh)
     self._truncated = []
     encoded = [self._encode(i, p) for i, p in enumerate(prompts)]
@@ -239,12 +240,6 @@ class RefinedWeb:
       if evaluator.samples:  # nothing decoded (decode_examples=0): no predictions file
         print(f"predictions: {path}", flush=True)
     return metrics
-
-
-def check_batch_size(batch_size: int, name: str = "batch_size"):
-  """Raises unless a decoding batch holds at least one input; `name`: how errors call it."""
-  if batch_size < 1:
-    raise ValueError(f"{name} must be >= 1, got {batch_size}")
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -40,10 +40,13 @@ def train(args, settled):
 
 
 def distill_train(args, settled):
+  kd = settled.config.distill
   if not teacher.is_student(settled.config):
     raise UserError("distill train needs --logits LOGITS_DIR (from refinedweb distill dump), "
                     "or --config.distill.online=true with --teacher WORKDIR")
-  teacher.check_store(settled.config)
+  if kd.logits and not kd.online and not os.path.isdir(kd.logits):
+    raise UserError(f"logits directory {kd.logits!r} does not exist; write it with: "
+                    f"refinedweb distill dump --teacher WORKDIR --out {kd.logits}")
   memory.check(settled.config)
   trainer.train(settled, args.workdir, command=args.command_line)
 
@@ -113,7 +116,8 @@ def generate(args, settled):
   if args.task is not None and args.task not in known:
     raise UserError(f"unknown task {args.task!r}; allowed: {', '.join(known.names())}")
   settings = inputs.decoding_settings(args)
-  api.check_batch_size(args.batch_size, "--batch-size")
+  if args.batch_size < 1:
+    raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
   if args.text and args.input:
     raise UserError("give inputs by --text or by --input FILE, not both")
   if args.input_field is not None and not args.input:

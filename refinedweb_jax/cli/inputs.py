@@ -199,7 +199,9 @@ def guess_format(path: str, files: int = 1) -> str:
 def prepare_own(args, config):
   """Builds an own task and records it in data.data_dir's registry (registry.record_prepared)."""
   spec = own_task_spec(args)
-  setup.check_tokenizer_file(config)
+  given = str(config.data.tokenizer)
+  if given.endswith(".model") and not os.path.isfile(given):
+    raise UserError(f"config.data.tokenizer {given!r}: no such file")
   setup.check_data_dir(config.data.data_dir)
   builder = own_data.build(config.data.data_dir, **spec)
   entry = dict(spec, metrics=_metrics(args) or list(tasks.default_metrics(spec["format"])),

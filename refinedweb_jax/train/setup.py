@@ -143,17 +143,11 @@ def _prepare_tokenizer(config, run_tasks_: list) -> str:
                      f"tokenizer's training text holds; the largest that fits is {e.largest}: "
                      f"--config.data.vocab_size={e.largest} (or leave it unset)") from None
   if d.tokenizer.endswith(".model"):  # a SentencePiece file, e.g. a T5's spiece.model
-    check_tokenizer_file(config)
+    if not os.path.isfile(d.tokenizer):
+      raise FileNotFoundError(f"config.data.tokenizer {d.tokenizer!r}: no such file")
     return d.tokenizer
   raise ValueError(f"unknown config.data.tokenizer {d.tokenizer!r}; allowed: builtin, mixture "
                    "or a SentencePiece model file (*.model)")
-
-
-def check_tokenizer_file(config):
-  """Raises unless the SentencePiece file data.tokenizer names (*.model), if any, exists."""
-  given = str(config.data.tokenizer)
-  if given.endswith(".model") and not os.path.isfile(given):
-    raise FileNotFoundError(f"config.data.tokenizer {given!r}: no such file")
 
 
 def check_data_dir(data_dir: str):

@@ -33,14 +33,6 @@ def is_student(config) -> bool:
   return bool(config.distill.get("logits") or config.distill.get("online"))
 
 
-def check_store(config):
-  """Raises unless a student's logits store (config.distill.logits) is a directory."""
-  kd = config.distill
-  if kd.get("logits") and not kd.get("online") and not os.path.isdir(kd.logits):
-    raise FileNotFoundError(f"logits directory {kd.logits!r} does not exist; write it with: "
-                            f"refinedweb distill dump --teacher WORKDIR --out {kd.logits}")
-
-
 def load(config) -> Teacher | None:
   """The teacher a student's config names (None for a run that is no student)."""
   kd = config.distill
@@ -55,7 +47,9 @@ def load(config) -> Teacher | None:
     logit_store.check_same_vocabulary(config, teacher.run.tokenizer, where,
                                       teacher.run.model_cfg.vocab_size)
     return Teacher(None, teacher, teacher.run.tokenizer.serialized_model_proto(), where)
-  check_store(config)
+  if not os.path.isdir(kd.logits):
+    raise FileNotFoundError(f"logits directory {kd.logits!r} does not exist; write it with: "
+                            f"refinedweb distill dump --teacher WORKDIR --out {kd.logits}")
   store = logit_store.LogitStore(kd.logits)
   where = f"from --logits {kd.logits}"
   logit_store.check_same_vocabulary(config, tok.Tokenizer(model_proto=store.tokenizer_proto()),
